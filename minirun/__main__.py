@@ -1,0 +1,3 @@
+from minirun.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""The thin syscall layer: the only place that talks to libc through ctypes."""

@@ -1,0 +1,1 @@
+"""Container networking: links, addresses, routes (netlink), IPAM, firewall, and the attach plan."""

@@ -1,0 +1,148 @@
+"""Attach a container's network namespace to a bridge network: the seed's "mini container network" as a plan.
+
+The only module that combines links, IPAM, sysctl and the firewall. Runs in the host netns with two rtnetlink
+sockets: one in the host, one inside the container's netns.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from minirun.errors import ConfigError
+from minirun.net import firewall, links, sysctl
+from minirun.net.ipam import AddressStore
+from minirun.net.network import Network
+from minirun.net.rtnl import Rtnl
+from minirun.plan import Step
+
+CONTAINER_IFNAME = "eth0"
+LOOPBACK_INDEX = 1  # lo is always the first link of a fresh network namespace
+
+
+@dataclass
+class Attachment:
+    """What attaching produced: the facts the state record and `inspect` show."""
+
+    network: Network
+    host_veth: str
+    mtu: int
+    address: ipaddress.IPv4Interface | None = None
+    bridge_created: bool = False
+    foreign_drop: firewall.ForeignDrop | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def check_subnet_free(host: Rtnl, network: Network) -> None:
+    """Refuse a subnet that overlaps a route the host already has (other than our own bridge's)."""
+    bridge = links.get_link(host, network.bridge)
+    if bridge is not None and bridge.kind != "bridge":
+        raise ConfigError(
+            f"{network.bridge} exists but is a {bridge.kind or 'plain'} link, not a bridge",
+            hint=f"delete it (ip link delete {network.bridge}) or use --network none|host",
+        )
+    own_index = bridge.index if bridge is not None else None
+    for route in links.routes(host):
+        if route.dst.prefixlen == 0 or (own_index is not None and route.oif == own_index):
+            continue
+        if route.dst.overlaps(network.subnet):
+            via = f" via {route.gateway}" if route.gateway else ""
+            dev = next((lk.name for lk in links.list_links(host) if lk.index == route.oif), route.oif)
+            raise ConfigError(
+                f"network {network.name} ({network.subnet}) overlaps the host route {route.dst}{via} dev {dev}",
+                hint="remove that route or give minirun another subnet",
+            )
+
+
+def loopback_steps(container: Rtnl, ns_label: str) -> list[Step]:
+    return [
+        Step(
+            "loopback",
+            lambda: links.set_up(container, LOOPBACK_INDEX, "lo"),
+            lambda: [f"nsenter --net={ns_label} ip link set lo up"],
+        )
+    ]
+
+
+def bridge_steps(
+    att: Attachment, host: Rtnl, container: Rtnl, netns_fd: int, ns_label: str, store: AddressStore, owner: str
+) -> list[Step]:
+    """The ordered steps that put `eth0` of the container on `att.network`'s bridge with an address."""
+    net = att.network
+    state = {"bridge_index": None}
+    in_ns = f"nsenter --net={ns_label}"
+
+    def ensure_bridge() -> None:
+        bridge, att.bridge_created = links.ensure_bridge(host, net.bridge)
+        if att.bridge_created:
+            sysctl.disable_ipv6(net.bridge)
+        links.ensure_address(host, bridge.index, net.gateway_interface, net.bridge)
+        if not bridge.up:
+            links.set_up(host, bridge.index, net.bridge)
+        state["bridge_index"] = bridge.index
+
+    def reserve() -> object:
+        addr = store.reserve(owner, CONTAINER_IFNAME)
+        att.address = ipaddress.IPv4Interface(f"{addr}/{net.subnet.prefixlen}")
+        return lambda: store.release(addr, owner)
+
+    def create_veth() -> object:
+        links.add_veth_pair(host, att.host_veth, CONTAINER_IFNAME, netns_fd, mtu=att.mtu,
+                            master=state["bridge_index"])
+        return lambda: links.delete_link(host, att.host_veth)
+
+    def host_end_up() -> None:
+        sysctl.disable_ipv6(att.host_veth)
+        veth = links.get_link(host, att.host_veth)
+        if veth is None:
+            raise ConfigError(f"{att.host_veth} vanished right after it was created")
+        links.set_up(host, veth.index, att.host_veth)
+
+    def configure_eth0() -> None:
+        eth0 = links.get_link(container, CONTAINER_IFNAME)
+        if eth0 is None:
+            raise ConfigError(f"{CONTAINER_IFNAME} is missing inside the container")
+        links.ensure_address(container, eth0.index, att.address, CONTAINER_IFNAME)
+        links.set_up(container, eth0.index, CONTAINER_IFNAME)
+        links.set_up(container, LOOPBACK_INDEX, "lo")
+        state["eth0_index"] = eth0.index
+
+    def default_route() -> None:
+        links.add_default_route(container, net.gateway, state["eth0_index"], CONTAINER_IFNAME)
+
+    def foreign_drop_note() -> list[str]:
+        drop = att.foreign_drop
+        if drop is None:
+            return []
+        return [f"nft -f - <<'EOF'\n{firewall.render_forward_accepts(net, drop)}EOF"]
+
+    def enable_nat() -> None:
+        att.foreign_drop = firewall.ensure_network(net)
+
+    address_text = lambda: str(att.address) if att.address else f"<next free address in {net.subnet}>"  # noqa: E731
+    return [
+        Step("bridge", ensure_bridge, lambda: [
+            f"ip link add {net.bridge} type bridge",
+            f"ip addr add {net.gateway_interface} dev {net.bridge}",
+            f"ip link set {net.bridge} up",
+        ]),
+        Step("ip-forward", lambda: sysctl.ensure("net.ipv4.ip_forward", "1") and None,
+             lambda: ["sysctl -w net.ipv4.ip_forward=1"]),
+        Step("nat", enable_nat, lambda: [
+            f"nft -f - <<'EOF'\n{firewall.render_masquerade(net)}EOF", *foreign_drop_note()]),
+        Step("ipam", reserve, lambda: [f"# reserve {address_text()} for {owner} ({store.directory})"]),
+        Step("veth", create_veth, lambda: [
+            f"ip link add {att.host_veth} mtu {att.mtu} master {net.bridge} type veth "
+            f"peer name {CONTAINER_IFNAME} mtu {att.mtu} netns {ns_label}",
+        ]),
+        Step("veth-up", host_end_up, lambda: [
+            f"sysctl -w net.ipv6.conf.{att.host_veth}.disable_ipv6=1",
+            f"ip link set {att.host_veth} up",
+        ]),
+        Step("eth0", configure_eth0, lambda: [
+            f"{in_ns} ip addr add {address_text()} dev {CONTAINER_IFNAME}",
+            f"{in_ns} ip link set {CONTAINER_IFNAME} up",
+            f"{in_ns} ip link set lo up",
+        ]),
+        Step("default-route", default_route, lambda: [f"{in_ns} ip route add default via {net.gateway}"]),
+    ]

@@ -1,0 +1,171 @@
+"""The nftables firewall driver: minirun's own `table inet minirun`, changed in atomic `nft -f -` runs.
+
+Rendering is pure (text in, text out) so it can be unit-tested; applying is one transaction.
+minirun never flushes or edits a table it does not own, with one narrow exception: when another tool
+(Docker) has set a DROP policy on the forward hook, an accept in our own table does not help — every base
+chain on the hook must accept — so we insert tagged accepts for our bridge into that tool's chain
+(Docker's DOCKER-USER, made for exactly this, else filter FORWARD) and remove only those.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from minirun.errors import ConfigError, MinirunError
+from minirun.net.network import Network
+
+TABLE = "minirun"
+FAMILY = "inet"
+TAG_PREFIX = "minirun network="
+
+
+def tag(network: Network) -> str:
+    return f"{TAG_PREFIX}{network.name}"
+
+
+def masquerade_chain(network: Network) -> str:
+    return f"masq-{network.name}"
+
+
+def render_masquerade(network: Network) -> str:
+    """One masquerade rule per network, in a chain of its own so re-applying it is idempotent.
+
+    Traffic from the subnet to anywhere but the subnet leaves with the host's address (the seed's
+    `iptables -t nat -A POSTROUTING -s 10.244.0.0/24 ! -o cni0 -j MASQUERADE`).
+    """
+    chain = masquerade_chain(network)
+    return "\n".join(
+        [
+            f"add table {FAMILY} {TABLE}",
+            f"add chain {FAMILY} {TABLE} {chain} {{ type nat hook postrouting priority srcnat; policy accept; }}",
+            f"flush chain {FAMILY} {TABLE} {chain}",
+            f"add rule {FAMILY} {TABLE} {chain} ip saddr {network.subnet} ip daddr != {network.subnet} "
+            f'masquerade comment "{tag(network)}"',
+            "",
+        ]
+    )
+
+
+def render_masquerade_removal(network: Network) -> str:
+    return f"delete chain {FAMILY} {TABLE} {masquerade_chain(network)}\n"
+
+
+@dataclass(frozen=True)
+class ForeignDrop:
+    """A chain of another tool that drops forwarded traffic unless something accepts it first."""
+
+    family: str
+    table: str
+    chain: str
+
+
+def render_forward_accepts(network: Network, target: ForeignDrop) -> str:
+    """Docker's own three FORWARD rules for docker0, for our bridge, inserted at the top of `target`."""
+    where = f"{target.family} {target.table} {target.chain}"
+    br = network.bridge
+    note = f'comment "{tag(network)}"'
+    return "\n".join(
+        [
+            f'insert rule {where} oifname "{br}" ct state established,related accept {note}',
+            f'insert rule {where} iifname "{br}" oifname != "{br}" accept {note}',
+            f'insert rule {where} iifname "{br}" oifname "{br}" accept {note}',
+            "",
+        ]
+    )
+
+
+def nft_binary() -> str:
+    # root's PATH may lack /usr/sbin (su without -), so look there too
+    path = shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.access(p, os.X_OK)), None)
+    if path is None:
+        raise ConfigError(
+            "the nft binary is missing; minirun needs it for NAT",
+            hint="apt-get install nftables, or use --network none|host",
+        )
+    return path
+
+
+def _nft(args: list[str], script: str | None = None) -> str:
+    proc = subprocess.run([nft_binary(), *args], input=script, capture_output=True, text=True)
+    if proc.returncode != 0:
+        detail = proc.stderr.strip().splitlines()
+        first = detail[0] if detail else f"exit status {proc.returncode}"
+        raise MinirunError(f"nft {' '.join(args)} failed: {first}")
+    return proc.stdout
+
+
+def apply(script: str) -> None:
+    """Apply `script` as one atomic nftables transaction."""
+    _nft(["-f", "-"], script)
+
+
+def list_json(*what: str) -> list[dict]:
+    return json.loads(_nft(["-j", "list", *what]) or '{"nftables": []}')["nftables"]
+
+
+def find_foreign_drop(chains: list[dict]) -> ForeignDrop | None:
+    """From `nft -j list chains` output: where our accepts must go, or None when nothing drops.
+
+    Docker's DOCKER-USER is preferred: Docker jumps to it first from FORWARD and never flushes it.
+    """
+    drops, docker_user = [], None
+    for item in chains:
+        chain = item.get("chain")
+        if not chain or chain.get("table") == TABLE:
+            continue
+        if chain.get("name") == "DOCKER-USER" and chain.get("family") in ("ip", "inet"):
+            docker_user = ForeignDrop(chain["family"], chain["table"], chain["name"])
+        if chain.get("hook") == "forward" and chain.get("policy") == "drop" and chain.get("family") in (
+            "ip",
+            "inet",
+        ):
+            drops.append(ForeignDrop(chain["family"], chain["table"], chain["name"]))
+    if not drops:
+        return None
+    return docker_user or drops[0]
+
+
+def rule_handles(rules: list[dict], comment: str) -> list[int]:
+    """Handles of the rules in `nft -j list chain …` output that carry `comment`."""
+    return [item["rule"]["handle"] for item in rules if "rule" in item and item["rule"].get("comment") == comment]
+
+
+def ensure_network(network: Network) -> ForeignDrop | None:
+    """Converge: the network's masquerade rule exists, and a foreign DROP on forward lets its bridge pass.
+
+    Returns the foreign chain that needed our accepts, if any.
+    """
+    script = render_masquerade(network)
+    target = find_foreign_drop(list_json("chains"))
+    if target is not None:
+        existing = list_json("chain", target.family, target.table, target.chain)
+        if not rule_handles(existing, tag(network)):
+            script += render_forward_accepts(network, target)
+    apply(script)
+    return target
+
+
+def remove_network(network: Network) -> None:
+    """Remove everything minirun added for `network`; what is already gone is fine."""
+    script = ""
+    for item in list_json("chains"):
+        chain = item.get("chain")
+        if not chain:
+            continue
+        if chain.get("table") == TABLE and chain.get("family") == FAMILY:
+            if chain["name"] == masquerade_chain(network):
+                script += render_masquerade_removal(network)
+            continue
+        if chain.get("hook") == "forward" or chain.get("name") == "DOCKER-USER":
+            rules = list_json("chain", chain["family"], chain["table"], chain["name"])
+            for handle in rule_handles(rules, tag(network)):
+                script += f"delete rule {chain['family']} {chain['table']} {chain['name']} handle {handle}\n"
+    remaining = [i for i in list_json("table", FAMILY, TABLE) if "chain" in i] if script else []
+    if script:
+        apply(script)
+        if all(i["chain"]["name"] == masquerade_chain(network) for i in remaining):
+            apply(f"delete table {FAMILY} {TABLE}\n")

@@ -1,0 +1,65 @@
+"""A plan is an ordered list of steps; each step may leave an undo behind. Failure rolls back in reverse.
+
+The same Step objects produce `--timings`, and each carries the command a person would type for it
+(`ip link add …`), so what minirun explains is what it executes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from minirun.errors import StepError
+
+Undo = Callable[[], object]
+
+# Tests set this to a step name to make the run fail right after that step (CNI's debugPostIPAMError).
+FAULT_INJECTION_ENV = "MINIRUN_TEST_FAIL_AFTER_STEP"
+
+
+@dataclass
+class Step:
+    name: str
+    apply: Callable[[], Undo | None]
+    explain: Callable[[], list[str]] = field(default=lambda: [])
+
+
+@dataclass
+class Timing:
+    name: str
+    seconds: float
+
+
+def report_undo_failure(step: str, exc: BaseException) -> None:
+    print(f"minirun: warning: rollback of '{step}' failed: {exc}", file=sys.stderr)
+
+
+def run_plan(steps: list[Step], undo: contextlib.ExitStack, timings: list[Timing] | None = None) -> None:
+    """Apply `steps` in order, pushing each undo onto `undo` (the caller commits or unwinds it).
+
+    On failure StepError names the failed step; unwinding `undo` (the caller's `with`) then rolls back the
+    steps applied so far in reverse.
+    """
+    for index, step in enumerate(steps, 1):
+        started = time.perf_counter()
+        try:
+            inverse = step.apply()
+        except Exception as exc:
+            raise StepError(index, len(steps), step.name, exc) from exc
+        if inverse is not None:
+            undo.callback(_guarded, step.name, inverse)
+        if timings is not None:
+            timings.append(Timing(step.name, time.perf_counter() - started))
+        if os.environ.get(FAULT_INJECTION_ENV) == step.name:
+            raise StepError(index, len(steps), step.name, RuntimeError(f"failure injected by {FAULT_INJECTION_ENV}"))
+
+
+def _guarded(name: str, inverse: Undo) -> None:
+    try:
+        inverse()
+    except Exception as exc:  # one failed undo must not stop the others
+        report_undo_failure(name, exc)

@@ -1,0 +1,1 @@
+"""Container lifecycle and the state store."""

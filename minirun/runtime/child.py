@@ -1,0 +1,126 @@
+"""The container's first process, between fork and exec. Everything here runs in the child.
+
+Order (nsjail's containProc, rubber-docker's contain): parent-death signal -> unshare -> hand the launcher a
+netlink socket inside the new netns -> hostname -> mounts -> wait for "go" -> default signal state -> close
+stray descriptors -> chdir -> exec. Any failure is written to the error pipe and the child exits 125;
+an exec failure exits 127 (not found) or 126 (not executable), as Docker's do.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+from dataclasses import dataclass
+
+from minirun.errors import EXIT_MINIRUN_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
+from minirun.kernel import syscalls as k
+
+GO = b"g"
+# The launcher's error pipe protocol: one line "<kind>:<detail>"; EOF with no data means exec succeeded.
+EXEC_FAILED = "exec"
+SETUP_FAILED = "setup"
+
+_SIGNALS_PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+@dataclass(frozen=True)
+class ChildConfig:
+    command: tuple[str, ...]
+    env: dict[str, str]
+    hostname: str
+    workdir: str | None
+    new_netns: bool
+
+
+@dataclass(frozen=True)
+class ChildPipes:
+    netlink_out: socket.socket  # sends the in-netns rtnetlink socket to the launcher
+    go_in: int
+    error_out: int
+
+
+def main(cfg: ChildConfig, pipes: ChildPipes) -> None:
+    """Never returns."""
+    code = EXIT_MINIRUN_FAILED
+    try:
+        _setup(cfg, pipes)
+        _exec(cfg, pipes)
+    except BaseException as exc:  # noqa: BLE001 - a forked child must never unwind into the launcher's code
+        code = getattr(exc, "exit_code", EXIT_MINIRUN_FAILED)
+        kind = EXEC_FAILED if code != EXIT_MINIRUN_FAILED else SETUP_FAILED
+        try:
+            os.write(pipes.error_out, f"{kind}:{exc}".encode()[:4000])
+        except OSError:
+            pass
+    os._exit(code)
+
+
+def _setup(cfg: ChildConfig, pipes: ChildPipes) -> None:
+    # If the launcher dies (even by SIGKILL) the container dies with it, so the next `minirun` can reclaim
+    # everything it owned: a foreground container does not outlive its `minirun run`.
+    k.set_parent_death_signal(signal.SIGKILL)
+    flags = k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWNS
+    if cfg.new_netns:
+        flags |= k.CLONE_NEWNET
+    k.unshare(flags)
+    if cfg.new_netns:
+        # IPv6 off for links created from now on (eth0), as Docker does when IPv6 is not enabled.
+        _write_quietly("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
+        netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+        socket.send_fds(pipes.netlink_out, [b"n"], [netlink.fileno()])
+        netlink.close()
+    pipes.netlink_out.close()
+    k.sethostname(cfg.hostname)
+    # Private propagation first: nothing we mount below may show up on the host.
+    k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+    k.mount("proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+    if cfg.new_netns:
+        # A sysfs mounted from inside the new netns shows its own links in /sys/class/net (as `ip netns exec`).
+        k.mount("sysfs", "/sys", "sysfs", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+    if os.read(pipes.go_in, 1) != GO:
+        os._exit(0)  # the launcher gave up (its setup failed and rolled back): leave quietly
+    os.close(pipes.go_in)
+
+
+def _exec(cfg: ChildConfig, pipes: ChildPipes) -> None:
+    for signum in _SIGNALS_PYTHON_IGNORES:
+        signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    _close_stray_fds(keep={0, 1, 2, pipes.error_out})
+    if cfg.workdir:
+        try:
+            os.chdir(cfg.workdir)
+        except OSError as exc:
+            raise _Failure(EXIT_MINIRUN_FAILED, f"cannot enter working directory {cfg.workdir}: {exc.strerror}")
+    try:
+        os.execvpe(cfg.command[0], list(cfg.command), cfg.env)
+    except OSError as exc:
+        code = EXIT_NOT_FOUND if exc.errno in (errno.ENOENT, errno.ENOTDIR) else EXIT_NOT_EXECUTABLE
+        raise _Failure(code, f"{exc.errno}:{cfg.command[0]}") from None
+
+
+class _Failure(Exception):
+    def __init__(self, exit_code: int, detail: str) -> None:
+        super().__init__(detail)
+        self.exit_code = exit_code
+
+
+def _write_quietly(path: str, value: str) -> None:
+    try:
+        with open(path, "w") as f:
+            f.write(value)
+    except OSError:
+        pass  # IPv6 compiled out: nothing to disable
+
+
+def _close_stray_fds(keep: set[int]) -> None:
+    """The command inherits stdin, stdout and stderr only (the error pipe is close-on-exec)."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the descriptor listdir itself used

@@ -1,0 +1,160 @@
+"""Teardown and crash reconciliation.
+
+`teardown()` ends one container: release its address, make sure its host veth is gone (the kernel deletes
+it with the netns; we verify, and delete it ourselves only if it lingers), remove its records. Every step
+runs even if another failed; "already gone" is success.
+
+`reconcile()` runs at the start of every `minirun` command: records whose owner (launcher) is dead, address
+reservations and name claims whose container has no live record, are torn down. That is how a `kill -9` of
+the launcher leaves nothing behind once minirun runs again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+from minirun import paths
+from minirun.errors import TeardownError
+from minirun.kernel import proc
+from minirun.runtime import state
+
+
+def _host_rtnl(host_rtnl):
+    if host_rtnl is None:
+        from minirun.net import rtnl
+
+        host_rtnl = rtnl.Rtnl()
+    return host_rtnl
+
+
+def _kill_container(record: dict[str, Any]) -> None:
+    pid, started = record.get("pid"), record.get("pid_started")
+    if not (isinstance(pid, int) and isinstance(started, int) and proc.is_alive(pid, started)):
+        return
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 2
+    while proc.is_alive(pid, started) and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
+def teardown(record: dict[str, Any], *, host_rtnl=None, wait_for_links: float = 0.0) -> list[str]:
+    """Release everything `record`'s container owned. Returns what was removed; raises TeardownError."""
+    from minirun.net import ipam, links
+    from minirun.net.network import default_network
+
+    removed: list[str] = []
+    errors: list[str] = []
+    container_id = record["id"]
+    _kill_container(record)
+
+    net = record.get("network")
+    if net:
+        network = default_network()
+        store = ipam.AddressStore(paths.ipam_dir(net["name"]), ipam.Allocator(network.subnet, network.gateway))
+        address = net.get("address", "").split("/")[0]
+        try:
+            if address and store.release(address, container_id):
+                removed.append(f"address {address}")
+        except OSError as exc:
+            errors.append(f"release address {address}: {exc}")
+    if record.get("network_mode", "bridge") == "bridge":
+        veth = (net or {}).get("host_veth") or links.host_veth_name(container_id)
+        try:
+            ipr = _host_rtnl(host_rtnl)
+            deadline = time.monotonic() + wait_for_links
+            while links.get_link(ipr, veth) is not None and time.monotonic() < deadline:
+                time.sleep(0.002)
+            if links.delete_link(ipr, veth):
+                removed.append(f"link {veth}")
+        except Exception as exc:  # noqa: BLE001 - collect and carry on
+            errors.append(f"delete link {veth}: {exc}")
+    try:
+        state.remove(record)
+        removed.append(f"record {container_id}")
+    except OSError as exc:
+        errors.append(f"remove record {container_id}: {exc}")
+    if errors:
+        raise TeardownError(f"teardown of container {container_id} was incomplete", errors)
+    return removed
+
+
+def reconcile() -> list[str]:
+    """Tear down what dead launchers left behind. Cheap when there is nothing to do (a few listdirs)."""
+    # Snapshot reservations and claims BEFORE the records: a run writes its record first, so anything
+    # listed here that lacks a live record was really orphaned.
+    reservations = _ipam_reservations()
+    claims = _name_claims()
+    records = state.all_records()
+    if not records and not reservations and not claims:
+        return []
+    removed: list[str] = []
+    live = set()
+    for record in records:
+        if state.owner_alive(record):
+            live.add(record["id"])
+            continue
+        if record.get("corrupt"):
+            state.remove_file(paths.container_record(record["id"]))
+            removed.append(f"corrupt record {record['id']}")
+            continue
+        try:
+            removed += [f"{item} (container {record['id']})" for item in teardown(record)]
+        except TeardownError as exc:
+            print(f"minirun: warning: {exc.msg}", file=sys.stderr)
+    for network, addresses in reservations.items():
+        if any(owner not in live for owner in addresses.values()):
+            removed += _release_orphans(network, addresses, live)
+    for name, owner in claims.items():
+        if owner not in live and state.read_name(name) == owner:
+            state.remove_file(paths.name_claim(name))
+            removed.append(f"name {name}")
+    return removed
+
+
+def _ipam_reservations() -> dict[str, dict[str, str]]:
+    try:
+        networks = os.listdir(paths.ipam_root())
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for network in networks:
+        directory = paths.ipam_dir(network)
+        entries = {}
+        for name in os.listdir(directory):
+            if name[0].isdigit():
+                try:
+                    with open(os.path.join(directory, name)) as f:
+                        entries[name] = f.read().split("\n", 1)[0]
+                except FileNotFoundError:
+                    continue
+        if entries:
+            found[network] = entries
+    return found
+
+
+def _release_orphans(network: str, addresses: dict[str, str], live: set[str]) -> list[str]:
+    from minirun.net import ipam
+    from minirun.net.network import default_network
+
+    default = default_network()
+    store = ipam.AddressStore(paths.ipam_dir(network), ipam.Allocator(default.subnet, default.gateway))
+    removed = []
+    for address, owner in addresses.items():
+        if owner not in live and store.release(address, owner):
+            removed.append(f"address {address} (container {owner})")
+    return removed
+
+
+def _name_claims() -> dict[str, str]:
+    try:
+        names = os.listdir(paths.names_dir())
+    except FileNotFoundError:
+        return {}
+    return {name: owner for name in names if (owner := state.read_name(name))}
