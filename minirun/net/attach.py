@@ -42,6 +42,14 @@ def check_subnet_free(host: Rtnl, network: Network) -> None:
             hint=f"delete it (ip link delete {network.bridge}) or use --network none|host",
         )
     own_index = bridge.index if bridge is not None else None
+    if bridge is not None:
+        foreign = [a for a in links.addresses(host, bridge.index) if a != network.gateway_interface]
+        if foreign:
+            raise ConfigError(
+                f"{network.bridge} already has {foreign[0]}, not the gateway {network.gateway_interface} of "
+                f"{network.subnet}",
+                hint=f"stop its containers and delete it (ip link delete {network.bridge}) to change the subnet",
+            )
     for route in links.routes(host):
         if route.dst.prefixlen == 0 or (own_index is not None and route.oif == own_index):
             continue

@@ -21,6 +21,7 @@ from minirun.net.network import Network
 TABLE = "minirun"
 FAMILY = "inet"
 TAG_PREFIX = "minirun network="
+NFT_ENV = "MINIRUN_NFT"  # path of the nft binary, when it is not on PATH
 
 
 def tag(network: Network) -> str:
@@ -79,8 +80,12 @@ def render_forward_accepts(network: Network, target: ForeignDrop) -> str:
 
 
 def nft_binary() -> str:
-    # root's PATH may lack /usr/sbin (su without -), so look there too
-    path = shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.access(p, os.X_OK)), None)
+    override = os.environ.get(NFT_ENV)
+    if override:
+        path = override if os.access(override, os.X_OK) else None
+    else:
+        # root's PATH may lack /usr/sbin (su without -), so look there too
+        path = shutil.which("nft") or next((p for p in ("/usr/sbin/nft", "/sbin/nft") if os.access(p, os.X_OK)), None)
     if path is None:
         raise ConfigError(
             "the nft binary is missing; minirun needs it for NAT",

@@ -60,7 +60,7 @@ class AddressStore:
     LOCK = "lock"
     LAST = "last_reserved"
 
-    def __init__(self, directory: str, allocator: Allocator) -> None:
+    def __init__(self, directory: str, allocator: Allocator | None = None) -> None:
         self.directory = directory
         self.allocator = allocator
 
@@ -83,6 +83,8 @@ class AddressStore:
 
     def reserve(self, owner: str, ifname: str = "eth0") -> ipaddress.IPv4Address:
         """Reserve the next free address for `owner`."""
+        if self.allocator is None:
+            raise ValueError("reserve() needs an allocator")
         with self.locked():
             last = self._read_last()
             taken = self._reserved_names()

@@ -47,7 +47,6 @@ def _kill_container(record: dict[str, Any]) -> None:
 def teardown(record: dict[str, Any], *, host_rtnl=None, wait_for_links: float = 0.0) -> list[str]:
     """Release everything `record`'s container owned. Returns what was removed; raises TeardownError."""
     from minirun.net import ipam, links
-    from minirun.net.network import default_network
 
     removed: list[str] = []
     errors: list[str] = []
@@ -56,8 +55,7 @@ def teardown(record: dict[str, Any], *, host_rtnl=None, wait_for_links: float = 
 
     net = record.get("network")
     if net:
-        network = default_network()
-        store = ipam.AddressStore(paths.ipam_dir(net["name"]), ipam.Allocator(network.subnet, network.gateway))
+        store = ipam.AddressStore(paths.ipam_dir(net["name"]))
         address = net.get("address", "").split("/")[0]
         try:
             if address and store.release(address, container_id):
@@ -141,10 +139,8 @@ def _ipam_reservations() -> dict[str, dict[str, str]]:
 
 def _release_orphans(network: str, addresses: dict[str, str], live: set[str]) -> list[str]:
     from minirun.net import ipam
-    from minirun.net.network import default_network
 
-    default = default_network()
-    store = ipam.AddressStore(paths.ipam_dir(network), ipam.Allocator(default.subnet, default.gateway))
+    store = ipam.AddressStore(paths.ipam_dir(network))
     removed = []
     for address, owner in addresses.items():
         if owner not in live and store.release(address, owner):
