@@ -53,7 +53,7 @@ class StepError(MinirunError):
     def __init__(self, index: int, total: int, name: str, cause: BaseException) -> None:
         cause_text = cause.msg if isinstance(cause, MinirunError) else str(cause)
         super().__init__(
-            f"step {index}/{total} ({name}) failed: {cause_text}; everything before it was rolled back",
+            f"step {index}/{total} ({name}) failed: {cause_text}; what was done so far was rolled back",
             hint=cause.hint if isinstance(cause, MinirunError) else None,
         )
         self.step = name

@@ -124,6 +124,10 @@ def bridge_steps(
             return []
         return [f"nft -f - <<'EOF'\n{firewall.render_forward_accepts(net, drop)}EOF"]
 
+    def enable_forwarding() -> None:
+        # Host-wide and shared by every network (and by Docker): kept, like docker0, not undone.
+        sysctl.ensure("net.ipv4.ip_forward", "1")
+
     def enable_nat() -> None:
         att.foreign_drop = firewall.ensure_network(net)
 
@@ -134,7 +138,7 @@ def bridge_steps(
             f"ip addr add {net.gateway_interface} dev {net.bridge}",
             f"ip link set {net.bridge} up",
         ]),
-        Step("ip-forward", lambda: sysctl.ensure("net.ipv4.ip_forward", "1") and None,
+        Step("ip-forward", enable_forwarding,
              lambda: ["sysctl -w net.ipv4.ip_forward=1"]),
         Step("nat", enable_nat, lambda: [
             f"nft -f - <<'EOF'\n{firewall.render_masquerade(net)}EOF", *foreign_drop_note()]),
