@@ -21,8 +21,10 @@ def report(exc: BaseException, *, debug: bool) -> None:
         hint = f"; {exc.hint}" if exc.hint else ""
         print(f"minirun: error: {exc.msg}{hint}", file=sys.stderr)
     else:
-        print(f"minirun: error: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
-              file=sys.stderr)
+        print(
+            f"minirun: error: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
+            file=sys.stderr,
+        )
 
 
 def run_command(args: list[str]) -> int:

@@ -33,8 +33,9 @@ class Option:
 OPTIONS = (
     Option(("--name",), "name", "NAME", "name the container (unique; default: generated)"),
     Option(("--hostname",), "hostname", "NAME", "hostname inside the container (default: the container id)"),
-    Option(("-e", "--env"), "env", "KEY=VALUE", "set an environment variable (repeatable; -e KEY copies it)",
-           repeat=True),
+    Option(
+        ("-e", "--env"), "env", "KEY=VALUE", "set an environment variable (repeatable; -e KEY copies it)", repeat=True
+    ),
     Option(("-w", "--workdir"), "workdir", "DIR", "working directory of the command"),
     Option(("--network",), "network", "MODE", f"{'|'.join(NETWORK_MODES)} (default: bridge, on minirun0)"),
     Option(("--mtu",), "mtu", "BYTES", "MTU of eth0 and its host-side veth (default: 1500)"),

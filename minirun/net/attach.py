@@ -95,8 +95,7 @@ def bridge_steps(
         return lambda: store.release(addr, owner)
 
     def create_veth() -> object:
-        links.add_veth_pair(host, att.host_veth, CONTAINER_IFNAME, netns_fd, mtu=att.mtu,
-                            master=state["bridge_index"])
+        links.add_veth_pair(host, att.host_veth, CONTAINER_IFNAME, netns_fd, mtu=att.mtu, master=state["bridge_index"])
         return lambda: links.delete_link(host, att.host_veth)
 
     def host_end_up() -> None:
@@ -133,28 +132,44 @@ def bridge_steps(
 
     address_text = lambda: str(att.address) if att.address else f"<next free address in {net.subnet}>"  # noqa: E731
     return [
-        Step("bridge", ensure_bridge, lambda: [
-            f"ip link add {net.bridge} type bridge",
-            f"ip addr add {net.gateway_interface} dev {net.bridge}",
-            f"ip link set {net.bridge} up",
-        ]),
-        Step("ip-forward", enable_forwarding,
-             lambda: ["sysctl -w net.ipv4.ip_forward=1"]),
-        Step("nat", enable_nat, lambda: [
-            f"nft -f - <<'EOF'\n{firewall.render_masquerade(net)}EOF", *foreign_drop_note()]),
+        Step(
+            "bridge",
+            ensure_bridge,
+            lambda: [
+                f"ip link add {net.bridge} type bridge",
+                f"ip addr add {net.gateway_interface} dev {net.bridge}",
+                f"ip link set {net.bridge} up",
+            ],
+        ),
+        Step("ip-forward", enable_forwarding, lambda: ["sysctl -w net.ipv4.ip_forward=1"]),
+        Step(
+            "nat", enable_nat, lambda: [f"nft -f - <<'EOF'\n{firewall.render_masquerade(net)}EOF", *foreign_drop_note()]
+        ),
         Step("ipam", reserve, lambda: [f"# reserve {address_text()} for {owner} ({store.directory})"]),
-        Step("veth", create_veth, lambda: [
-            f"ip link add {att.host_veth} mtu {att.mtu} master {net.bridge} type veth "
-            f"peer name {CONTAINER_IFNAME} mtu {att.mtu} netns {ns_label}",
-        ]),
-        Step("veth-up", host_end_up, lambda: [
-            f"sysctl -w net.ipv6.conf.{att.host_veth}.disable_ipv6=1",
-            f"ip link set {att.host_veth} up",
-        ]),
-        Step("eth0", configure_eth0, lambda: [
-            f"{in_ns} ip addr add {address_text()} dev {CONTAINER_IFNAME}",
-            f"{in_ns} ip link set {CONTAINER_IFNAME} up",
-            f"{in_ns} ip link set lo up",
-        ]),
+        Step(
+            "veth",
+            create_veth,
+            lambda: [
+                f"ip link add {att.host_veth} mtu {att.mtu} master {net.bridge} type veth "
+                f"peer name {CONTAINER_IFNAME} mtu {att.mtu} netns {ns_label}",
+            ],
+        ),
+        Step(
+            "veth-up",
+            host_end_up,
+            lambda: [
+                f"sysctl -w net.ipv6.conf.{att.host_veth}.disable_ipv6=1",
+                f"ip link set {att.host_veth} up",
+            ],
+        ),
+        Step(
+            "eth0",
+            configure_eth0,
+            lambda: [
+                f"{in_ns} ip addr add {address_text()} dev {CONTAINER_IFNAME}",
+                f"{in_ns} ip link set {CONTAINER_IFNAME} up",
+                f"{in_ns} ip link set lo up",
+            ],
+        ),
         Step("default-route", default_route, lambda: [f"{in_ns} ip route add default via {net.gateway}"]),
     ]

@@ -91,8 +91,11 @@ class AddressStore:
             while True:
                 addr = self.allocator.next_free(last, taken)
                 try:
-                    fd = os.open(os.path.join(self.directory, str(addr)),
-                                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+                    fd = os.open(
+                        os.path.join(self.directory, str(addr)),
+                        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC,
+                        0o600,
+                    )
                 except FileExistsError:  # written without the lock by someone: skip it
                     taken.add(str(addr))
                     continue

@@ -45,9 +45,15 @@ def host_veth_name(owner_id: str, ifname: str = "eth0") -> str:
 
 
 def valid_ifname(name: str) -> bool:
-    return 0 < len(name) < IFNAMSIZ and "/" not in name and not any(c.isspace() for c in name) and name not in (
-        ".",
-        "..",
+    return (
+        0 < len(name) < IFNAMSIZ
+        and "/" not in name
+        and not any(c.isspace() for c in name)
+        and name
+        not in (
+            ".",
+            "..",
+        )
     )
 
 
@@ -82,8 +88,9 @@ def list_links(ipr: Rtnl) -> list[Link]:
     return [_link_from_msg(m) for m in ipr.dump(rtnl.codecs().ifinfmsg(), rtnl.RTM_GETLINK)]
 
 
-def _newlink(ipr: Rtnl, what: str, attrs: list, *, flags: int = 0, index: int = 0, up: bool | None = None,
-             create: bool = False) -> None:
+def _newlink(
+    ipr: Rtnl, what: str, attrs: list, *, flags: int = 0, index: int = 0, up: bool | None = None, create: bool = False
+) -> None:
     msg = rtnl.codecs().ifinfmsg()
     msg["index"] = index
     if up is not None:
@@ -124,8 +131,9 @@ def set_up(ipr: Rtnl, index: int, what: str) -> None:
     _newlink(ipr, f"ip link set {what} up", [], index=index, up=True)
 
 
-def add_veth_pair(ipr: Rtnl, host_name: str, peer_name: str, peer_netns_fd: int, *, mtu: int,
-                  master: int | None) -> None:
+def add_veth_pair(
+    ipr: Rtnl, host_name: str, peer_name: str, peer_netns_fd: int, *, mtu: int, master: int | None
+) -> None:
     """Create host_name <-> peer_name with the peer created directly inside the netns `peer_netns_fd`.
 
     Creating the peer in place costs ~0.6 ms; creating it on the host and moving it costs ~27 ms.
@@ -135,13 +143,14 @@ def add_veth_pair(ipr: Rtnl, host_name: str, peer_name: str, peer_netns_fd: int,
     attrs = [
         ["IFLA_IFNAME", host_name],
         ["IFLA_MTU", mtu],
-        ["IFLA_LINKINFO", {"attrs": [["IFLA_INFO_KIND", "veth"],
-                                     ["IFLA_INFO_DATA", {"attrs": [["VETH_INFO_PEER", peer]]}]]}],
+        [
+            "IFLA_LINKINFO",
+            {"attrs": [["IFLA_INFO_KIND", "veth"], ["IFLA_INFO_DATA", {"attrs": [["VETH_INFO_PEER", peer]]}]]},
+        ],
     ]
     if master is not None:
         attrs.append(["IFLA_MASTER", master])
-    _newlink(ipr, f"ip link add {host_name} type veth peer name {peer_name} netns <container>", attrs,
-             create=True)
+    _newlink(ipr, f"ip link add {host_name} type veth peer name {peer_name} netns <container>", attrs, create=True)
 
 
 def delete_link(ipr: Rtnl, name: str) -> bool:

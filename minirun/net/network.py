@@ -35,9 +35,13 @@ def parse_subnet(text: str, origin: str) -> ipaddress.IPv4Network:
     try:
         subnet = ipaddress.IPv4Network(text)
     except ValueError as exc:
-        raise ConfigError(f'invalid subnet "{text}" in {origin}: {exc}', hint="use a CIDR such as 10.77.0.0/16") from None
+        raise ConfigError(
+            f'invalid subnet "{text}" in {origin}: {exc}', hint="use a CIDR such as 10.77.0.0/16"
+        ) from None
     if subnet.prefixlen > SMALLEST_PREFIX:
-        raise ConfigError(f"subnet {subnet} in {origin} is too small", hint=f"use a prefix of /{SMALLEST_PREFIX} or shorter")
+        raise ConfigError(
+            f"subnet {subnet} in {origin} is too small", hint=f"use a prefix of /{SMALLEST_PREFIX} or shorter"
+        )
     if subnet.is_loopback or subnet.is_multicast or subnet.is_unspecified or subnet.is_link_local:
         raise ConfigError(f"subnet {subnet} in {origin} is not usable for containers", hint="use a private range")
     return subnet

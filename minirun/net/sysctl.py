@@ -52,4 +52,3 @@ def disable_ipv6(ifname: str) -> None:
         return  # IPv6 is not built in or the link is gone: nothing to switch off
     except OSError as exc:
         raise KernelError(f"sysctl -w net.ipv6.conf.{ifname}.disable_ipv6=1", exc.errno or 0) from exc
-

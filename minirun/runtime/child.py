@@ -8,6 +8,7 @@ an exec failure exits 127 (not found) or 126 (not executable), as Docker's do.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import signal
@@ -50,10 +51,8 @@ def main(cfg: ChildConfig, pipes: ChildPipes) -> None:
     except BaseException as exc:  # noqa: BLE001 - a forked child must never unwind into the launcher's code
         code = getattr(exc, "exit_code", EXIT_MINIRUN_FAILED)
         kind = EXEC_FAILED if code != EXIT_MINIRUN_FAILED else SETUP_FAILED
-        try:
+        with contextlib.suppress(OSError):  # the launcher is gone: nobody to tell
             os.write(pipes.error_out, f"{kind}:{exc}".encode()[:4000])
-        except OSError:
-            pass
     os._exit(code)
 
 
@@ -93,7 +92,9 @@ def _exec(cfg: ChildConfig, pipes: ChildPipes) -> None:
         try:
             os.chdir(cfg.workdir)
         except OSError as exc:
-            raise _Failure(EXIT_MINIRUN_FAILED, f"cannot enter working directory {cfg.workdir}: {exc.strerror}")
+            raise _Failure(
+                EXIT_MINIRUN_FAILED, f"cannot enter working directory {cfg.workdir}: {exc.strerror}"
+            ) from None
     try:
         os.execvpe(cfg.command[0], list(cfg.command), cfg.env)
     except OSError as exc:
@@ -120,7 +121,5 @@ def _close_stray_fds(keep: set[int]) -> None:
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         if fd not in keep:
-            try:
+            with contextlib.suppress(OSError):  # the descriptor listdir itself used is already closed
                 os.close(fd)
-            except OSError:
-                pass  # the descriptor listdir itself used

@@ -66,7 +66,7 @@ def new_container_id() -> str:
 
 
 def now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def run(spec: ContainerSpec) -> int:
@@ -81,7 +81,8 @@ def run(spec: ContainerSpec) -> int:
     network = None
     host_rtnl = None
     if spec.network == "bridge":
-        from minirun.net import attach, firewall, network as netdefs, rtnl
+        from minirun.net import attach, firewall, rtnl
+        from minirun.net import network as netdefs
 
         network = netdefs.default_network()
         firewall.nft_binary()
@@ -142,14 +143,14 @@ def run(spec: ContainerSpec) -> int:
                     host_veth=links.host_veth_name(container_id),
                     mtu=spec.mtu or 1500,
                 )
-                steps = attach.bridge_steps(attachment, host_rtnl, container_rtnl, netns_fd, ns_label, store,
-                                            container_id)
+                steps = attach.bridge_steps(
+                    attachment, host_rtnl, container_rtnl, netns_fd, ns_label, store, container_id
+                )
             else:
                 steps = attach.loopback_steps(container_rtnl, ns_label)
         run_plan(steps, undo, timings)
 
-        record.update(status="running", pid=launch.pid, pid_started=proc.start_time(launch.pid),
-                      started=now_iso())
+        record.update(status="running", pid=launch.pid, pid_started=proc.start_time(launch.pid), started=now_iso())
         if network is not None:
             record["network"] = {
                 "name": network.name,
@@ -165,14 +166,14 @@ def run(spec: ContainerSpec) -> int:
         launch.close_netns_handles()
         undo.pop_all()  # from here on the container runs; teardown (not rollback) cleans up
 
-    if spec.timings:
-        timings.append(Timing("total-setup", sum(t.seconds for t in timings)))
-        for t in timings:
-            print(f"minirun: timing: {t.name:<14} {t.seconds * 1000:8.2f} ms", file=sys.stderr)
     try:
-        status = start_and_wait(launch)
+        clock = time.perf_counter()
+        status = start_and_wait(launch, on_exec=lambda: _exec_confirmed(spec, timings, clock))
     finally:
+        clock = time.perf_counter()
         gc.teardown(record, host_rtnl=host_rtnl, wait_for_links=LINK_GONE_TIMEOUT)
+        if spec.timings:
+            _print_timings([Timing("teardown", time.perf_counter() - clock)])
     return status
 
 
@@ -225,7 +226,19 @@ def _read_error(fd: int) -> str:
     return text.partition(":")[2] or "the container process exited before it was ready"
 
 
-def start_and_wait(launch: Launch) -> int:
+def _exec_confirmed(spec: ContainerSpec, timings: list[Timing], clock: float) -> None:
+    if spec.timings:
+        timings.append(Timing("exec", time.perf_counter() - clock))
+        in_process = sum(t.seconds for t in timings if t.name != "validate")
+        _print_timings([*timings, Timing("fork-to-exec", in_process)])
+
+
+def _print_timings(timings: list[Timing]) -> None:
+    for t in timings:
+        print(f"minirun: timing: {t.name:<14} {t.seconds * 1000:8.2f} ms", file=sys.stderr)
+
+
+def start_and_wait(launch: Launch, on_exec=None) -> int:
     """Let the container exec, report exec failures, forward signals, and return its exit status."""
     os.write(launch.go_out, child.GO)
     os.close(launch.go_out)
@@ -233,8 +246,9 @@ def start_and_wait(launch: Launch) -> int:
     os.close(launch.error_in)
     if failure:
         _report_child_failure(failure)
-    status = _wait_forwarding_signals(launch.pid)
-    return status
+    elif on_exec is not None:
+        on_exec()
+    return _wait_forwarding_signals(launch.pid)
 
 
 def _report_child_failure(failure: str) -> None:
@@ -268,5 +282,3 @@ def _wait_forwarding_signals(pid: int) -> int:
             os.kill(pid, info.si_signo)
     code = os.waitstatus_to_exitcode(status)
     return 128 - code if code < 0 else code
-
-

@@ -3,12 +3,44 @@
 from __future__ import annotations
 
 _ADJECTIVES = (
-    "brave", "calm", "eager", "fond", "gentle", "happy", "jolly", "keen", "lucid", "merry", "nifty", "proud",
-    "quirky", "sharp", "tender", "vivid", "wise", "zen",
+    "brave",
+    "calm",
+    "eager",
+    "fond",
+    "gentle",
+    "happy",
+    "jolly",
+    "keen",
+    "lucid",
+    "merry",
+    "nifty",
+    "proud",
+    "quirky",
+    "sharp",
+    "tender",
+    "vivid",
+    "wise",
+    "zen",
 )
 _PEOPLE = (
-    "bell", "cerf", "curie", "dijkstra", "hopper", "kahn", "knuth", "lamport", "lovelace", "metcalfe",
-    "noether", "perlman", "postel", "ritchie", "shannon", "thompson", "torvalds", "turing",
+    "bell",
+    "cerf",
+    "curie",
+    "dijkstra",
+    "hopper",
+    "kahn",
+    "knuth",
+    "lamport",
+    "lovelace",
+    "metcalfe",
+    "noether",
+    "perlman",
+    "postel",
+    "ritchie",
+    "shannon",
+    "thompson",
+    "torvalds",
+    "turing",
 )
 
 

@@ -6,6 +6,7 @@ launcher that was killed: `stale_records()` finds them so their address, links a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from typing import Any
@@ -28,10 +29,8 @@ def write_atomic(path: str, data: dict[str, Any]) -> None:
 
 
 def remove_file(path: str) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def claim_name(name: str, container_id: str) -> None:

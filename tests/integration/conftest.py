@@ -33,16 +33,24 @@ def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def minirun(*args: str, input: str | None = None, env: dict | None = None, timeout: float = 60,
-            **kwargs) -> subprocess.CompletedProcess:
+def minirun(
+    *args: str, input: str | None = None, env: dict | None = None, timeout: float = 60, **kwargs
+) -> subprocess.CompletedProcess:
     full_env = dict(os.environ, **(env or {}))
-    return subprocess.run([MINIRUN, *args], input=input, capture_output=True, text=True, env=full_env,
-                          timeout=timeout, **kwargs)
+    return subprocess.run(
+        [MINIRUN, *args], input=input, capture_output=True, text=True, env=full_env, timeout=timeout, **kwargs
+    )
 
 
 def spawn(*args: str, env: dict | None = None, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([MINIRUN, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, **(env or {})), **kwargs)
+    return subprocess.Popen(
+        [MINIRUN, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, **(env or {})),
+        **kwargs,
+    )
 
 
 def records(state: Path) -> list[dict]:
@@ -70,9 +78,13 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
 
 def wait_running(state: Path, count: int = 1, timeout: float = 10.0) -> list[dict]:
     return wait_for(
-        lambda: [r for r in records(state) if r.get("status") == "running"][:count]
-        if len([r for r in records(state) if r.get("status") == "running"]) >= count else None,
-        timeout, what=f"{count} running container(s)",
+        lambda: (
+            [r for r in records(state) if r.get("status") == "running"][:count]
+            if len([r for r in records(state) if r.get("status") == "running"]) >= count
+            else None
+        ),
+        timeout,
+        what=f"{count} running container(s)",
     )
 
 
@@ -81,8 +93,11 @@ def host_links() -> dict[str, dict]:
         return {
             link.get_attr("IFLA_IFNAME"): {
                 "index": link["index"],
-                "kind": (link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_KIND")
-                         if link.get_attr("IFLA_LINKINFO") else None),
+                "kind": (
+                    link.get_attr("IFLA_LINKINFO").get_attr("IFLA_INFO_KIND")
+                    if link.get_attr("IFLA_LINKINFO")
+                    else None
+                ),
                 "mtu": link.get_attr("IFLA_MTU"),
                 "up": bool(link["flags"] & 1),
                 "master": link.get_attr("IFLA_MASTER"),
@@ -110,10 +125,12 @@ def ipam_reservations(state: Path) -> list[str]:
 def leak_check(state_dir: Path):
     """After every test: no veth, no address record, no container record, no name claim is left."""
     yield
+
     def leftovers():
         links = [name for name in host_links() if name.startswith("veth")]
         claims = list((state_dir / "names").glob("*")) if (state_dir / "names").is_dir() else []
         return links, ipam_reservations(state_dir), records(state_dir), claims
+
     try:  # the kernel deletes a dead netns (and its veth) asynchronously
         wait_for(lambda: not any(leftovers()), timeout=3, what="no leftovers")
     except AssertionError:
@@ -177,7 +194,11 @@ PYTHON = "/usr/bin/python3"
 
 
 def listen_in_netns(netns: str, port: int, timeout: float = 10) -> subprocess.Popen:
-    proc = subprocess.Popen(["ip", "netns", "exec", netns, PYTHON, "-c", LISTENER, str(port), str(timeout)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", netns, PYTHON, "-c", LISTENER, str(port), str(timeout)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "listening"
     return proc

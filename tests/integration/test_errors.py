@@ -7,7 +7,15 @@ import subprocess
 
 import pytest
 
-from tests.integration.conftest import MINIRUN, delete_link, host_links, minirun, nft_ruleset, spawn, wait_running
+from tests.integration.conftest import (
+    MINIRUN,
+    delete_link,
+    host_links,
+    minirun,
+    nft_ruleset,
+    spawn,
+    wait_running,
+)
 
 
 def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str, code: int = 125) -> None:
@@ -47,9 +55,13 @@ def test_debug_adds_a_traceback():
 
 
 def test_not_root(tmp_path):
-    result = subprocess.run([MINIRUN, "run", "true"], capture_output=True, text=True,
-                            preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)),
-                            env={"MINIRUN_STATE_DIR": str(tmp_path / "s"), "PATH": os.environ["PATH"]})
+    result = subprocess.run(
+        [MINIRUN, "run", "true"],
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: (os.setgid(65534), os.setuid(65534)),
+        env={"MINIRUN_STATE_DIR": str(tmp_path / "s"), "PATH": os.environ["PATH"]},
+    )
     assert_clean_error(result, "must run as root", "CAP_SYS_ADMIN", "CAP_NET_ADMIN", "sudo")
 
 
@@ -67,8 +79,9 @@ def test_minirun0_that_is_not_a_bridge(fresh_bridge):
     # (this kernel has no dummy driver: a veth pair is as good a non-bridge)
     subprocess.run(["ip", "link", "add", "minirun0", "type", "veth", "peer", "name", "mrpeer0"], check=True)
     before = nft_ruleset()
-    assert_clean_error(minirun("run", "true"), "minirun0 exists but is a veth link, not a bridge",
-                       "ip link delete minirun0")
+    assert_clean_error(
+        minirun("run", "true"), "minirun0 exists but is a veth link, not a bridge", "ip link delete minirun0"
+    )
     assert host_links()["minirun0"]["kind"] == "veth"
     assert nft_ruleset() == before
 
@@ -84,8 +97,10 @@ def test_subnet_overlapping_a_host_route(fresh_bridge):
         delete_link("lan0")
 
 
-@pytest.mark.parametrize(("subnet", "fragment"), [("10.1.2.3/40", "invalid subnet"), ("10.9.0.0/31", "too small"),
-                                                  ("127.0.0.0/24", "not usable")])
+@pytest.mark.parametrize(
+    ("subnet", "fragment"),
+    [("10.1.2.3/40", "invalid subnet"), ("10.9.0.0/31", "too small"), ("127.0.0.0/24", "not usable")],
+)
 def test_invalid_subnet(subnet, fragment, fresh_bridge):
     assert_clean_error(minirun("run", "true", env={"MINIRUN_SUBNET": subnet}), fragment)
     assert "minirun0" not in host_links()
@@ -98,15 +113,19 @@ def test_exhausted_subnet(state_dir, fresh_bridge):
     try:
         assert record["network"]["address"] == "10.99.0.2/30"
         # a genuine failure in the middle of the plan: named, and rolled back (leak_check)
-        assert_clean_error(minirun("run", "true", env=env), "step 4/8 (ipam) failed",
-                           "no free address left in 10.99.0.0/30")
+        assert_clean_error(
+            minirun("run", "true", env=env), "step 4/8 (ipam) failed", "no free address left in 10.99.0.0/30"
+        )
     finally:
         os.kill(record["pid"], 9)
         proc.wait(timeout=10)
 
 
 def test_missing_nft_binary(fresh_bridge):
-    assert_clean_error(minirun("run", "true", env={"MINIRUN_NFT": "/nonexistent/nft"}), "nft binary is missing",
-                       "apt-get install nftables")
+    assert_clean_error(
+        minirun("run", "true", env={"MINIRUN_NFT": "/nonexistent/nft"}),
+        "nft binary is missing",
+        "apt-get install nftables",
+    )
     assert "minirun0" not in host_links()
     assert minirun("run", "--network", "none", "true", env={"MINIRUN_NFT": "/nonexistent/nft"}).returncode == 0

@@ -52,8 +52,14 @@ def test_container_sees_lo_and_eth0_with_address_and_default_route():
 
 
 def test_bridge_host_veth_and_ipv6_off(state_dir, fresh_bridge):
-    proc = spawn("run", "--mtu", "1400", "sh", "-c",
-                 "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6; ip -j link show eth0; exec sleep 30")
+    proc = spawn(
+        "run",
+        "--mtu",
+        "1400",
+        "sh",
+        "-c",
+        "cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6; ip -j link show eth0; exec sleep 30",
+    )
     assert proc.stdout.readline().strip() == "1"
     eth0 = json.loads(proc.stdout.readline())[0]
     (record,) = wait_running(state_dir)
@@ -99,7 +105,11 @@ def gated_client(address: str, port: int, timeout: float = 5) -> subprocess.Pope
     """A container that connects once the test writes a line to its stdin."""
     proc = subprocess.Popen(
         [MINIRUN, "run", "sh", "-c", f"read go && exec {PYTHON} -c '{CLIENT}' {address} {port} {timeout}"],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return proc
 
 
@@ -161,19 +171,25 @@ def test_sys_shows_the_container_links():
 def test_docker_forward_drop_is_handled(outside, state_dir):
     """Emulate Docker: filter FORWARD policy drop, jumping to DOCKER-USER. Containers must still talk to each
     other over the bridge (bridge netfilter sends that through FORWARD too) and reach the outside."""
-    subprocess.run(["nft", "-f", "-"], check=True, text=True, input="""
+    subprocess.run(
+        ["nft", "-f", "-"],
+        check=True,
+        text=True,
+        input="""
 table ip filter {
   chain DOCKER-USER { }
   chain FORWARD { type filter hook forward priority filter; policy drop; jump DOCKER-USER; }
 }
-""")
+""",
+    )
     try:
         server = spawn("run", PYTHON, "-c", LISTENER, "8080", "10")
         assert server.stdout.readline().strip() == "listening"
         (record,) = wait_running(state_dir)
         address = record["network"]["address"].split("/")[0]
-        rules = subprocess.run(["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True,
-                               text=True).stdout
+        rules = subprocess.run(
+            ["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True
+        ).stdout
         assert rules.count('comment "minirun network=minirun"') == 3
         client = minirun("run", PYTHON, "-c", CLIENT, address, "8080", "5")
         assert client.stdout.strip() == "pong", client.stderr
@@ -185,13 +201,13 @@ table ip filter {
         (running,) = wait_running(state_dir)
         client = gated_client(running["network"]["address"].split("/")[0], 8081, timeout=1)
         wait_running(state_dir, count=2)
-        listing = subprocess.run(["nft", "-a", "list", "chain", "ip", "filter", "DOCKER-USER"],
-                                 capture_output=True, text=True, check=True).stdout
+        listing = subprocess.run(
+            ["nft", "-a", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True, check=True
+        ).stdout
         for line in listing.splitlines():
             if "minirun network=minirun" in line:
                 handle = line.rsplit("handle", 1)[1].strip()
-                subprocess.run(["nft", "delete", "rule", "ip", "filter", "DOCKER-USER", "handle", handle],
-                               check=True)
+                subprocess.run(["nft", "delete", "rule", "ip", "filter", "DOCKER-USER", "handle", handle], check=True)
         code, out, err = release(client)
         assert code != 0 and "timed out" in err
         server.wait(timeout=10)

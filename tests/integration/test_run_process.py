@@ -42,9 +42,15 @@ def test_only_stdio_is_inherited():
     extra_r, extra_w = os.pipe()
     os.set_inheritable(extra_w, True)
     try:
-        result = minirun("run", "--network", "none", PYTHON, "-c",
-                         "import os; print(sorted(int(f) for f in os.listdir('/proc/self/fd')))",
-                         pass_fds=(extra_w,))
+        result = minirun(
+            "run",
+            "--network",
+            "none",
+            PYTHON,
+            "-c",
+            "import os; print(sorted(int(f) for f in os.listdir('/proc/self/fd')))",
+            pass_fds=(extra_w,),
+        )
     finally:
         os.close(extra_r)
         os.close(extra_w)
@@ -79,8 +85,10 @@ def test_exit_code_matrix(tmp_path):
     for command, expected in cases:
         result = minirun("run", "--network", "none", *command)
         assert result.returncode == expected, (command, result.stderr)
-    assert 'exec: "no-such-command-xyz": executable file not found in $PATH' in minirun(
-        "run", "no-such-command-xyz").stderr
+    assert (
+        'exec: "no-such-command-xyz": executable file not found in $PATH'
+        in minirun("run", "no-such-command-xyz").stderr
+    )
 
 
 def test_killed_by_signal_is_128_plus_n(state_dir):
@@ -93,8 +101,14 @@ def test_killed_by_signal_is_128_plus_n(state_dir):
 def test_signals_are_forwarded_to_pid_1(state_dir):
     for signum, code in ((signal.SIGTERM, 43), (signal.SIGUSR1, 44), (signal.SIGHUP, 45), (signal.SIGINT, 46)):
         name = signal.Signals(signum).name[3:]
-        proc = spawn("run", "--network", "none", "sh", "-c",
-                     f"trap 'exit {code}' {name}; echo ready; while :; do sleep 0.05; done")
+        proc = spawn(
+            "run",
+            "--network",
+            "none",
+            "sh",
+            "-c",
+            f"trap 'exit {code}' {name}; echo ready; while :; do sleep 0.05; done",
+        )
         assert proc.stdout.readline() == "ready\n"
         proc.send_signal(signum)
         assert proc.wait(timeout=10) == code, proc.stderr.read()
@@ -125,9 +139,22 @@ def test_hostname_defaults_to_container_id_and_can_be_set(state_dir):
 
 
 def test_env_and_workdir(tmp_path):
-    result = minirun("run", "--network", "none", "-e", "FOO=bar", "--env=EMPTY=", "-e", "FROM_HOST",
-                     "-w", str(tmp_path), "sh", "-c", "echo $FOO/$EMPTY/$FROM_HOST/$HOME/$PATH; pwd",
-                     env={"FROM_HOST": "copied"})
+    result = minirun(
+        "run",
+        "--network",
+        "none",
+        "-e",
+        "FOO=bar",
+        "--env=EMPTY=",
+        "-e",
+        "FROM_HOST",
+        "-w",
+        str(tmp_path),
+        "sh",
+        "-c",
+        "echo $FOO/$EMPTY/$FROM_HOST/$HOME/$PATH; pwd",
+        env={"FROM_HOST": "copied"},
+    )
     first, second = result.stdout.splitlines()
     assert first == "bar//copied//root//usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
     assert second == str(tmp_path)
@@ -136,8 +163,9 @@ def test_env_and_workdir(tmp_path):
 def test_mounts_stay_inside(tmp_path):
     target = tmp_path / "mnt"
     target.mkdir()
-    result = minirun("run", "--network", "none", "sh", "-c", f"mount -t tmpfs none {target} && grep -c {target} "
-                     "/proc/self/mounts")
+    result = minirun(
+        "run", "--network", "none", "sh", "-c", f"mount -t tmpfs none {target} && grep -c {target} /proc/self/mounts"
+    )
     assert result.returncode == 0 and result.stdout.strip() == "1"
     with open("/proc/self/mounts") as f:
         assert str(target) not in f.read()

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import time
 
 import pytest
 
-from tests.integration.conftest import host_links, ipam_reservations, minirun, records, spawn, wait_for, wait_running
+from tests.integration.conftest import (
+    host_links,
+    ipam_reservations,
+    minirun,
+    records,
+    spawn,
+    wait_for,
+    wait_running,
+)
 
 BRIDGE_STEPS = ["bridge", "ip-forward", "nat", "ipam", "veth", "veth-up", "eth0", "default-route"]
 
@@ -62,12 +71,15 @@ def test_any_command_reclaims(state_dir):
 def test_kill_9_at_random_moments_leaves_nothing(state_dir):
     """Kill the launcher at spread-out moments of its setup; the next gc always leaves a clean host."""
     for delay in (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.08):
-        proc = spawn("run", "sleep", "60")
+        marker = f"{60 + random.random():.6f}"  # a sleep no other process on the machine runs
+        proc = spawn("run", "sleep", marker)
         time.sleep(delay)
         proc.kill()
         proc.wait()
-        wait_for(lambda: subprocess.run(["pgrep", "-x", "sleep"], capture_output=True).returncode != 0,
-                 what="no sleep left")
+        wait_for(
+            lambda m=marker: subprocess.run(["pgrep", "-f", f"sleep {m}"], capture_output=True).returncode != 0,
+            what="the container gone with its launcher",
+        )
         assert minirun("gc").returncode == 0
         assert records(state_dir) == [] and ipam_reservations(state_dir) == []
 

@@ -11,8 +11,10 @@ runner = CliRunner()
 
 
 def test_options_stop_at_the_command():
-    spec = run_args.parse(["--name", "web", "-e", "A=1", "-eB=2", "--env=C", "-w", "/tmp", "--rm", "ls", "-l",
-                           "--name", "x"], host_env={"C": "3"})
+    spec = run_args.parse(
+        ["--name", "web", "-e", "A=1", "-eB=2", "--env=C", "-w", "/tmp", "--rm", "ls", "-l", "--name", "x"],
+        host_env={"C": "3"},
+    )
     assert spec.command == ("ls", "-l", "--name", "x")
     assert spec.name == "web" and spec.workdir == "/tmp" and spec.remove
     assert spec.env == (("A", "1"), ("B", "2"), ("C", "3"))

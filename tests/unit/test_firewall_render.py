@@ -12,8 +12,10 @@ def test_masquerade_matches_golden():
 
 def test_forward_accepts_match_golden():
     target = firewall.ForeignDrop("ip", "filter", "DOCKER-USER")
-    assert firewall.render_forward_accepts(default_network(), target) == (
-        GOLDEN / "forward-accepts-docker-user.nft").read_text()
+    assert (
+        firewall.render_forward_accepts(default_network(), target)
+        == (GOLDEN / "forward-accepts-docker-user.nft").read_text()
+    )
 
 
 def test_find_foreign_drop_prefers_docker_user():
@@ -28,13 +30,17 @@ def test_find_foreign_drop_prefers_docker_user():
 
 
 def test_no_foreign_drop_when_forward_accepts():
-    chains = [{"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "hook": "forward",
-                         "policy": "accept"}},
-              {"chain": {"family": "ip", "table": "filter", "name": "DOCKER-USER"}}]
+    chains = [
+        {"chain": {"family": "ip", "table": "filter", "name": "FORWARD", "hook": "forward", "policy": "accept"}},
+        {"chain": {"family": "ip", "table": "filter", "name": "DOCKER-USER"}},
+    ]
     assert firewall.find_foreign_drop(chains) is None
 
 
 def test_rule_handles_by_comment():
-    rules = [{"rule": {"handle": 4, "comment": "minirun network=minirun"}},
-             {"rule": {"handle": 5, "comment": "someone else"}}, {"chain": {}}]
+    rules = [
+        {"rule": {"handle": 4, "comment": "minirun network=minirun"}},
+        {"rule": {"handle": 5, "comment": "someone else"}},
+        {"chain": {}},
+    ]
     assert firewall.rule_handles(rules, "minirun network=minirun") == [4]

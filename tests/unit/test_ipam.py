@@ -47,8 +47,7 @@ def _reserve_many(directory: str, owner: str, count: int, out) -> None:
 
 def test_concurrent_processes_never_share_an_address(tmp_path):
     queue = multiprocessing.Queue()
-    procs = [multiprocessing.Process(target=_reserve_many, args=(str(tmp_path), f"p{n}", 25, queue))
-             for n in range(4)]
+    procs = [multiprocessing.Process(target=_reserve_many, args=(str(tmp_path), f"p{n}", 25, queue)) for n in range(4)]
     for p in procs:
         p.start()
     results = [addr for _ in procs for addr in queue.get(timeout=30)]

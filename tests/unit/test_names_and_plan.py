@@ -36,6 +36,7 @@ def test_plan_undoes_in_reverse_and_names_the_failed_step():
                 raise OSError(5, "boom")
             log.append(f"do {name}")
             return lambda: log.append(f"undo {name}")
+
         return Step(name, apply)
 
     with pytest.raises(StepError, match=r"step 3/4 \(c\) failed: \[Errno 5\] boom"), contextlib.ExitStack() as undo:
@@ -49,8 +50,11 @@ def test_failed_undo_does_not_stop_the_others(capsys):
     def bad_undo():
         raise RuntimeError("cannot")
 
-    steps = [Step("a", lambda: lambda: log.append("undo a")), Step("b", lambda: bad_undo),
-             Step("c", lambda: (_ for _ in ()).throw(ValueError("x")))]
+    steps = [
+        Step("a", lambda: lambda: log.append("undo a")),
+        Step("b", lambda: bad_undo),
+        Step("c", lambda: (_ for _ in ()).throw(ValueError("x"))),
+    ]
     with pytest.raises(StepError), contextlib.ExitStack() as undo:
         run_plan(steps, undo)
     assert log == ["undo a"]
