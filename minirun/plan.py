@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from minirun.errors import StepError
 
@@ -21,15 +21,17 @@ Undo = Callable[[], object]
 FAULT_INJECTION_ENV = "MINIRUN_TEST_FAIL_AFTER_STEP"
 
 
-@dataclass
-class Step:
+def _nothing_to_explain() -> list[str]:
+    return []
+
+
+class Step(NamedTuple):
     name: str
     apply: Callable[[], Undo | None]
-    explain: Callable[[], list[str]] = field(default=lambda: [])
+    explain: Callable[[], list[str]] = _nothing_to_explain
 
 
-@dataclass
-class Timing:
+class Timing(NamedTuple):
     name: str
     seconds: float
 

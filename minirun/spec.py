@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from minirun.errors import ConfigError
 
@@ -16,8 +16,7 @@ _HOST_LABEL = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 _ENV_KEY = re.compile(r"^[^=\0]+$")
 
 
-@dataclass(frozen=True)
-class ContainerSpec:
+class ContainerSpec(NamedTuple):
     command: tuple[str, ...]
     name: str | None = None
     hostname: str | None = None
@@ -28,7 +27,6 @@ class ContainerSpec:
     remove: bool = False
     timings: bool = False
     debug: bool = False
-    extra: dict = field(default_factory=dict)
 
 
 def validate_name(name: str) -> str:

@@ -7,7 +7,7 @@ arguments and this is the only parser for them.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from minirun.errors import ConfigError
 from minirun.spec import (
@@ -21,8 +21,7 @@ from minirun.spec import (
 )
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(NamedTuple):
     flags: tuple[str, ...]
     dest: str
     metavar: str | None  # None: a boolean flag

@@ -7,7 +7,6 @@ sockets: one in the host, one inside the container's netns.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
 
 from minirun.errors import ConfigError
 from minirun.net import firewall, links, sysctl
@@ -20,17 +19,18 @@ CONTAINER_IFNAME = "eth0"
 LOOPBACK_INDEX = 1  # lo is always the first link of a fresh network namespace
 
 
-@dataclass
 class Attachment:
-    """What attaching produced: the facts the state record and `inspect` show."""
+    """What attaching produced: the facts the state record and `inspect` show. Filled in as steps run."""
 
-    network: Network
-    host_veth: str
-    mtu: int
-    address: ipaddress.IPv4Interface | None = None
-    bridge_created: bool = False
-    foreign_drop: firewall.ForeignDrop | None = None
-    extra: dict = field(default_factory=dict)
+    __slots__ = ("network", "host_veth", "mtu", "address", "bridge_created", "foreign_drop")
+
+    def __init__(self, network: Network, host_veth: str, mtu: int) -> None:
+        self.network = network
+        self.host_veth = host_veth
+        self.mtu = mtu
+        self.address: ipaddress.IPv4Interface | None = None
+        self.bridge_created = False
+        self.foreign_drop: firewall.ForeignDrop | None = None
 
 
 def check_subnet_free(host: Rtnl, network: Network) -> None:

@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from minirun.errors import ConfigError, MinirunError
 from minirun.net.network import Network
@@ -55,8 +55,7 @@ def render_masquerade_removal(network: Network) -> str:
     return f"delete chain {FAMILY} {TABLE} {masquerade_chain(network)}\n"
 
 
-@dataclass(frozen=True)
-class ForeignDrop:
+class ForeignDrop(NamedTuple):
     """A chain of another tool that drops forwarded traffic unless something accepts it first."""
 
     family: str

@@ -11,7 +11,7 @@ import fcntl
 import ipaddress
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from minirun.errors import MinirunError
 
@@ -20,8 +20,7 @@ class SubnetExhausted(MinirunError):
     pass
 
 
-@dataclass(frozen=True)
-class Allocator:
+class Allocator(NamedTuple):
     """Pure policy: which address comes next. Never the network, gateway or broadcast address."""
 
     subnet: ipaddress.IPv4Network

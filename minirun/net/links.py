@@ -8,10 +8,10 @@ gone" as success.
 from __future__ import annotations
 
 import errno
-import hashlib
 import ipaddress
 import socket
-from dataclasses import dataclass
+import zlib
+from typing import NamedTuple
 
 from minirun.errors import Conflict, KernelError
 from minirun.net import rtnl
@@ -24,8 +24,7 @@ RTPROT_BOOT = 3
 RTN_UNICAST = 1
 
 
-@dataclass(frozen=True)
-class Link:
+class Link(NamedTuple):
     index: int
     name: str
     kind: str | None
@@ -36,12 +35,11 @@ class Link:
 
 
 def host_veth_name(owner_id: str, ifname: str = "eth0") -> str:
-    """`veth` + 8 hex of a hash of (owner, ifname): recomputable without state, <= 15 characters.
+    """`veth` + 8 hex of a hash (CRC-32) of (owner, ifname): recomputable without state, <= 15 characters.
 
     The `veth` prefix matters: NetworkManager leaves links named veth* alone.
     """
-    digest = hashlib.sha256(f"{owner_id}/{ifname}".encode()).hexdigest()[:8]
-    return f"veth{digest}"
+    return f"veth{zlib.crc32(f'{owner_id}/{ifname}'.encode()):08x}"
 
 
 def valid_ifname(name: str) -> bool:
@@ -211,8 +209,7 @@ def add_default_route(ipr: Rtnl, gateway: ipaddress.IPv4Address, oif: int, ifnam
         raise KernelError(f"ip route add default via {gateway} dev {ifname}", exc.errno) from exc
 
 
-@dataclass(frozen=True)
-class Route:
+class Route(NamedTuple):
     dst: ipaddress.IPv4Network
     oif: int | None
     gateway: str | None

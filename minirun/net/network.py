@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from minirun.errors import ConfigError
 
@@ -18,8 +18,7 @@ SUBNET_ENV = "MINIRUN_SUBNET"
 SMALLEST_PREFIX = 30  # network + gateway + one container + broadcast
 
 
-@dataclass(frozen=True)
-class Network:
+class Network(NamedTuple):
     name: str
     bridge: str
     subnet: ipaddress.IPv4Network

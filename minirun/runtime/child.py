@@ -13,7 +13,7 @@ import errno
 import os
 import signal
 import socket
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from minirun.errors import EXIT_MINIRUN_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
 from minirun.kernel import syscalls as k
@@ -26,8 +26,7 @@ SETUP_FAILED = "setup"
 _SIGNALS_PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
-@dataclass(frozen=True)
-class ChildConfig:
+class ChildConfig(NamedTuple):
     command: tuple[str, ...]
     env: dict[str, str]
     hostname: str
@@ -35,8 +34,7 @@ class ChildConfig:
     new_netns: bool
 
 
-@dataclass(frozen=True)
-class ChildPipes:
+class ChildPipes(NamedTuple):
     netlink_out: socket.socket  # sends the in-netns rtnetlink socket to the launcher
     go_in: int
     error_out: int

@@ -10,12 +10,10 @@ import contextlib
 import datetime
 import errno
 import os
-import secrets
 import signal
 import socket
 import sys
 import time
-from dataclasses import dataclass
 
 from minirun import paths
 from minirun.errors import MinirunError
@@ -30,17 +28,18 @@ from minirun.spec import ContainerSpec, container_env
 # handler for).
 FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
 SI_KERNEL = 0x80  # si_code of signals the tty driver generates (Ctrl-C): PID 1 got those itself
-LINK_GONE_TIMEOUT = 2.0
 
 
-@dataclass
 class Launch:
     """The launcher's handles on a freshly forked container process."""
 
-    pid: int
-    netlink: socket.socket | None
-    go_out: int
-    error_in: int
+    __slots__ = ("pid", "netlink", "go_out", "error_in")
+
+    def __init__(self, pid: int, go_out: int, error_in: int) -> None:
+        self.pid = pid
+        self.netlink: socket.socket | None = None
+        self.go_out = go_out
+        self.error_in = error_in
 
     def abort(self) -> None:
         """Undo of the fork: the child dies and is reaped, its namespaces with it."""
@@ -62,7 +61,7 @@ class Launch:
 
 
 def new_container_id() -> str:
-    return secrets.token_hex(6)
+    return os.urandom(6).hex()
 
 
 def now_iso() -> str:
@@ -171,7 +170,7 @@ def run(spec: ContainerSpec) -> int:
         status = start_and_wait(launch, on_exec=lambda: _exec_confirmed(spec, timings, clock))
     finally:
         clock = time.perf_counter()
-        gc.teardown(record, host_rtnl=host_rtnl, wait_for_links=LINK_GONE_TIMEOUT)
+        gc.teardown(record, host_rtnl=host_rtnl, defer_link_check=True)
         if spec.timings:
             _print_timings([Timing("teardown", time.perf_counter() - clock)])
     return status
@@ -207,7 +206,7 @@ def fork_container(cfg: child.ChildConfig) -> Launch:
     os.close(go_in)
     os.close(error_out)
 
-    launch = Launch(pid=pid, netlink=None, go_out=go_out, error_in=error_in)
+    launch = Launch(pid, go_out, error_in)
     if cfg.new_netns:
         _, fds, _, _ = socket.recv_fds(netlink_parent, 16, 1)
         if not fds:

@@ -22,6 +22,8 @@ from minirun.errors import TeardownError
 from minirun.kernel import proc
 from minirun.runtime import state
 
+LINK_GRACE_SECONDS = 2.0
+
 
 def _host_rtnl(host_rtnl):
     if host_rtnl is None:
@@ -44,8 +46,13 @@ def _kill_container(record: dict[str, Any]) -> None:
         time.sleep(0.005)
 
 
-def teardown(record: dict[str, Any], *, host_rtnl=None, wait_for_links: float = 0.0) -> list[str]:
-    """Release everything `record`'s container owned. Returns what was removed; raises TeardownError."""
+def teardown(record: dict[str, Any], *, host_rtnl=None, defer_link_check: bool = False) -> list[str]:
+    """Release everything `record`'s container owned. Returns what was removed; raises TeardownError.
+
+    The host veth dies with the container's netns, but the kernel destroys a netns asynchronously (10-20 ms
+    here, an RCU grace period or two). With defer_link_check the caller does not wait for that: a detached
+    verifier process watches the veth and deletes it if it lingers, and the caller returns at once.
+    """
     from minirun.net import ipam, links
 
     removed: list[str] = []
@@ -66,11 +73,11 @@ def teardown(record: dict[str, Any], *, host_rtnl=None, wait_for_links: float = 
         veth = (net or {}).get("host_veth") or links.host_veth_name(container_id)
         try:
             ipr = _host_rtnl(host_rtnl)
-            deadline = time.monotonic() + wait_for_links
-            while links.get_link(ipr, veth) is not None and time.monotonic() < deadline:
-                time.sleep(0.002)
-            if links.delete_link(ipr, veth):
-                removed.append(f"link {veth}")
+            if links.get_link(ipr, veth) is not None:
+                if defer_link_check:
+                    _verify_link_gone_in_background(ipr, veth)
+                elif _remove_lingering_link(ipr, veth):
+                    removed.append(f"link {veth}")
         except Exception as exc:  # noqa: BLE001 - collect and carry on
             errors.append(f"delete link {veth}: {exc}")
     try:
@@ -83,6 +90,33 @@ def teardown(record: dict[str, Any], *, host_rtnl=None, wait_for_links: float = 
     return removed
 
 
+def _remove_lingering_link(ipr, name: str, grace: float = LINK_GRACE_SECONDS) -> bool:
+    """Give the kernel `grace` seconds to destroy the veth with its netns, then delete it ourselves."""
+    from minirun.net import links
+
+    deadline = time.monotonic() + grace
+    while links.get_link(ipr, name) is not None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    return links.delete_link(ipr, name)
+
+
+def _verify_link_gone_in_background(ipr, name: str) -> None:
+    """Fork a verifier that outlives the launcher by at most LINK_GRACE_SECONDS.
+
+    Its stdio goes to /dev/null: a caller that captures minirun's output must not wait for it.
+    """
+    if os.fork() != 0:
+        return
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        _remove_lingering_link(ipr, name)
+    finally:
+        os._exit(0)
+
+
 def reconcile() -> list[str]:
     """Tear down what dead launchers left behind. Cheap when there is nothing to do (a few listdirs)."""
     # Snapshot reservations and claims BEFORE the records: a run writes its record first, so anything
@@ -90,9 +124,11 @@ def reconcile() -> list[str]:
     reservations = _ipam_reservations()
     claims = _name_claims()
     records = state.all_records()
+    removed = [
+        f"temp file {name}" for d in (paths.containers_dir(), paths.names_dir()) for name in state.sweep_temp_files(d)
+    ]
     if not records and not reservations and not claims:
-        return []
-    removed: list[str] = []
+        return removed
     live = set()
     for record in records:
         if state.owner_alive(record):
@@ -153,4 +189,4 @@ def _name_claims() -> dict[str, str]:
         names = os.listdir(paths.names_dir())
     except FileNotFoundError:
         return {}
-    return {name: owner for name in names if (owner := state.read_name(name))}
+    return {name: owner for name in names if not name.startswith(".") and (owner := state.read_name(name))}

@@ -16,16 +16,52 @@ from minirun.errors import Conflict
 from minirun.kernel import proc
 
 
-def write_atomic(path: str, data: dict[str, Any]) -> None:
-    """Readers never see half a record: write a temp file in the same directory, fsync, rename."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+def _temp_path(path: str) -> str:
+    # The writer's pid is in the name so `sweep_temp_files` can tell an abandoned one from one in use.
+    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
+
+
+def _write_temp(path: str, text: str) -> str:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = _temp_path(path)
     with open(tmp, "w") as f:
-        json.dump(data, f, indent=1, sort_keys=True)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return tmp
+
+
+def write_atomic(path: str, data: dict[str, Any]) -> None:
+    """Readers never see half a record: write a temp file in the same directory, fsync, rename."""
+    os.replace(_write_temp(path, json.dumps(data, indent=1, sort_keys=True)), path)
+
+
+def create_atomic(path: str, text: str) -> bool:
+    """Create `path` holding `text` unless it exists; never visible half-written (link(2) is atomic)."""
+    tmp = _write_temp(path, text)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
+    return True
+
+
+def sweep_temp_files(directory: str) -> list[str]:
+    """Remove temp files whose writer died before renaming or linking them."""
+    removed = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return removed
+    for name in names:
+        if name.startswith(".") and name.endswith(".tmp"):
+            pid = name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+                remove_file(os.path.join(directory, name))
+                removed.append(name)
+    return removed
 
 
 def remove_file(path: str) -> None:
@@ -35,17 +71,12 @@ def remove_file(path: str) -> None:
 
 def claim_name(name: str, container_id: str) -> None:
     """Reserve `name` for `container_id`; a name in use is a Conflict (the claim is an O_EXCL file)."""
-    os.makedirs(paths.names_dir(), mode=0o700, exist_ok=True)
-    try:
-        fd = os.open(paths.name_claim(name), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
+    if not create_atomic(paths.name_claim(name), container_id):
         holder = read_name(name)
         raise Conflict(
             f'the container name "{name}" is already in use by container {holder or "?"}',
             hint="choose another --name, or remove that container",
-        ) from None
-    with os.fdopen(fd, "w") as f:
-        f.write(container_id)
+        )
 
 
 def read_name(name: str) -> str | None:
