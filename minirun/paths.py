@@ -33,5 +33,9 @@ def ipam_dir(network: str) -> str:
     return os.path.join(state_root(), "ipam", network)
 
 
+def firewall_lock() -> str:
+    return os.path.join(state_root(), "firewall.lock")
+
+
 def ipam_root() -> str:
     return os.path.join(state_root(), "ipam")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from minirun import filelock, paths
 from minirun.errors import ConfigError
 from minirun.net import firewall, links, sysctl
 from minirun.net.ipam import AddressStore
@@ -128,7 +129,9 @@ def bridge_steps(
         sysctl.ensure("net.ipv4.ip_forward", "1")
 
     def enable_nat() -> None:
-        att.foreign_drop = firewall.ensure_network(net)
+        # Serialised so that concurrent first runs do not both insert the accepts into a foreign chain.
+        with filelock.exclusive(paths.firewall_lock()):
+            att.foreign_drop = firewall.ensure_network(net)
 
     address_text = lambda: str(att.address) if att.address else f"<next free address in {net.subnet}>"  # noqa: E731
     return [

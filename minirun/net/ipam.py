@@ -7,12 +7,12 @@ describe (host-local keeps them on disk and leaks them across reboots: container
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import ipaddress
 import os
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from minirun import filelock
 from minirun.errors import MinirunError
 
 
@@ -63,15 +63,9 @@ class AddressStore:
         self.directory = directory
         self.allocator = allocator
 
-    @contextlib.contextmanager
-    def locked(self) -> Iterator[None]:
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
-        fd = os.open(os.path.join(self.directory, self.LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+    def locked(self) -> contextlib.AbstractContextManager[None]:
+        """Held for every read-decide-write of the reservations."""
+        return filelock.exclusive(os.path.join(self.directory, self.LOCK))
 
     def _reserved_names(self) -> set[str]:
         try:

@@ -144,7 +144,9 @@ def test_two_containers_reach_each_other(state_dir):
     assert ipaddress.IPv4Address(peer) in SUBNET and peer != address  # no NAT between containers
 
 
-def test_parallel_runs_get_distinct_addresses():
+def test_parallel_runs_get_distinct_addresses(fresh_bridge):
+    """20 runs at once, racing to create the bridge, the nft table and their addresses."""
+
     def one(_):
         result = minirun("run", "ip", "-4", "-o", "addr", "show", "eth0", timeout=120)
         assert result.returncode == 0, result.stderr
@@ -154,6 +156,7 @@ def test_parallel_runs_get_distinct_addresses():
         addresses = list(pool.map(one, range(20)))
     assert len(set(addresses)) == 20
     assert all(ipaddress.IPv4Interface(a).ip in SUBNET for a in addresses)
+    assert nft_ruleset().count("masquerade") == 1
 
 
 def test_network_none_has_only_loopback_up():

@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
+
+import pytest
 
 from tests.integration.conftest import PYTHON, minirun, records, spawn, wait_running
+
+PYTHON_OF_VENV = sys.executable
 
 
 def test_command_is_pid_1_with_its_own_proc():
@@ -99,7 +104,14 @@ def test_killed_by_signal_is_128_plus_n(state_dir):
 
 
 def test_signals_are_forwarded_to_pid_1(state_dir):
-    for signum, code in ((signal.SIGTERM, 43), (signal.SIGUSR1, 44), (signal.SIGHUP, 45), (signal.SIGINT, 46)):
+    for signum, code in (
+        (signal.SIGTERM, 43),
+        (signal.SIGUSR1, 44),
+        (signal.SIGHUP, 45),
+        (signal.SIGINT, 46),
+        (signal.SIGQUIT, 47),
+        (signal.SIGUSR2, 48),
+    ):
         name = signal.Signals(signum).name[3:]
         proc = spawn(
             "run",
@@ -175,3 +187,18 @@ def test_record_is_removed_after_run(state_dir):
     assert minirun("run", "--name", "once", "true").returncode == 0
     assert records(state_dir) == []
     assert minirun("run", "--name", "once", "true").returncode == 0  # the name is free again
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["run", "--help"], ["version"], ["run", "--network", "none", "--bogus", "true"]],
+)
+def test_commands_without_netlink_do_not_import_pyroute2(args):
+    """pyroute2's package costs 90-175 ms to import: only paths that talk netlink may load (part of) it."""
+    result = subprocess.run(
+        [PYTHON_OF_VENV, "-X", "importtime", "-m", "minirun", *args], capture_output=True, text=True
+    )
+    assert "minirun.cli" in result.stderr  # the importtime report is there
+    assert "pyroute2" not in result.stderr
+    if args[0] == "run":
+        assert "typer" not in result.stderr  # `run` is parsed without typer
