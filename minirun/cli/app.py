@@ -37,7 +37,9 @@ def gc_cmd(debug: bool = typer.Option(False, "--debug", help="show tracebacks"))
 
     try:
         require_root()
-        removed = gc.reconcile()
+        from minirun.net.network import DEFAULT_BRIDGE
+
+        removed = gc.reconcile() + gc.remove_orphan_links(DEFAULT_BRIDGE)
     except MinirunError as exc:
         report(exc, debug=debug or os.environ.get(DEBUG_ENV) == "1")
         raise typer.Exit(1) from None

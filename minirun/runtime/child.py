@@ -23,8 +23,6 @@ GO = b"g"
 EXEC_FAILED = "exec"
 SETUP_FAILED = "setup"
 
-_SIGNALS_PYTHON_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
-
 
 class ChildConfig(NamedTuple):
     command: tuple[str, ...]
@@ -82,8 +80,11 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes) -> None:
 
 
 def _exec(cfg: ChildConfig, pipes: ChildPipes) -> None:
-    for signum in _SIGNALS_PYTHON_IGNORES:
-        signal.signal(signum, signal.SIG_DFL)
+    # An ignored disposition survives exec: Python ignores SIGPIPE and SIGXFSZ, and minirun itself may have
+    # been started under nohup. A container starts with every signal at its default, as under Docker.
+    for signum in signal.valid_signals():
+        if signum not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
     _close_stray_fds(keep={0, 1, 2, pipes.error_out})
     if cfg.workdir:

@@ -152,6 +152,23 @@ def reconcile() -> list[str]:
     return removed
 
 
+def remove_orphan_links(bridge: str) -> list[str]:
+    """Delete host veths on `bridge` that belong to no live container (e.g. a killed verifier's)."""
+    from minirun.net import links, rtnl
+
+    live = {links.host_veth_name(r["id"]) for r in state.all_records() if state.owner_alive(r)}
+    removed = []
+    with rtnl.Rtnl() as ipr:
+        master = links.get_link(ipr, bridge)
+        if master is None:
+            return removed
+        for link in links.list_links(ipr):
+            orphan = link.master == master.index and link.kind == "veth" and link.name not in live
+            if orphan and links.delete_link(ipr, link.name):
+                removed.append(f"link {link.name} (on {bridge}, no container)")
+    return removed
+
+
 def _ipam_reservations() -> dict[str, dict[str, str]]:
     try:
         networks = os.listdir(paths.ipam_root())

@@ -66,7 +66,20 @@ def test_only_stdio_is_inherited():
 
 
 def test_default_signal_state():
-    result = minirun("run", "--network", "none", "sh", "-c", "grep -E '^Sig(Ign|Blk)' /proc/self/status")
+    # started the way nohup starts things: SIGHUP ignored, plus a blocked signal, in minirun itself
+    def ignore_hup_block_usr1():
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+
+    result = minirun(
+        "run",
+        "--network",
+        "none",
+        "sh",
+        "-c",
+        "grep -E '^Sig(Ign|Blk)' /proc/self/status",
+        preexec_fn=ignore_hup_block_usr1,
+    )
     fields = dict(line.split(":\t") for line in result.stdout.strip().splitlines())
     assert fields == {"SigBlk": "0000000000000000", "SigIgn": "0000000000000000"}
     # SIGPIPE must kill `yes` as it does outside Python: the pipeline ends quickly and quietly.

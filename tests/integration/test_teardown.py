@@ -91,3 +91,19 @@ def test_teardown_after_the_veth_was_deleted_by_hand(state_dir):
     os.kill(record["pid"], signal.SIGKILL)
     assert proc.wait(timeout=10) == 137
     assert "error" not in proc.stderr.read()
+
+
+def test_gc_removes_a_veth_on_the_bridge_that_no_container_owns(state_dir):
+    assert minirun("run", "true").returncode == 0  # the bridge exists
+    subprocess.run(
+        ["ip", "link", "add", "vethdeadbeef", "master", "minirun0", "type", "veth", "peer", "name", "strayp0"],
+        check=True,
+    )
+    proc = spawn("run", "sleep", "30")  # a live container's veth must survive
+    (record,) = wait_running(state_dir)
+    result = minirun("gc")
+    assert result.stdout == "removed link vethdeadbeef (on minirun0, no container)\n"
+    links = host_links()
+    assert "vethdeadbeef" not in links and record["network"]["host_veth"] in links
+    os.kill(record["pid"], signal.SIGKILL)
+    proc.wait(timeout=10)
