@@ -21,6 +21,22 @@ def container_record(container_id: str) -> str:
     return os.path.join(containers_dir(), f"{container_id}.json")
 
 
+def logs_dir() -> str:
+    return os.path.join(state_root(), "logs")
+
+
+def container_log(container_id: str) -> str:
+    return os.path.join(logs_dir(), f"{container_id}.log")
+
+
+def supervisor_socket() -> str:
+    return os.path.join(state_root(), "supervisor.sock")
+
+
+def supervisor_lock() -> str:
+    return os.path.join(state_root(), "supervisor.lock")
+
+
 def names_dir() -> str:
     return os.path.join(state_root(), "names")
 

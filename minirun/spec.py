@@ -27,6 +27,10 @@ class ContainerSpec(NamedTuple):
     remove: bool = False
     timings: bool = False
     debug: bool = False
+    detach: bool = False
+    interactive: bool = False
+    tty: bool = False
+    init: bool = False
 
 
 def validate_name(name: str) -> str:

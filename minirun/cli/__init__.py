@@ -1,5 +1,5 @@
-"""Command-line entry point. `minirun run` is dispatched without importing typer (40-60 ms) or pyroute2;
-every other command goes through the typer app in `minirun.cli.app`."""
+"""Command-line entry point. `minirun run` and `minirun exec` are dispatched without importing typer
+(40-60 ms) or pyroute2; every other command goes through the typer app in `minirun.cli.app`."""
 
 from __future__ import annotations
 
@@ -27,18 +27,15 @@ def report(exc: BaseException, *, debug: bool) -> None:
         )
 
 
-def run_command(args: list[str]) -> int:
-    """`minirun run ARGS`: returns the exit status (Docker's convention)."""
-    from minirun.cli import run_args
+def _guarded(args: list[str], action, help_text) -> int:
+    """Run `action()`, mapping errors to Docker's exit codes: 125 when minirun itself failed."""
+    from minirun.cli.dockerargs import HelpRequested
 
     debug = os.environ.get(DEBUG_ENV) == "1" or "--debug" in args[: _first_positional(args)]
     try:
-        spec = run_args.parse(args)
-        from minirun.runtime import container
-
-        return container.run(spec)
-    except run_args.HelpRequested:
-        print(run_args.help_text())
+        return action()
+    except HelpRequested:
+        print(help_text())
         return 0
     except KeyboardInterrupt:
         return 130
@@ -48,6 +45,57 @@ def run_command(args: list[str]) -> int:
     except Exception as exc:  # a bug, not a user mistake
         report(exc, debug=debug)
         return EXIT_MINIRUN_FAILED
+
+
+def run_command(args: list[str]) -> int:
+    """`minirun run ARGS`: returns the exit status (Docker's convention)."""
+    from minirun.cli import run_args
+
+    def action() -> int:
+        spec = run_args.parse(args)
+        if spec.detach:
+            print(_run_detached(spec))
+            return 0
+        from minirun.runtime import container
+
+        return container.run(spec)
+
+    return _guarded(args, action, run_args.help_text)
+
+
+def _run_detached(spec) -> str:
+    from minirun.runtime import client
+    from minirun.runtime.privileges import require_root
+
+    require_root()
+    response = client.request({"op": "run", "spec": spec._asdict()})
+    if not response.get("ok"):
+        raise MinirunError(
+            response.get("error", "unknown error"),
+            hint=response.get("hint"),
+            code=response.get("code", EXIT_MINIRUN_FAILED),
+        )
+    return response["id"]
+
+
+def exec_command(args: list[str]) -> int:
+    """`minirun exec ARGS`: the command's status, or 125/126/127 as for run."""
+    from minirun.cli import exec_args
+
+    def action() -> int:
+        request = exec_args.parse(args)
+        from minirun.runtime import enter
+
+        return enter.exec_in(
+            request.container,
+            request.command,
+            request.env,
+            request.workdir,
+            tty=request.tty,
+            interactive=request.interactive,
+        )
+
+    return _guarded(args, action, exec_args.help_text)
 
 
 def _first_positional(args: list[str]) -> int:
@@ -62,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         return run_command(argv[1:])
+    if argv[:1] == ["exec"]:
+        return exec_command(argv[1:])
     from minirun.cli.app import run_app
 
     return run_app(argv)

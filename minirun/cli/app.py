@@ -1,14 +1,19 @@
-"""The typer app: every command except the hot path of `run` (see minirun.cli.run_command)."""
+"""The typer app: every command except the hot paths of `run` and `exec` (see minirun.cli)."""
 
 from __future__ import annotations
 
+import json
 import os
+import sys
+from collections.abc import Callable
+from typing import Any
 
 import typer
 
 from minirun import __version__
-from minirun.cli import DEBUG_ENV, report, run_command
-from minirun.cli.run_args import SUMMARY
+from minirun.cli import DEBUG_ENV, exec_command, report, run_command
+from minirun.cli.exec_args import SUMMARY as EXEC_SUMMARY
+from minirun.cli.run_args import SUMMARY as RUN_SUMMARY
 from minirun.errors import MinirunError
 
 app = typer.Typer(
@@ -22,30 +27,169 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
+DEBUG = typer.Option(False, "--debug", help="show a traceback when minirun itself fails")
 
-@app.command(
-    "run",
-    help=SUMMARY + " See 'minirun run --help' for its options.",
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []},
-)
+
+@app.command("run", help=RUN_SUMMARY + " See 'minirun run --help'.", context_settings=_PASSTHROUGH)
 def run_cmd(ctx: typer.Context) -> None:
     raise typer.Exit(run_command(list(ctx.args)))
 
 
-@app.command("gc")
-def gc_cmd(debug: bool = typer.Option(False, "--debug", help="show tracebacks")) -> None:
-    """Release what killed launchers left behind (addresses, veths, records) and print it."""
+@app.command("exec", help=EXEC_SUMMARY + " See 'minirun exec --help'.", context_settings=_PASSTHROUGH)
+def exec_cmd(ctx: typer.Context) -> None:
+    raise typer.Exit(exec_command(list(ctx.args)))
+
+
+def _managed(action: Callable[[], Any], debug: bool, *, reconcile: bool = True) -> Any:
+    """Management commands: reconcile first, then act; MinirunError -> one line and its code (1 by default)."""
     from minirun.runtime import gc
     from minirun.runtime.privileges import require_root
 
     try:
         require_root()
-        from minirun.net.network import DEFAULT_BRIDGE
-
-        removed = gc.reconcile() + gc.remove_orphan_links(DEFAULT_BRIDGE)
+        if reconcile:
+            gc.reconcile()
+        return action()
     except MinirunError as exc:
         report(exc, debug=debug or os.environ.get(DEBUG_ENV) == "1")
-        raise typer.Exit(1) from None
+        raise typer.Exit(1 if exc.code == 125 else exc.code) from None
+
+
+def _each(refs: list[str], action: Callable[[dict], None], debug: bool) -> None:
+    """Docker's multi-container verbs: act on each, print each name done, exit 1 if any failed."""
+    from minirun.runtime import lifecycle
+
+    failed = False
+    for ref in refs:
+        try:
+            _managed(lambda r=ref: action(lifecycle.find(r)), debug)
+            typer.echo(ref)
+        except typer.Exit:
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command("ps")
+def ps_cmd(
+    all_: bool = typer.Option(False, "-a", "--all", help="show exited containers too"),
+    quiet: bool = typer.Option(False, "-q", "--quiet", help="only ids"),
+    fmt: str = typer.Option("table", "--format", help="table or json"),
+    debug: bool = DEBUG,
+) -> None:
+    """List containers: ID, name, image, command, created, status, IP."""
+    from minirun.runtime import lifecycle
+
+    rows = _managed(lambda: lifecycle.ps_rows(all_), debug)
+    if quiet:
+        for row in rows:
+            typer.echo(row["ID"])
+    elif fmt == "json":
+        for row in rows:
+            typer.echo(json.dumps(row))
+    elif fmt == "table":
+        headers = ("CONTAINER ID", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS", "IP")
+        keys = ("ID", "Names", "Image", "Command", "RunningFor", "Status", "IP")
+        table = [headers] + [
+            tuple(_truncate(str(row[k]), 22) if k == "Command" else str(row[k]) for k in keys) for row in rows
+        ]
+        widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+        for line in table:
+            typer.echo("   ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+    else:
+        report(MinirunError(f'unknown --format "{fmt}"', hint="use table or json"), debug=debug)
+        raise typer.Exit(2)
+
+
+def _truncate(text: str, width: int) -> str:
+    quoted = f'"{text}"'
+    return quoted if len(quoted) <= width else quoted[: width - 4] + '..."'
+
+
+@app.command("inspect")
+def inspect_cmd(
+    refs: list[str] = typer.Argument(..., metavar="CONTAINER..."),
+    fmt: str = typer.Option(None, "-f", "--format", help="a Go-template-like field, e.g. '{{.State.Pid}}'"),
+    debug: bool = DEBUG,
+) -> None:
+    """Show containers as JSON, in Docker's shape."""
+    from minirun.runtime import lifecycle
+
+    documents = _managed(lambda: [lifecycle.inspect(lifecycle.find(ref)) for ref in refs], debug)
+    if fmt:
+        for document in documents:
+            typer.echo(_managed(lambda d=document: lifecycle.select_field(d, fmt), debug))
+    else:
+        typer.echo(json.dumps(documents, indent=4))
+
+
+@app.command("logs")
+def logs_cmd(
+    ref: str = typer.Argument(..., metavar="CONTAINER"),
+    follow: bool = typer.Option(False, "-f", "--follow", help="keep printing until the container exits"),
+    tail: int = typer.Option(None, "-n", "--tail", help="only the last N lines"),
+    debug: bool = DEBUG,
+) -> None:
+    """Print a detached container's output (stdout and stderr, interleaved as written)."""
+    from minirun.runtime import lifecycle
+
+    record = _managed(lambda: lifecycle.find(ref), debug)
+    out = sys.stdout.buffer
+    if follow:
+        _managed(lambda: lifecycle.logs(record), debug)  # a clear error when there is no log
+        for chunk in lifecycle.follow_logs(record, tail):
+            out.write(chunk)
+            out.flush()
+    else:
+        out.write(_managed(lambda: lifecycle.logs(record, tail), debug))
+        out.flush()
+
+
+@app.command("stop")
+def stop_cmd(
+    refs: list[str] = typer.Argument(..., metavar="CONTAINER..."),
+    time_: float = typer.Option(10.0, "-t", "--time", help="seconds to wait after SIGTERM before SIGKILL"),
+    debug: bool = DEBUG,
+) -> None:
+    """SIGTERM, wait, then SIGKILL. Stopping a stopped container is not an error."""
+    from minirun.runtime import lifecycle
+
+    _each(refs, lambda record: lifecycle.stop(record, time_), debug)
+
+
+@app.command("kill")
+def kill_cmd(
+    refs: list[str] = typer.Argument(..., metavar="CONTAINER..."),
+    signal_: str = typer.Option("KILL", "-s", "--signal", help="signal name or number"),
+    debug: bool = DEBUG,
+) -> None:
+    """Send a signal (default SIGKILL) to each container's PID 1."""
+    from minirun.runtime import lifecycle
+
+    signum = _managed(lambda: lifecycle.parse_signal(signal_), debug)
+    _each(refs, lambda record: lifecycle.kill(record, signum), debug)
+
+
+@app.command("rm")
+def rm_cmd(
+    refs: list[str] = typer.Argument(..., metavar="CONTAINER..."),
+    force: bool = typer.Option(False, "-f", "--force", help="kill a running container first"),
+    debug: bool = DEBUG,
+) -> None:
+    """Remove containers and everything they owned (record, log, name, address)."""
+    from minirun.runtime import lifecycle
+
+    _each(refs, lambda record: lifecycle.remove(record, force), debug)
+
+
+@app.command("gc")
+def gc_cmd(debug: bool = DEBUG) -> None:
+    """Release what killed launchers left behind (addresses, veths, records) and print it."""
+    from minirun.net.network import DEFAULT_BRIDGE
+    from minirun.runtime import gc
+
+    removed = _managed(lambda: gc.reconcile() + gc.remove_orphan_links(DEFAULT_BRIDGE), debug, reconcile=False)
     for item in removed:
         typer.echo(f"removed {item}")
 

@@ -1,14 +1,10 @@
-"""`minirun run` arguments, parsed the way `docker run` parses them: options first, then CMD [ARGS...].
-
-Kept free of typer so the hot path (`minirun run`) starts fast; the typer app hands `run` its raw
-arguments and this is the only parser for them.
-"""
+"""`minirun run` arguments, parsed the way `docker run` parses them: options first, then CMD [ARGS...]."""
 
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
 
+from minirun.cli.dockerargs import HelpRequested, Option, help_lines, parse_options
 from minirun.errors import ConfigError
 from minirun.spec import (
     NETWORK_MODES,
@@ -20,16 +16,12 @@ from minirun.spec import (
     validate_network,
 )
 
-
-class Option(NamedTuple):
-    flags: tuple[str, ...]
-    dest: str
-    metavar: str | None  # None: a boolean flag
-    help: str
-    repeat: bool = False
-
+__all__ = ["HelpRequested", "OPTIONS", "help_text", "parse"]
 
 OPTIONS = (
+    Option(("-d", "--detach"), "detach", None, "run in the background and print the container id"),
+    Option(("-i", "--interactive"), "interactive", None, "keep stdin open (with -t: relay it to the pty)"),
+    Option(("-t", "--tty"), "tty", None, "give the command a pseudo-terminal"),
     Option(("--name",), "name", "NAME", "name the container (unique; default: generated)"),
     Option(("--hostname",), "hostname", "NAME", "hostname inside the container (default: the container id)"),
     Option(
@@ -38,74 +30,40 @@ OPTIONS = (
     Option(("-w", "--workdir"), "workdir", "DIR", "working directory of the command"),
     Option(("--network",), "network", "MODE", f"{'|'.join(NETWORK_MODES)} (default: bridge, on minirun0)"),
     Option(("--mtu",), "mtu", "BYTES", "MTU of eth0 and its host-side veth (default: 1500)"),
-    Option(("--rm",), "remove", None, "remove the container when it exits (always so in the foreground)"),
+    Option(("--init",), "init", None, "run an init (tini) as PID 1 that forwards signals and reaps zombies"),
+    Option(("--rm",), "remove", None, "remove a detached container when it exits (foreground runs always are)"),
     Option(("--timings",), "timings", None, "print how long each setup step took, on stderr"),
     Option(("--debug",), "debug", None, "show a traceback when minirun itself fails"),
     Option(("-h", "--help"), "help", None, "show this help"),
 )
-_BY_FLAG = {flag: option for option in OPTIONS for flag in option.flags}
 
 USAGE = "Usage: minirun run [OPTIONS] CMD [ARGS...]"
 SUMMARY = "Run CMD in new net, uts, ipc, pid and mount namespaces, on the minirun0 bridge (like docker run)."
 
 
 def help_text() -> str:
-    lines = [USAGE, "", SUMMARY, "", "Options:"]
-    for option in OPTIONS:
-        flags = ", ".join(option.flags) + (f" {option.metavar}" if option.metavar else "")
-        lines.append(f"  {flags:<24} {option.help}")
-    lines += [
-        "",
-        "Exit status: the command's own; 125 minirun failed, 126 not executable, 127 not found,",
-        "128+N killed by signal N.",
-    ]
-    return "\n".join(lines)
-
-
-class HelpRequested(Exception):
-    pass
+    return "\n".join(
+        [
+            USAGE,
+            "",
+            SUMMARY,
+            "",
+            "Options:",
+            *help_lines(OPTIONS),
+            "",
+            "Exit status: the command's own; 125 minirun failed, 126 not executable, 127 not found,",
+            "128+N killed by signal N.",
+        ]
+    )
 
 
 def parse(args: list[str], host_env: dict[str, str] | None = None) -> ContainerSpec:
     """Parse `minirun run` arguments into a validated ContainerSpec; raise ConfigError or HelpRequested."""
     host_env = dict(os.environ) if host_env is None else host_env
-    values: dict[str, object] = {"env": []}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "--":
-            i += 1
-            break
-        if not arg.startswith("-") or arg == "-":
-            break
-        flag, eq, inline = arg.partition("=") if arg.startswith("--") else (arg[:2], "", arg[2:])
-        option = _BY_FLAG.get(flag)
-        if option is None:
-            raise ConfigError(f"unknown flag: {flag}", hint="see 'minirun run --help'")
-        if option.metavar is None:
-            if eq or inline:
-                raise ConfigError(f"flag {flag} takes no value", hint="see 'minirun run --help'")
-            values[option.dest] = True
-            i += 1
-            continue
-        if eq or inline:
-            value = inline
-            i += 1
-        elif i + 1 < len(args):
-            value = args[i + 1]
-            i += 2
-        else:
-            raise ConfigError(f"flag {flag} needs a value ({option.metavar})", hint="see 'minirun run --help'")
-        if option.repeat:
-            values[option.dest].append(value)
-        else:
-            values[option.dest] = value
-    if values.get("help"):
-        raise HelpRequested()
-    command = tuple(args[i:])
+    values, command = parse_options(args, OPTIONS, "run")
     if not command:
         raise ConfigError("no command given", hint="usage: minirun run [OPTIONS] CMD [ARGS...]")
-    return _to_spec(values, command, host_env)
+    return _to_spec(values, tuple(command), host_env)
 
 
 def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -> ContainerSpec:
@@ -121,6 +79,9 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
     network = validate_network(values.get("network", "bridge"))
     if mtu is not None and network != "bridge":
         raise ConfigError(f"--mtu has no effect with --network {network}", hint="drop --mtu or use --network bridge")
+    detach = bool(values.get("detach"))
+    if detach and values.get("tty"):
+        raise ConfigError("-t with -d is not supported yet", hint="run detached without -t, then 'minirun exec -it'")
     return ContainerSpec(
         command=command,
         name=validate_name(name) if name is not None else None,
@@ -132,4 +93,8 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
         remove=bool(values.get("remove")),
         timings=bool(values.get("timings")),
         debug=bool(values.get("debug")),
+        detach=detach,
+        interactive=bool(values.get("interactive")),
+        tty=bool(values.get("tty")),
+        init=bool(values.get("init")),
     )

@@ -1,18 +1,20 @@
 """The container's first process, between fork and exec. Everything here runs in the child.
 
 Order (nsjail's containProc, rubber-docker's contain): parent-death signal -> unshare -> hand the launcher a
-netlink socket inside the new netns -> hostname -> mounts -> wait for "go" -> default signal state -> close
-stray descriptors -> chdir -> exec. Any failure is written to the error pipe and the child exits 125;
-an exec failure exits 127 (not found) or 126 (not executable), as Docker's do.
+netlink socket inside the new netns -> hostname -> mounts -> wait for "go" -> default signal state -> stdio
+(log file or pty) -> close stray descriptors -> chdir -> exec. Any failure is written to the error pipe and
+the child exits 125; an exec failure exits 127 (not found) or 126 (not executable), as Docker's do.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import signal
 import socket
+import termios
 from typing import NamedTuple
 
 from minirun.errors import EXIT_MINIRUN_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
@@ -30,6 +32,12 @@ class ChildConfig(NamedTuple):
     hostname: str
     workdir: str | None
     new_netns: bool
+    # Descriptors that become the command's 0, 1, 2 (a log file, a pty); None: the launcher's own.
+    stdio: tuple[int, int, int] | None = None
+    # With a pty: a new session whose controlling terminal is stdio[0], so Ctrl-C reaches the command.
+    controlling_tty: bool = False
+    # Foreground containers die with their launcher; detached ones outlive it (the supervisor adopts them).
+    die_with_parent: bool = True
 
 
 class ChildPipes(NamedTuple):
@@ -43,19 +51,19 @@ def main(cfg: ChildConfig, pipes: ChildPipes) -> None:
     code = EXIT_MINIRUN_FAILED
     try:
         _setup(cfg, pipes)
-        _exec(cfg, pipes)
+        exec_command(
+            cfg.command, cfg.env, cfg.workdir, pipes.error_out, stdio=cfg.stdio, controlling_tty=cfg.controlling_tty
+        )
     except BaseException as exc:  # noqa: BLE001 - a forked child must never unwind into the launcher's code
-        code = getattr(exc, "exit_code", EXIT_MINIRUN_FAILED)
-        kind = EXEC_FAILED if code != EXIT_MINIRUN_FAILED else SETUP_FAILED
-        with contextlib.suppress(OSError):  # the launcher is gone: nobody to tell
-            os.write(pipes.error_out, f"{kind}:{exc}".encode()[:4000])
+        code = report_failure(exc, pipes.error_out)
     os._exit(code)
 
 
 def _setup(cfg: ChildConfig, pipes: ChildPipes) -> None:
-    # If the launcher dies (even by SIGKILL) the container dies with it, so the next `minirun` can reclaim
-    # everything it owned: a foreground container does not outlive its `minirun run`.
-    k.set_parent_death_signal(signal.SIGKILL)
+    if cfg.die_with_parent:
+        # If the launcher dies (even by SIGKILL) the container dies with it, so the next `minirun` can
+        # reclaim everything it owned: a foreground container does not outlive its `minirun run`.
+        k.set_parent_death_signal(signal.SIGKILL)
     flags = k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWNS
     if cfg.new_netns:
         flags |= k.CLONE_NEWNET
@@ -79,26 +87,56 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes) -> None:
     os.close(pipes.go_in)
 
 
-def _exec(cfg: ChildConfig, pipes: ChildPipes) -> None:
-    # An ignored disposition survives exec: Python ignores SIGPIPE and SIGXFSZ, and minirun itself may have
-    # been started under nohup. A container starts with every signal at its default, as under Docker.
+def exec_command(
+    command: tuple[str, ...],
+    env: dict[str, str],
+    workdir: str | None,
+    error_out: int,
+    *,
+    stdio: tuple[int, int, int] | None = None,
+    controlling_tty: bool = False,
+) -> None:
+    """The last steps before exec, shared by `run` and `exec`. Only returns by raising."""
+    reset_signals()
+    if stdio is not None:
+        if controlling_tty:
+            os.setsid()
+            fcntl.ioctl(stdio[0], termios.TIOCSCTTY, 0)
+        for target, fd in enumerate(stdio):
+            os.dup2(fd, target)
+    _close_stray_fds(keep={0, 1, 2, error_out})
+    if workdir:
+        try:
+            os.chdir(workdir)
+        except OSError as exc:
+            message = f"cannot enter working directory {workdir}: {exc.strerror}"
+            raise _Failure(EXIT_MINIRUN_FAILED, message) from None
+    try:
+        os.execvpe(command[0], list(command), env)
+    except OSError as exc:
+        code = EXIT_NOT_FOUND if exc.errno in (errno.ENOENT, errno.ENOTDIR) else EXIT_NOT_EXECUTABLE
+        raise _Failure(code, f"{exc.errno}:{command[0]}") from None
+
+
+def reset_signals() -> None:
+    """Every signal at its default disposition, none blocked.
+
+    An ignored disposition survives exec: Python ignores SIGPIPE and SIGXFSZ, and minirun itself may have
+    been started under nohup. A container starts with every signal at its default, as under Docker.
+    """
     for signum in signal.valid_signals():
         if signum not in (signal.SIGKILL, signal.SIGSTOP) and signal.getsignal(signum) == signal.SIG_IGN:
             signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, [])
-    _close_stray_fds(keep={0, 1, 2, pipes.error_out})
-    if cfg.workdir:
-        try:
-            os.chdir(cfg.workdir)
-        except OSError as exc:
-            raise _Failure(
-                EXIT_MINIRUN_FAILED, f"cannot enter working directory {cfg.workdir}: {exc.strerror}"
-            ) from None
-    try:
-        os.execvpe(cfg.command[0], list(cfg.command), cfg.env)
-    except OSError as exc:
-        code = EXIT_NOT_FOUND if exc.errno in (errno.ENOENT, errno.ENOTDIR) else EXIT_NOT_EXECUTABLE
-        raise _Failure(code, f"{exc.errno}:{cfg.command[0]}") from None
+
+
+def report_failure(exc: BaseException, error_out: int) -> int:
+    """Tell the launcher why we are exiting; return the exit status to use."""
+    code = getattr(exc, "exit_code", EXIT_MINIRUN_FAILED)
+    kind = EXEC_FAILED if code != EXIT_MINIRUN_FAILED else SETUP_FAILED
+    with contextlib.suppress(OSError):  # the launcher is gone: nobody to tell
+        os.write(error_out, f"{kind}:{exc}".encode()[:4000])
+    return code
 
 
 class _Failure(Exception):

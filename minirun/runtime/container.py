@@ -1,4 +1,5 @@
-"""`minirun run` in the foreground: validate, record, fork into new namespaces, attach, exec, wait, tear down.
+"""Containers: create (validate, record, fork into new namespaces, attach the network), then either wait in
+the foreground (`minirun run`) or hand over to the supervisor (`minirun run -d`).
 
 The launcher stays in the host namespaces throughout; the container's first process is PID 1 of a new PID
 namespace. See DESIGN.md "A run, step by step".
@@ -7,75 +8,68 @@ namespace. See DESIGN.md "A run, step by step".
 from __future__ import annotations
 
 import contextlib
-import datetime
-import errno
 import os
-import signal
-import socket
 import sys
 import time
+from typing import Any
 
 from minirun import paths
-from minirun.errors import MinirunError
+from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
 from minirun.kernel import proc
-from minirun.kernel import syscalls as k
 from minirun.plan import Step, Timing, run_plan
-from minirun.runtime import child, gc, names, state
+from minirun.runtime import child, gc, launch, names, state
 from minirun.runtime.privileges import require_root
 from minirun.spec import ContainerSpec, container_env
 
-# Signals `minirun` passes on to the container's PID 1 (which, as in Docker, ignores those it has no
-# handler for).
-FORWARDED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
-SI_KERNEL = 0x80  # si_code of signals the tty driver generates (Ctrl-C): PID 1 got those itself
-
-
-class Launch:
-    """The launcher's handles on a freshly forked container process."""
-
-    __slots__ = ("pid", "netlink", "go_out", "error_in")
-
-    def __init__(self, pid: int, go_out: int, error_in: int) -> None:
-        self.pid = pid
-        self.netlink: socket.socket | None = None
-        self.go_out = go_out
-        self.error_in = error_in
-
-    def abort(self) -> None:
-        """Undo of the fork: the child dies and is reaped, its namespaces with it."""
-        with contextlib.suppress(OSError):
-            os.close(self.go_out)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
-        self.close_netns_handles()
-        with contextlib.suppress(OSError):
-            os.close(self.error_in)
-
-    def close_netns_handles(self) -> None:
-        # A socket or fd in the container's netns keeps it (and the veth) alive after the container ends.
-        if self.netlink is not None:
-            self.netlink.close()
-            self.netlink = None
+INIT_CANDIDATES = ("/usr/bin/tini", "/usr/bin/tini-static", "/usr/bin/docker-init")
 
 
 def new_container_id() -> str:
     return os.urandom(6).hex()
 
 
-def now_iso() -> str:
-    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+def owner_identity(pid: int | None = None) -> dict[str, int | None]:
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "started": proc.start_time(pid)}
 
 
-def run(spec: ContainerSpec) -> int:
-    """Run `spec` in the foreground; return the exit status Docker would give."""
+def init_binary() -> str:
+    """--init runs tini (Docker's docker-init is tini) as PID 1: it forwards signals and reaps zombies."""
+    found = next((path for path in INIT_CANDIDATES if os.access(path, os.X_OK)), None)
+    if found is None:
+        raise MinirunError("--init needs tini, which is not installed", hint="apt-get install tini")
+    return found
+
+
+class Created:
+    """A container whose network is attached and whose first process waits to exec."""
+
+    __slots__ = ("record", "launch", "host_rtnl", "timings")
+
+    def __init__(self, record: dict[str, Any], started: launch.Launch, host_rtnl, timings: list[Timing]) -> None:
+        self.record = record
+        self.launch = started
+        self.host_rtnl = host_rtnl
+        self.timings = timings
+
+
+def create(
+    spec: ContainerSpec,
+    *,
+    detached: bool = False,
+    stdio: tuple[int, int, int] | None = None,
+    controlling_tty: bool = False,
+    log_path: str | None = None,
+    container_id: str | None = None,
+) -> Created:
+    """Validate, record, fork and attach. On any failure everything done so far is rolled back."""
     timings: list[Timing] = []
     clock = time.perf_counter()
     require_root()
     gc.reconcile()
     if spec.workdir and not os.path.isdir(spec.workdir):
         raise MinirunError(f"working directory {spec.workdir} does not exist", hint="pass an existing -w directory")
+    command = (init_binary(), "--", *spec.command) if spec.init else spec.command
 
     network = None
     host_rtnl = None
@@ -89,21 +83,27 @@ def run(spec: ContainerSpec) -> int:
         attach.check_subnet_free(host_rtnl, network)
     timings.append(Timing("validate", time.perf_counter() - clock))
 
-    container_id = new_container_id()
+    container_id = container_id or new_container_id()
     name = spec.name or names.generate(container_id)
     hostname = spec.hostname or container_id
-    record = {
+    env = container_env(spec, hostname)
+    record: dict[str, Any] = {
         "id": container_id,
         "name": name,
         "hostname": hostname,
         "command": list(spec.command),
-        "env": [f"{key}={value}" for key, value in spec.env],
+        "env": [f"{key}={value}" for key, value in env.items()],
         "workdir": spec.workdir,
-        "created": now_iso(),
+        "created": state.now_iso(),
         "status": "creating",
-        "owner": {"pid": os.getpid(), "started": proc.start_time(os.getpid())},
+        "owner": owner_identity(),
         "network_mode": spec.network,
-        "auto_remove": spec.remove,
+        # A foreground run is always removed when it ends; a detached one only with --rm (Docker's -d).
+        "auto_remove": spec.remove or not detached,
+        "detached": detached,
+        "init": spec.init,
+        "tty": spec.tty,
+        "log": log_path,
     }
     with contextlib.ExitStack() as undo:
         # The record is written before the name claim and the address, so `gc` never mistakes either for
@@ -114,34 +114,33 @@ def run(spec: ContainerSpec) -> int:
         undo.callback(state.release_name, name, container_id)
 
         clock = time.perf_counter()
-        launch = fork_container(
+        started = launch.fork_container(
             child.ChildConfig(
-                command=spec.command,
-                env=container_env(spec, hostname),
+                command=command,
+                env=env,
                 hostname=hostname,
                 workdir=spec.workdir,
                 new_netns=spec.network != "host",
+                stdio=stdio,
+                controlling_tty=controlling_tty,
+                die_with_parent=not detached,
             )
         )
-        undo.callback(launch.abort)
+        undo.callback(started.abort)
         timings.append(Timing("fork+unshare", time.perf_counter() - clock))
 
         steps: list[Step] = []
         netns_fd = -1
-        if launch.netlink is not None:
+        if started.netlink is not None:
             from minirun.net import attach, ipam, links, rtnl
 
-            container_rtnl = rtnl.Rtnl(launch.netlink)
-            ns_label = f"/proc/{launch.pid}/ns/net"
+            container_rtnl = rtnl.Rtnl(started.netlink)
+            ns_label = f"/proc/{started.pid}/ns/net"
             if network is not None:
                 netns_fd = os.open(ns_label, os.O_RDONLY | os.O_CLOEXEC)
                 undo.callback(os.close, netns_fd)
                 store = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
-                attachment = attach.Attachment(
-                    network=network,
-                    host_veth=links.host_veth_name(container_id),
-                    mtu=spec.mtu or 1500,
-                )
+                attachment = attach.Attachment(network, links.host_veth_name(container_id), spec.mtu or 1500)
                 steps = attach.bridge_steps(
                     attachment, host_rtnl, container_rtnl, netns_fd, ns_label, store, container_id
                 )
@@ -149,7 +148,9 @@ def run(spec: ContainerSpec) -> int:
                 steps = attach.loopback_steps(container_rtnl, ns_label)
         run_plan(steps, undo, timings)
 
-        record.update(status="running", pid=launch.pid, pid_started=proc.start_time(launch.pid), started=now_iso())
+        record.update(
+            status="running", pid=started.pid, pid_started=proc.start_time(started.pid), started=state.now_iso()
+        )
         if network is not None:
             record["network"] = {
                 "name": network.name,
@@ -162,122 +163,81 @@ def run(spec: ContainerSpec) -> int:
         state.save(record)
         if netns_fd >= 0:
             os.close(netns_fd)
-        launch.close_netns_handles()
+        started.close_netns_handles()
         undo.pop_all()  # from here on the container runs; teardown (not rollback) cleans up
+    return Created(record, started, host_rtnl, timings)
 
+
+def run(spec: ContainerSpec) -> int:
+    """Run `spec` in the foreground; return the exit status Docker would give."""
+    pty = None
+    if spec.tty:
+        from minirun.runtime.tty import Pty
+
+        pty = Pty(interactive=spec.interactive)
+    created = create(spec, stdio=pty.child_stdio if pty else None, controlling_tty=pty is not None)
+    status = EXIT_MINIRUN_FAILED
     try:
         clock = time.perf_counter()
-        status = start_and_wait(launch, on_exec=lambda: _exec_confirmed(spec, timings, clock))
+        failure = created.launch.release()
+        if failure:
+            print(f"minirun: error: {launch.describe_failure(failure)}", file=sys.stderr)
+        elif spec.timings:
+            _print_exec_timings(created.timings, clock)
+        if pty is not None:
+            pty.start()
+        try:
+            status = launch.wait_forwarding_signals(created.launch.pid, on_winch=pty.resize if pty else None)
+        finally:
+            if pty is not None:
+                pty.finish()
     finally:
         clock = time.perf_counter()
-        gc.teardown(record, host_rtnl=host_rtnl, defer_link_check=True)
+        created.record.update(status="exited", exit_code=status, finished=state.now_iso())
+        gc.teardown(created.record, host_rtnl=created.host_rtnl, defer_link_check=True)
         if spec.timings:
             _print_timings([Timing("teardown", time.perf_counter() - clock)])
     return status
 
 
-def fork_container(cfg: child.ChildConfig) -> Launch:
-    """Fork the container's first process as PID 1 of a new PID namespace; it unshares the rest itself.
-
-    unshare(CLONE_NEWPID) only affects the caller's future children, so the launcher unshares, forks once,
-    and setns()es straight back to its own PID namespace: later forks (nft) stay on the host.
-    """
-    netlink_parent, netlink_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    go_in, go_out = os.pipe2(os.O_CLOEXEC)
-    error_in, error_out = os.pipe2(os.O_CLOEXEC)
-    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    # SIGCHLD stays blocked from before the fork, so an early exit is never missed by sigwaitinfo().
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
-    pid = -1
+def run_detached(spec: ContainerSpec, supervisor: dict[str, int | None]) -> str:
+    """In a supervisor worker: create the container with its output going to its log, let it exec, and make
+    the supervisor its owner. Returns the container id; the worker then exits and PID 1 is adopted by the
+    supervisor (a child subreaper), which records the exit code and tears down when the container ends."""
+    container_id = new_container_id()
+    log_path = paths.container_log(container_id)
+    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        k.unshare(k.CLONE_NEWPID)
-        pid = os.fork()
-        if pid == 0:
-            os.close(own_pidns)
-            netlink_parent.close()
-            os.close(go_out)
-            os.close(error_in)
-            child.main(cfg, child.ChildPipes(netlink_child, go_in, error_out))
+        created = create(
+            spec, detached=True, stdio=(null_fd, log_fd, log_fd), log_path=log_path, container_id=container_id
+        )
+    except BaseException:
+        state.remove_file(log_path)
+        raise
     finally:
-        if pid != 0:
-            k.setns(own_pidns, k.CLONE_NEWPID)
-            os.close(own_pidns)
-    netlink_child.close()
-    os.close(go_in)
-    os.close(error_out)
-
-    launch = Launch(pid, go_out, error_in)
-    if cfg.new_netns:
-        _, fds, _, _ = socket.recv_fds(netlink_parent, 16, 1)
-        if not fds:
-            launch.abort()
-            raise MinirunError(f"container setup failed: {_read_error(error_in)}")
-        launch.netlink = socket.socket(fileno=fds[0])
-    netlink_parent.close()
-    return launch
+        os.close(log_fd)
+        os.close(null_fd)
+    record = created.record
+    failure = created.launch.release()
+    if failure:
+        os.waitpid(created.launch.pid, 0)
+        record.update(status="exited", exit_code=launch.failure_exit_code(failure), finished=state.now_iso())
+        record["auto_remove"] = True  # it never ran: leave nothing (Docker would keep a "Created" container)
+        gc.teardown(record, host_rtnl=created.host_rtnl)
+        raise MinirunError(launch.describe_failure(failure), code=launch.failure_exit_code(failure))
+    record["owner"] = supervisor
+    state.save(record)
+    return record["id"]
 
 
-def _read_error(fd: int) -> str:
-    chunks = []
-    while chunk := os.read(fd, 4096):
-        chunks.append(chunk)
-    text = b"".join(chunks).decode(errors="replace")
-    return text.partition(":")[2] or "the container process exited before it was ready"
-
-
-def _exec_confirmed(spec: ContainerSpec, timings: list[Timing], clock: float) -> None:
-    if spec.timings:
-        timings.append(Timing("exec", time.perf_counter() - clock))
-        in_process = sum(t.seconds for t in timings if t.name != "validate")
-        _print_timings([*timings, Timing("fork-to-exec", in_process)])
+def _print_exec_timings(timings: list[Timing], clock: float) -> None:
+    timings.append(Timing("exec", time.perf_counter() - clock))
+    in_process = sum(t.seconds for t in timings if t.name != "validate")
+    _print_timings([*timings, Timing("fork-to-exec", in_process)])
 
 
 def _print_timings(timings: list[Timing]) -> None:
     for t in timings:
         print(f"minirun: timing: {t.name:<14} {t.seconds * 1000:8.2f} ms", file=sys.stderr)
-
-
-def start_and_wait(launch: Launch, on_exec=None) -> int:
-    """Let the container exec, report exec failures, forward signals, and return its exit status."""
-    os.write(launch.go_out, child.GO)
-    os.close(launch.go_out)
-    failure = os.read(launch.error_in, 4096).decode(errors="replace")
-    os.close(launch.error_in)
-    if failure:
-        _report_child_failure(failure)
-    elif on_exec is not None:
-        on_exec()
-    return _wait_forwarding_signals(launch.pid)
-
-
-def _report_child_failure(failure: str) -> None:
-    kind, _, detail = failure.partition(":")
-    if kind == child.EXEC_FAILED:
-        err, _, command = detail.partition(":")
-        reason = {
-            errno.ENOENT: "executable file not found in $PATH",
-            errno.ENOTDIR: "executable file not found in $PATH",
-            errno.EACCES: "permission denied (a directory, or no execute bit)",
-            errno.ENOEXEC: "exec format error",
-        }.get(int(err) if err.isdigit() else 0, os.strerror(int(err)) if err.isdigit() else err)
-        print(f'minirun: error: exec: "{command}": {reason}', file=sys.stderr)
-    else:
-        print(f"minirun: error: container setup failed: {detail}", file=sys.stderr)
-
-
-def _wait_forwarding_signals(pid: int) -> int:
-    watched = {signal.SIGCHLD, *FORWARDED_SIGNALS}
-    signal.pthread_sigmask(signal.SIG_BLOCK, watched)
-    while True:
-        info = signal.sigwaitinfo(watched)
-        if info.si_signo == signal.SIGCHLD:
-            reaped, status = os.waitpid(pid, os.WNOHANG)
-            if reaped == pid:
-                break
-            continue
-        if info.si_code == SI_KERNEL:
-            continue  # generated by the terminal for the whole foreground process group, PID 1 included
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, info.si_signo)
-    code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code

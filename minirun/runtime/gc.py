@@ -1,12 +1,16 @@
 """Teardown and crash reconciliation.
 
 `teardown()` ends one container: release its address, make sure its host veth is gone (the kernel deletes
-it with the netns; we verify, and delete it ourselves only if it lingers), remove its records. Every step
-runs even if another failed; "already gone" is success.
+it with the netns; we verify, and delete it ourselves only if it lingers), then either forget it (record,
+name, log: foreground runs and --rm) or keep it as "exited" for `ps -a`, `logs` and `rm`. Every step runs
+even if another failed; "already gone" is success.
 
-`reconcile()` runs at the start of every `minirun` command: records whose owner (launcher) is dead, address
-reservations and name claims whose container has no live record, are torn down. That is how a `kill -9` of
-the launcher leaves nothing behind once minirun runs again.
+`reconcile()` runs at the start of every `minirun` command. A container whose owner (its foreground
+launcher, or the supervisor of detached containers) is dead is dealt with: still being created -> rolled
+back; its process gone -> torn down and marked exited; its process alive but unwatched (the supervisor was
+killed) -> left running, and torn down by the first command that finds it gone. Address reservations and
+name claims whose container has no record are released. So even `kill -9` of minirun leaves nothing
+behind once minirun runs again.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ from minirun.kernel import proc
 from minirun.runtime import state
 
 LINK_GRACE_SECONDS = 2.0
+# Docker's code for "the exit status is unknown": the process ended while nobody was watching it.
+EXIT_STATUS_LOST = 255
 
 
 def _host_rtnl(host_rtnl):
@@ -33,21 +39,26 @@ def _host_rtnl(host_rtnl):
     return host_rtnl
 
 
-def _kill_container(record: dict[str, Any]) -> None:
+def container_alive(record: dict[str, Any]) -> bool:
     pid, started = record.get("pid"), record.get("pid_started")
-    if not (isinstance(pid, int) and isinstance(started, int) and proc.is_alive(pid, started)):
+    return isinstance(pid, int) and isinstance(started, int) and proc.is_alive(pid, started)
+
+
+def kill_container(record: dict[str, Any], timeout: float = 2.0) -> None:
+    """SIGKILL the container's PID 1 (the kernel then kills its whole PID namespace) and wait for it."""
+    if not container_alive(record):
         return
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(record["pid"], signal.SIGKILL)
     except ProcessLookupError:
         return
-    deadline = time.monotonic() + 2
-    while proc.is_alive(pid, started) and time.monotonic() < deadline:
+    deadline = time.monotonic() + timeout
+    while container_alive(record) and time.monotonic() < deadline:
         time.sleep(0.005)
 
 
-def teardown(record: dict[str, Any], *, host_rtnl=None, defer_link_check: bool = False) -> list[str]:
-    """Release everything `record`'s container owned. Returns what was removed; raises TeardownError.
+def release_resources(record: dict[str, Any], *, host_rtnl=None, defer_link_check: bool = False) -> list[str]:
+    """Kill what still runs, release the address, make sure the host veth is gone. Raises TeardownError.
 
     The host veth dies with the container's netns, but the kernel destroys a netns asynchronously (10-20 ms
     here, an RCU grace period or two). With defer_link_check the caller does not wait for that: a detached
@@ -58,8 +69,7 @@ def teardown(record: dict[str, Any], *, host_rtnl=None, defer_link_check: bool =
     removed: list[str] = []
     errors: list[str] = []
     container_id = record["id"]
-    _kill_container(record)
-
+    kill_container(record)
     net = record.get("network")
     if net:
         store = ipam.AddressStore(paths.ipam_dir(net["name"]))
@@ -80,13 +90,31 @@ def teardown(record: dict[str, Any], *, host_rtnl=None, defer_link_check: bool =
                     removed.append(f"link {veth}")
         except Exception as exc:  # noqa: BLE001 - collect and carry on
             errors.append(f"delete link {veth}: {exc}")
-    try:
-        state.remove(record)
-        removed.append(f"record {container_id}")
-    except OSError as exc:
-        errors.append(f"remove record {container_id}: {exc}")
     if errors:
         raise TeardownError(f"teardown of container {container_id} was incomplete", errors)
+    return removed
+
+
+def forget(record: dict[str, Any]) -> list[str]:
+    """Remove the record, the name claim and the log."""
+    state.remove(record)
+    if record.get("log"):
+        state.remove_file(record["log"])
+    return [f"record {record['id']}"]
+
+
+def teardown(record: dict[str, Any], *, host_rtnl=None, defer_link_check: bool = False) -> list[str]:
+    """End a container that has exited: release everything; keep it as exited unless it is auto-removed."""
+    removed = []
+    try:
+        removed = release_resources(record, host_rtnl=host_rtnl, defer_link_check=defer_link_check)
+    finally:
+        if record.get("auto_remove", True):
+            removed += forget(record)
+        else:
+            record["status"] = "exited"
+            record.setdefault("exit_code", EXIT_STATUS_LOST)
+            state.save(record)
     return removed
 
 
@@ -117,10 +145,14 @@ def _verify_link_gone_in_background(ipr, name: str) -> None:
         os._exit(0)
 
 
+def _warn(exc: TeardownError) -> None:
+    print(f"minirun: warning: {exc.msg}", file=sys.stderr)
+
+
 def reconcile() -> list[str]:
-    """Tear down what dead launchers left behind. Cheap when there is nothing to do (a few listdirs)."""
+    """Deal with what dead owners left behind. Cheap when there is nothing to do (a few listdirs)."""
     # Snapshot reservations and claims BEFORE the records: a run writes its record first, so anything
-    # listed here that lacks a live record was really orphaned.
+    # listed here that lacks a record was really orphaned.
     reservations = _ipam_reservations()
     claims = _name_claims()
     records = state.all_records()
@@ -129,34 +161,48 @@ def reconcile() -> list[str]:
     ]
     if not records and not reservations and not claims:
         return removed
-    live = set()
+    known = set()
     for record in records:
-        if state.owner_alive(record):
-            live.add(record["id"])
-            continue
+        known.add(record["id"])
         if record.get("corrupt"):
             state.remove_file(paths.container_record(record["id"]))
             removed.append(f"corrupt record {record['id']}")
             continue
+        if record.get("status") == "exited" or state.owner_alive(record):
+            continue
         try:
-            removed += [f"{item} (container {record['id']})" for item in teardown(record)]
+            removed += _reconcile_orphan(record)
         except TeardownError as exc:
-            print(f"minirun: warning: {exc.msg}", file=sys.stderr)
+            _warn(exc)
+    holders = {r["id"] for r in state.all_records() if r.get("status") != "exited"}
     for network, addresses in reservations.items():
-        if any(owner not in live for owner in addresses.values()):
-            removed += _release_orphans(network, addresses, live)
+        if any(owner not in holders for owner in addresses.values()):
+            removed += _release_orphans(network, addresses, holders)
     for name, owner in claims.items():
-        if owner not in live and state.read_name(name) == owner:
+        if owner not in known and state.read_name(name) == owner:
             state.remove_file(paths.name_claim(name))
             removed.append(f"name {name}")
     return removed
+
+
+def _reconcile_orphan(record: dict[str, Any]) -> list[str]:
+    label = f"(container {record['id']})"
+    if record.get("status") == "creating" or not record.get("detached"):
+        record["auto_remove"] = True  # never finished starting, or a foreground run whose launcher died
+        return [f"{item} {label}" for item in teardown(record)]
+    if container_alive(record):
+        return []  # detached and still running: its supervisor died, the container did not
+    record["exit_code"] = record.get("exit_code", EXIT_STATUS_LOST)
+    record["finished"] = record.get("finished") or state.now_iso()
+    items = teardown(record)
+    return [f"{item} {label}" for item in items] + ([] if record.get("auto_remove") else [f"exited {label}"])
 
 
 def remove_orphan_links(bridge: str) -> list[str]:
     """Delete host veths on `bridge` that belong to no live container (e.g. a killed verifier's)."""
     from minirun.net import links, rtnl
 
-    live = {links.host_veth_name(r["id"]) for r in state.all_records() if state.owner_alive(r)}
+    live = {links.host_veth_name(r["id"]) for r in state.all_records() if r.get("status") != "exited"}
     removed = []
     with rtnl.Rtnl() as ipr:
         master = links.get_link(ipr, bridge)
@@ -190,13 +236,13 @@ def _ipam_reservations() -> dict[str, dict[str, str]]:
     return found
 
 
-def _release_orphans(network: str, addresses: dict[str, str], live: set[str]) -> list[str]:
+def _release_orphans(network: str, addresses: dict[str, str], holders: set[str]) -> list[str]:
     from minirun.net import ipam
 
     store = ipam.AddressStore(paths.ipam_dir(network))
     removed = []
     for address, owner in addresses.items():
-        if owner not in live and store.release(address, owner):
+        if owner not in holders and store.release(address, owner):
             removed.append(f"address {address} (container {owner})")
     return removed
 

@@ -7,6 +7,7 @@ launcher that was killed: `stale_records()` finds them so their address, links a
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 from typing import Any
@@ -29,6 +30,11 @@ def _write_temp(path: str, text: str) -> str:
         f.flush()
         os.fsync(f.fileno())
     return tmp
+
+
+def now_iso() -> str:
+    """UTC with microseconds and a Z, as Docker's inspect shows times."""
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def write_atomic(path: str, data: dict[str, Any]) -> None:

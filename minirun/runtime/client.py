@@ -1,0 +1,75 @@
+"""The CLI's side of the supervisor: start it on demand, send one request, read one response."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from typing import Any
+
+from minirun import paths
+from minirun.errors import MinirunError
+
+CONNECT_TIMEOUT = 5.0
+# The variables that change how a container is set up travel with the request: the supervisor was
+# started by some earlier command, with that command's environment.
+FORWARDED_ENV_PREFIX = "MINIRUN_"
+
+
+def _connect() -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        sock.connect(paths.supervisor_socket())
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        return None
+    return sock
+
+
+def _start_supervisor() -> None:
+    os.makedirs(paths.state_root(), mode=0o700, exist_ok=True)
+    with open(os.path.join(paths.state_root(), "supervisor.log"), "ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "minirun.runtime.supervisor"],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            close_fds=True,
+            cwd="/",
+        )
+
+
+def _connect_or_start() -> socket.socket:
+    sock = _connect()
+    if sock is not None:
+        return sock
+    _start_supervisor()
+    deadline = time.monotonic() + CONNECT_TIMEOUT
+    while time.monotonic() < deadline:
+        sock = _connect()
+        if sock is not None:
+            return sock
+        time.sleep(0.005)
+    raise MinirunError(
+        "the minirun supervisor did not start", hint=f"see {paths.state_root()}/supervisor.log", code=125
+    )
+
+
+def request(payload: dict[str, Any]) -> dict[str, Any]:
+    payload = {**payload, "env": {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}}
+    data = json.dumps(payload).encode() + b"\n"
+    for _ in range(3):  # a supervisor that was just exiting for idleness drops the connection: retry
+        sock = _connect_or_start()
+        with sock:
+            sock.sendall(data)
+            reply = b""
+            while chunk := sock.recv(65536):
+                reply += chunk
+        if reply:
+            return json.loads(reply)
+        time.sleep(0.05)
+    raise MinirunError("the minirun supervisor did not answer", code=125)

@@ -1,0 +1,300 @@
+"""Find containers and act on them: ps, inspect, logs, stop, kill, rm (the Docker verbs)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import signal
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from minirun.errors import MinirunError, NotFound
+from minirun.runtime import gc, state
+
+DEFAULT_STOP_TIMEOUT = 10.0
+EXIT_WAIT_SECONDS = 5.0  # how long to wait for the supervisor to record an exit after the process died
+
+
+def find(ref: str) -> dict[str, Any]:
+    """A container by full id, name, or a unique id prefix (Docker's rules). Raises NotFound (exit 1)."""
+    records = state.all_records()
+    for record in records:
+        if ref in (record["id"], record.get("name")):
+            return record
+    matches = [r for r in records if r["id"].startswith(ref)] if ref else []
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        ids = ", ".join(sorted(r["id"] for r in matches))
+        raise MinirunError(f'"{ref}" matches several containers ({ids})', hint="give more of the id", code=1)
+    raise NotFound(f"no such container: {ref}", hint="see 'minirun ps -a'")
+
+
+def is_running(record: dict[str, Any]) -> bool:
+    return record.get("status") == "running" and gc.container_alive(record)
+
+
+def _parse_time(text: str | None) -> datetime.datetime | None:
+    if not text:
+        return None
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's wording (go-units HumanDuration): 'Less than a second', '3 seconds', 'About a minute'…"""
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 2:
+        return "1 second"
+    if seconds < 60:
+        return f"{int(seconds)} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def _ago(text: str | None, now: datetime.datetime) -> float:
+    when = _parse_time(text)
+    return (now - when).total_seconds() if when else 0.0
+
+
+def status_text(record: dict[str, Any], now: datetime.datetime | None = None) -> str:
+    now = now or datetime.datetime.now(datetime.UTC)
+    status = record.get("status")
+    if status == "creating":
+        return "Created"
+    if status == "running":
+        return f"Up {human_duration(_ago(record.get('started'), now))}"
+    code = record.get("exit_code", gc.EXIT_STATUS_LOST)
+    return f"Exited ({code}) {human_duration(_ago(record.get('finished'), now))} ago"
+
+
+def ps_rows(show_all: bool) -> list[dict[str, Any]]:
+    now = datetime.datetime.now(datetime.UTC)
+    rows = []
+    records = sorted(state.all_records(), key=lambda r: r.get("created", ""), reverse=True)
+    for record in records:
+        if not show_all and record.get("status") != "running":
+            continue
+        network = record.get("network") or {}
+        rows.append(
+            {
+                "ID": record["id"],
+                "Names": record.get("name", ""),
+                "Image": record.get("image") or "-",
+                "Command": " ".join(record.get("command", [])),
+                "CreatedAt": record.get("created", ""),
+                "RunningFor": f"{human_duration(_ago(record.get('created'), now))} ago",
+                "Status": status_text(record, now),
+                "State": record.get("status", ""),
+                "IP": (network.get("address") or "").split("/")[0] or "-",
+            }
+        )
+    return rows
+
+
+def inspect(record: dict[str, Any]) -> dict[str, Any]:
+    """Docker's `inspect` shape, where the meaning is the same."""
+    network = record.get("network") or {}
+    address, _, prefix = (network.get("address") or "").partition("/")
+    running = is_running(record)
+    pid = record.get("pid") if running else 0
+    return {
+        "Id": record["id"],
+        "Name": "/" + record.get("name", ""),
+        "Created": record.get("created"),
+        "Path": (record.get("command") or [""])[0],
+        "Args": (record.get("command") or [])[1:],
+        "State": {
+            "Status": "running" if running else {"creating": "created"}.get(record.get("status"), "exited"),
+            "Running": running,
+            "Pid": pid or 0,
+            "ExitCode": 0 if running else record.get("exit_code", 0),
+            "StartedAt": record.get("started") or "0001-01-01T00:00:00Z",
+            "FinishedAt": record.get("finished") or "0001-01-01T00:00:00Z",
+        },
+        "Config": {
+            "Hostname": record.get("hostname"),
+            "Env": record.get("env", []),
+            "Cmd": record.get("command", []),
+            "WorkingDir": record.get("workdir") or "",
+            "Tty": bool(record.get("tty")),
+            "Image": record.get("image") or "",
+        },
+        "HostConfig": {
+            "NetworkMode": {"bridge": "bridge", "none": "none", "host": "host"}.get(
+                record.get("network_mode", "bridge"), "bridge"
+            ),
+            "AutoRemove": bool(record.get("auto_remove")),
+            "Init": bool(record.get("init")),
+        },
+        "NetworkSettings": {
+            "IPAddress": address if running else "",
+            "IPPrefixLen": int(prefix) if prefix and running else 0,
+            "Gateway": network.get("gateway", "") if running else "",
+            "MacAddress": _mac_address(pid) if pid and record.get("network_mode") == "bridge" else "",
+            "SandboxKey": f"/proc/{pid}/ns/net" if pid else "",
+            "HostVeth": network.get("host_veth", "") if running else "",
+            "Bridge": network.get("bridge", ""),
+        },
+        "LogPath": record.get("log") or "",
+    }
+
+
+def _mac_address(pid: int) -> str:
+    """eth0's MAC as the container sees it, read through its own /sys (no netns switch needed)."""
+    try:
+        # /proc/PID/root/sys is the container's sysfs, mounted from inside its netns
+        with open(f"/proc/{pid}/root/sys/class/net/eth0/address") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def select_field(document: Any, template: str) -> str:
+    """A small subset of Go templates: '{{.State.Pid}}', '{{json .Config}}', several per line."""
+    import json
+    import re
+
+    def resolve(match: re.Match) -> str:
+        as_json, path = match.group(1), match.group(2)
+        value = document
+        for part in filter(None, path.split(".")):
+            if not isinstance(value, dict) or part not in value:
+                raise MinirunError(f'template: no field "{part}" in {path}', code=1)
+            value = value[part]
+        if as_json or isinstance(value, dict | list):
+            return json.dumps(value)
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return str(value)
+
+    return re.sub(r"\{\{\s*(json\s+)?(\.[\w.]*)\s*\}\}", resolve, template)
+
+
+def logs(record: dict[str, Any], tail: int | None = None) -> bytes:
+    path = record.get("log")
+    if not path:
+        raise MinirunError(
+            f"container {record['id']} has no log: it ran in the foreground, where output went to the terminal",
+            code=1,
+        )
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return b""
+    if tail is not None:
+        lines = data.splitlines(keepends=True)
+        data = b"".join(lines[-tail:]) if tail > 0 else b""
+    return data
+
+
+def follow_logs(record: dict[str, Any], tail: int | None = None) -> Iterator[bytes]:
+    """The log so far (or its last `tail` lines), then what is appended, until the container has exited."""
+    yield logs(record, tail)
+    path = record["log"]
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        while True:
+            chunk = f.read()
+            if chunk:
+                yield chunk
+                continue
+            current = state.load(record["id"])
+            if current is None or not is_running(current):
+                rest = f.read()
+                if rest:
+                    yield rest
+                return
+            time.sleep(0.05)
+
+
+def _wait_gone(record: dict[str, Any], timeout: float) -> bool:
+    """True once the container's PID 1 is gone; False if it still runs after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while gc.container_alive(record):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def wait_exited(record: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    """Wait until the container's process is gone and its exit is recorded; return the final record."""
+    if not _wait_gone(record, timeout):
+        return record
+    # The supervisor records the exit and tears down; if it is gone, reconcile does it here.
+    deadline = time.monotonic() + EXIT_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        current = state.load(record["id"])
+        if current is None or current.get("status") == "exited":
+            return current
+        if not state.owner_alive(current):
+            gc.reconcile()
+        time.sleep(0.01)
+    return state.load(record["id"])
+
+
+def parse_signal(text: str) -> signal.Signals:
+    name = text.upper()
+    try:
+        if name.isdigit():
+            return signal.Signals(int(name))
+        return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+    except (KeyError, ValueError):
+        raise MinirunError(f'invalid signal "{text}"', hint="use a name (TERM, SIGKILL) or a number", code=1) from None
+
+
+def kill(record: dict[str, Any], signum: int) -> None:
+    if not is_running(record):
+        raise MinirunError(f"container {record.get('name')} is not running", code=1)
+    try:
+        os.kill(record["pid"], signum)
+    except ProcessLookupError:
+        raise MinirunError(f"container {record.get('name')} is not running", code=1) from None
+
+
+def stop(record: dict[str, Any], timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+    """SIGTERM, the grace period, then SIGKILL (a PID 1 without a TERM handler ends as 137). Idempotent."""
+    if not is_running(record):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record["pid"], signal.SIGTERM)
+    if not _wait_gone(record, timeout):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record["pid"], signal.SIGKILL)
+    wait_exited(record, timeout=5)
+
+
+def remove(record: dict[str, Any], force: bool) -> None:
+    if is_running(record):
+        if not force:
+            raise MinirunError(
+                f"cannot remove running container {record.get('name')}",
+                hint="stop it first, or use rm -f",
+                code=1,
+            )
+        gc.kill_container(record)
+        record = wait_exited(record, timeout=5) or record
+    current = state.load(record["id"])
+    if current is None:
+        return
+    current["auto_remove"] = True
+    gc.teardown(current)

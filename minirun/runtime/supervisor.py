@@ -1,0 +1,202 @@
+"""The supervisor: one small process that watches every detached container of a state root.
+
+Why one supervisor and not a monitor per container (Podman's conmon, containerd's shims): a Python process
+costs several MB of private memory, so a monitor per container could not stay near 2 MB per container;
+one shared supervisor costs that once. It is a child subreaper (PR_SET_CHILD_SUBREAPER): it forks a
+short-lived worker per `run -d` request, the worker does the whole setup (the same code as a foreground
+run) and exits, and the container's PID 1 - an orphan now - is re-parented to the supervisor. When a
+container ends, the supervisor reaps it, records its exit code and finish time, and a short-lived child
+tears down its network (and, with --rm, everything else). The supervisor starts on demand, holds a lock
+so there is only one per state root, and exits once no detached container is left running.
+
+If the supervisor itself is killed, its containers keep running; any later minirun command notices when
+they end (gc.reconcile) and tears them down with exit status 255, Docker's "unknown".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from minirun import paths
+from minirun.kernel import proc
+from minirun.kernel import syscalls as k
+from minirun.runtime import state
+
+IDLE_SECONDS = 2.0
+REQUEST_LIMIT = 1 << 20
+
+
+def identity() -> dict[str, int | None]:
+    return {"pid": os.getpid(), "started": proc.start_time(os.getpid())}
+
+
+def _running_owned_by(me: dict[str, Any]) -> bool:
+    return any(r.get("status") in ("creating", "running") and r.get("owner") == me for r in state.all_records())
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.me = identity()
+        self.helpers: set[int] = set()  # request workers and teardown children
+        self.selector = selectors.DefaultSelector()
+        self.stopping = False
+
+    def serve(self) -> None:
+        lock = os.open(paths.supervisor_lock(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return  # another supervisor serves this state root
+        k.set_child_subreaper()
+        listener = self._listen()
+        wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wakeup_w)
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: None)
+        self.selector.register(listener, selectors.EVENT_READ, "accept")
+        self.selector.register(wakeup_r, selectors.EVENT_READ, "signal")
+        idle_since = time.monotonic()
+        try:
+            while not self.stopping:
+                for key, _ in self.selector.select(timeout=0.5):
+                    if key.data == "accept":
+                        self._accept(listener)
+                    else:
+                        self._on_signals(os.read(wakeup_r, 512))
+                self._reap()
+                if self.helpers or _running_owned_by(self.me):
+                    idle_since = time.monotonic()
+                elif time.monotonic() - idle_since > IDLE_SECONDS:
+                    break
+        finally:
+            # Unlink before closing: a client that finds no socket starts a new supervisor, which waits
+            # for our lock.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(paths.supervisor_socket())
+            listener.close()
+            os.close(lock)
+
+    def _listen(self) -> socket.socket:
+        path = paths.supervisor_socket()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a dead supervisor's socket: we hold the lock, so nobody else serves it
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        old_umask = os.umask(0o077)
+        try:
+            listener.bind(path)
+        finally:
+            os.umask(old_umask)
+        listener.listen(64)
+        return listener
+
+    def _on_signals(self, signums: bytes) -> None:
+        if signal.SIGTERM in signums or signal.SIGINT in signums:
+            self.stopping = True  # containers keep running; reconcile() looks after them
+
+    def _accept(self, listener: socket.socket) -> None:
+        conn, _ = listener.accept()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                self._become_helper()
+                _handle_request(conn, self.me)
+            except BaseException:  # noqa: BLE001 - a worker must never return into the serve loop
+                code = 1
+            finally:
+                os._exit(code)
+        conn.close()
+        self.helpers.add(pid)
+
+    def _become_helper(self) -> None:
+        signal.set_wakeup_fd(-1)
+        for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_DFL)
+        self.selector.close()
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid in self.helpers:
+                self.helpers.discard(pid)
+            else:
+                self._container_exited(pid, status)
+
+    def _container_exited(self, pid: int, status: int) -> None:
+        from minirun.runtime.launch import exit_status
+
+        record = next(
+            (r for r in state.all_records() if r.get("pid") == pid and r.get("status") in ("running", "creating")),
+            None,
+        )
+        if record is None:
+            return  # a process that was re-parented to us but is not a container's PID 1
+        record.update(status="exited", exit_code=exit_status(status), finished=state.now_iso())
+        state.save(record)
+        # Teardown imports the netlink code (several MB): do it in a child so the supervisor stays small.
+        helper = os.fork()
+        if helper == 0:
+            try:
+                self._become_helper()
+                from minirun.runtime import gc
+
+                gc.teardown(record)
+            finally:
+                os._exit(0)
+        self.helpers.add(helper)
+
+
+def _handle_request(conn: socket.socket, supervisor: dict[str, Any]) -> None:
+    """In a worker: read one JSON request, answer with one JSON response."""
+    from minirun.errors import MinirunError
+
+    data = b""
+    while not data.endswith(b"\n") and len(data) < REQUEST_LIMIT:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    try:
+        request = json.loads(data)
+        os.environ.update(request.get("env", {}))
+        if request.get("op") != "run":
+            raise MinirunError(f"unknown request {request.get('op')!r}")
+        from minirun.runtime import container
+        from minirun.spec import ContainerSpec
+
+        raw = request["spec"]
+        raw["command"] = tuple(raw["command"])
+        raw["env"] = tuple(tuple(pair) for pair in raw["env"])
+        response = {"ok": True, "id": container.run_detached(ContainerSpec(**raw), supervisor)}
+    except MinirunError as exc:
+        response = {"ok": False, "error": exc.msg, "hint": exc.hint, "code": exc.code}
+    except Exception as exc:  # noqa: BLE001 - reported to the client, which prints it
+        response = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "code": 125}
+    conn.sendall(json.dumps(response).encode() + b"\n")
+    conn.close()
+
+
+def main() -> None:
+    try:
+        Supervisor().serve()
+    except Exception as exc:  # noqa: BLE001 - nobody to report to but the supervisor's log
+        print(f"minirun supervisor: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()
