@@ -56,7 +56,7 @@ def exec_in(
         pty = Pty(interactive=interactive)
     error_in, error_out = os.pipe2(os.O_CLOEXEC)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, *launch.FORWARDED_SIGNALS})  # see fork_container
     child_pid = -1
     try:
         k.setns(target_pidns, k.CLONE_NEWPID)

@@ -111,7 +111,7 @@ def teardown(record: dict[str, Any], *, host_rtnl=None, defer_link_check: bool =
     finally:
         if record.get("auto_remove", True):
             removed += forget(record)
-        else:
+        elif os.path.exists(paths.container_record(record["id"])):  # not removed meanwhile by `rm -f`
             record["status"] = "exited"
             record.setdefault("exit_code", EXIT_STATUS_LOST)
             state.save(record)

@@ -68,8 +68,10 @@ def fork_container(cfg: child.ChildConfig) -> Launch:
     go_in, go_out = os.pipe2(os.O_CLOEXEC)
     error_in, error_out = os.pipe2(os.O_CLOEXEC)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    # SIGCHLD stays blocked from before the fork, so an early exit is never missed by sigwaitinfo().
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+    # SIGCHLD stays blocked from before the fork, so an early exit is never missed by sigwaitinfo(); the
+    # forwarded signals too, so one that arrives while the network is set up is held and passed on to the
+    # container once it runs, instead of killing the launcher half-way. (The child unblocks all before exec.)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, *FORWARDED_SIGNALS})
     pid = -1
     try:
         k.unshare(k.CLONE_NEWPID)

@@ -103,7 +103,8 @@ def ps_rows(show_all: bool) -> list[dict[str, Any]]:
                 "RunningFor": f"{human_duration(_ago(record.get('created'), now))} ago",
                 "Status": status_text(record, now),
                 "State": record.get("status", ""),
-                "IP": (network.get("address") or "").split("/")[0] or "-",
+                # Released at exit: an exited container has no address (Docker shows none either).
+                "IP": (network.get("address") or "").split("/")[0] if record.get("status") == "running" else "-",
             }
         )
     return rows

@@ -145,9 +145,10 @@ class Supervisor:
         )
         if record is None:
             return  # a process that was re-parented to us but is not a container's PID 1
-        record.update(status="exited", exit_code=exit_status(status), finished=state.now_iso())
-        state.save(record)
+        record.update(exit_code=exit_status(status), finished=state.now_iso())
         # Teardown imports the netlink code (several MB): do it in a child so the supervisor stays small.
+        # The child marks the record exited only after the address is released, so `stop` and `rm`, which
+        # wait for "exited", never race with it.
         helper = os.fork()
         if helper == 0:
             try:
