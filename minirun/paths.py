@@ -53,5 +53,31 @@ def firewall_lock() -> str:
     return os.path.join(state_root(), "firewall.lock")
 
 
+def pods_dir() -> str:
+    return os.path.join(state_root(), "pods")
+
+
+def pod_record(name: str) -> str:
+    return os.path.join(pods_dir(), f"{name}.json")
+
+
+def pod_pin_dir(name: str) -> str:
+    return os.path.join(pods_dir(), name)
+
+
+def pods_lock() -> str:
+    return os.path.join(state_root(), "pods.lock")
+
+
+# `ip netns` looks here (iproute2's NETNS_RUN_DIR): a pod's netns pinned in it is one the seed's commands
+# can use by name (`ip netns exec minirun-web ip addr`).
+NETNS_DIR = "/run/netns"
+NETNS_PREFIX = "minirun-"
+
+
+def netns_pin(pod: str) -> str:
+    return os.path.join(NETNS_DIR, f"{NETNS_PREFIX}{pod}")
+
+
 def ipam_root() -> str:
     return os.path.join(state_root(), "ipam")

@@ -14,6 +14,8 @@ MIN_MTU, MAX_MTU = 68, 65535
 _NAME = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$")
 _HOST_LABEL = re.compile(r"^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$")
 _ENV_KEY = re.compile(r"^[^=\0]+$")
+# A pod's name is also its hostname (a DNS label) and part of its netns name (minirun-NAME).
+_POD_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
 
 class ContainerSpec(NamedTuple):
@@ -31,6 +33,7 @@ class ContainerSpec(NamedTuple):
     interactive: bool = False
     tty: bool = False
     init: bool = False
+    pod: str | None = None
 
 
 def validate_name(name: str) -> str:
@@ -50,6 +53,16 @@ def validate_hostname(hostname: str) -> str:
             hint="use RFC 1123 labels (letters, digits, inner '-') separated by dots, at most 64 characters",
         )
     return hostname
+
+
+def validate_pod_name(name: str) -> str:
+    if not _POD_NAME.match(name):
+        raise ConfigError(
+            f'invalid pod name "{name}"',
+            hint="use lowercase letters, digits and inner '-', at most 63 (it becomes the hostname and "
+            "the netns name minirun-NAME)",
+        )
+    return name
 
 
 def parse_env(item: str, host_env: dict[str, str]) -> tuple[str, str] | None:

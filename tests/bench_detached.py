@@ -47,13 +47,19 @@ def processes_matching(fragment: str) -> list[int]:
 def docker_shims(count: int) -> str | None:
     if not shutil.which("docker") or subprocess.run(["docker", "info"], capture_output=True).returncode != 0:
         return None
-    ids = [subprocess.run(["docker", "run", "-d", "busybox", "sleep", "300"], capture_output=True, text=True,
-                          check=True).stdout.strip() for _ in range(count)]
+    ids = [
+        subprocess.run(
+            ["docker", "run", "-d", "busybox", "sleep", "300"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(count)
+    ]
     time.sleep(1)
     shims = processes_matching("containerd-shim")
     total = sum(pss_kib(pid) for pid in shims)
     subprocess.run(["docker", "rm", "-f", *ids], capture_output=True)
-    return f"docker: {len(shims)} shim processes, {total / 1024:.1f} MiB PSS, {total / count / 1024:.2f} MiB per container"
+    return (
+        f"docker: {len(shims)} shim processes, {total / 1024:.1f} MiB PSS, {total / count / 1024:.2f} MiB per container"
+    )
 
 
 def main() -> None:
@@ -68,16 +74,24 @@ def main() -> None:
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
     started = time.perf_counter()
-    ids = [subprocess.run([MINIRUN, "run", "-d", "sleep", "300"], capture_output=True, text=True,
-                          check=True).stdout.strip() for _ in range(args.containers)]
+    ids = [
+        subprocess.run(
+            [MINIRUN, "run", "-d", "sleep", "300"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        for _ in range(args.containers)
+    ]
     elapsed = time.perf_counter() - started
     time.sleep(1)
     supervisors = processes_matching("minirun.runtime.supervisor")
     total = sum(pss_kib(pid) for pid in supervisors)
-    print(f"minirun: {args.containers} detached containers started in {elapsed:.2f} s "
-          f"({elapsed / args.containers * 1000:.0f} ms each, `run -d` end to end)")
-    print(f"minirun: {len(supervisors)} supervisor process(es), {total / 1024:.1f} MiB PSS in all, "
-          f"{total / args.containers / 1024:.2f} MiB per container (target <= 2 MiB)")
+    print(
+        f"minirun: {args.containers} detached containers started in {elapsed:.2f} s "
+        f"({elapsed / args.containers * 1000:.0f} ms each, `run -d` end to end)"
+    )
+    print(
+        f"minirun: {len(supervisors)} supervisor process(es), {total / 1024:.1f} MiB PSS in all, "
+        f"{total / args.containers / 1024:.2f} MiB per container (target <= 2 MiB)"
+    )
     print(docker or "docker: not installed or not running here, no comparison")
     subprocess.run([MINIRUN, "rm", "-f", *ids], capture_output=True, check=True)
 

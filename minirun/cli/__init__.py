@@ -68,6 +68,7 @@ def _run_detached(spec) -> str:
     from minirun.runtime.privileges import require_root
 
     require_root()
+    pod_existed = spec.pod is None or _pod_exists(spec.pod)
     response = client.request({"op": "run", "spec": spec._asdict()})
     if not response.get("ok"):
         raise MinirunError(
@@ -75,7 +76,18 @@ def _run_detached(spec) -> str:
             hint=response.get("hint"),
             code=response.get("code", EXIT_MINIRUN_FAILED),
         )
+    if not pod_existed and _pod_exists(spec.pod):
+        from minirun.runtime import pod
+
+        # the supervisor's worker made it; say so here, where the user looks (as a foreground run does)
+        pod.announce(pod.find(spec.pod))
     return response["id"]
+
+
+def _pod_exists(name: str) -> bool:
+    from minirun import paths
+
+    return os.path.exists(paths.pod_record(name))
 
 
 def exec_command(args: list[str]) -> int:

@@ -89,17 +89,22 @@ def ps_cmd(
         for row in rows:
             typer.echo(json.dumps(row))
     elif fmt == "table":
-        headers = ("CONTAINER ID", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS", "IP")
-        keys = ("ID", "Names", "Image", "Command", "RunningFor", "Status", "IP")
-        table = [headers] + [
-            tuple(_truncate(str(row[k]), 22) if k == "Command" else str(row[k]) for k in keys) for row in rows
-        ]
-        widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
-        for line in table:
-            typer.echo("   ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
+        headers = ("CONTAINER ID", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS", "IP", "POD")
+        keys = ("ID", "Names", "Image", "Command", "RunningFor", "Status", "IP", "Pod")
+        _table(
+            headers,
+            [tuple(_truncate(str(r[k]), 22) if k == "Command" else str(r[k] or "-") for k in keys) for r in rows],
+        )
     else:
         report(MinirunError(f'unknown --format "{fmt}"', hint="use table or json"), debug=debug)
         raise typer.Exit(2)
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = [headers, *rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(headers))]
+    for line in table:
+        typer.echo("   ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
 
 
 def _truncate(text: str, width: int) -> str:
@@ -192,6 +197,104 @@ def gc_cmd(debug: bool = DEBUG) -> None:
     removed = _managed(lambda: gc.reconcile() + gc.remove_orphan_links(DEFAULT_BRIDGE), debug, reconcile=False)
     for item in removed:
         typer.echo(f"removed {item}")
+
+
+pod_app = typer.Typer(
+    help="Pods: shared net, uts and ipc namespaces, one address, members on localhost.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(pod_app, name="pod")
+
+
+@pod_app.command("create")
+def pod_create_cmd(
+    name: str = typer.Argument(..., metavar="NAME"),
+    share: str = typer.Option("net,uts,ipc", "--share", help="namespaces the members share"),
+    hostname: str = typer.Option(None, "--hostname", help="hostname of the pod (default: its name)"),
+    debug: bool = DEBUG,
+) -> None:
+    """Create a pod: pinned namespaces (visible as minirun-NAME to `ip netns`) attached to minirun0."""
+    from minirun.runtime import pod
+    from minirun.spec import validate_hostname
+
+    def create():
+        shared = pod.parse_share(share)
+        pod.validate_name(name)
+        return pod.create(name, shared, validate_hostname(hostname) if hostname else None)
+
+    created = _managed(create, debug)
+    typer.echo(created["id"])
+
+
+@pod_app.command("ls")
+def pod_ls_cmd(fmt: str = typer.Option("table", "--format", help="table or json"), debug: bool = DEBUG) -> None:
+    """List pods: NAME, ID, STATUS, IP, MEMBERS, CREATED."""
+    from minirun.runtime import lifecycle, pod
+
+    rows = _managed(pod.rows, debug)
+    if fmt == "json":
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    import datetime
+
+    now = datetime.datetime.now(datetime.UTC)
+    _table(
+        ("NAME", "ID", "STATUS", "IP", "MEMBERS", "CREATED"),
+        [
+            (
+                r["Name"],
+                r["ID"],
+                r["Status"],
+                r["IP"],
+                f"{r['Running']}/{r['Members']}",
+                f"{lifecycle.human_duration(lifecycle.seconds_since(r['Created'], now))} ago",
+            )
+            for r in rows
+        ],
+    )
+
+
+@pod_app.command("inspect")
+def pod_inspect_cmd(name: str = typer.Argument(..., metavar="NAME"), debug: bool = DEBUG) -> None:
+    """Show a pod as JSON: id, address, gateway, netns path, shared namespaces, members."""
+    from minirun.runtime import pod
+
+    typer.echo(json.dumps(_managed(lambda: pod.inspect(pod.find(name)), debug), indent=4))
+
+
+@pod_app.command("rm")
+def pod_rm_cmd(
+    names: list[str] = typer.Argument(..., metavar="NAME..."),
+    force: bool = typer.Option(False, "-f", "--force", help="stop running members first"),
+    debug: bool = DEBUG,
+) -> None:
+    """Remove pods: members, address, veth, pinned namespaces and records."""
+    from minirun.runtime import pod
+
+    failed = False
+    for name in names:
+        try:
+            _managed(lambda n=name: pod.remove(n, force), debug)
+            typer.echo(name)
+        except typer.Exit:
+            failed = True
+    if failed:
+        raise typer.Exit(1)
+
+
+@pod_app.command("stop")
+def pod_stop_cmd(
+    name: str = typer.Argument(..., metavar="NAME"),
+    time_: float = typer.Option(10.0, "-t", "--time", help="seconds to wait after SIGTERM before SIGKILL"),
+    debug: bool = DEBUG,
+) -> None:
+    """Stop every member; the pod keeps its namespaces and address until `pod rm`."""
+    from minirun.runtime import pod
+
+    _managed(lambda: pod.stop(name, time_), debug)
+    typer.echo(name)
 
 
 @app.command("version")

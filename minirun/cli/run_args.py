@@ -14,6 +14,7 @@ from minirun.spec import (
     validate_mtu,
     validate_name,
     validate_network,
+    validate_pod_name,
 )
 
 __all__ = ["HelpRequested", "OPTIONS", "help_text", "parse"]
@@ -29,6 +30,7 @@ OPTIONS = (
     ),
     Option(("-w", "--workdir"), "workdir", "DIR", "working directory of the command"),
     Option(("--network",), "network", "MODE", f"{'|'.join(NETWORK_MODES)} (default: bridge, on minirun0)"),
+    Option(("--pod",), "pod", "POD", "join pod POD's net, uts and ipc namespaces (created on first use)"),
     Option(("--mtu",), "mtu", "BYTES", "MTU of eth0 and its host-side veth (default: 1500)"),
     Option(("--init",), "init", None, "run an init (tini) as PID 1 that forwards signals and reaps zombies"),
     Option(("--rm",), "remove", None, "remove a detached container when it exits (foreground runs always are)"),
@@ -77,6 +79,15 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
     name = values.get("name")
     hostname = values.get("hostname")
     network = validate_network(values.get("network", "bridge"))
+    pod = values.get("pod")
+    if pod is not None:
+        validate_pod_name(pod)
+        for flag, given in (("--network", "network"), ("--hostname", "hostname"), ("--mtu", "mtu")):
+            if values.get(given) is not None:
+                raise ConfigError(
+                    f"{flag} cannot be given to a pod member: it belongs to the pod",
+                    hint=f"set it when creating the pod (minirun pod create {pod} ...)",
+                )
     if mtu is not None and network != "bridge":
         raise ConfigError(f"--mtu has no effect with --network {network}", hint="drop --mtu or use --network bridge")
     detach = bool(values.get("detach"))
@@ -97,4 +108,5 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
         interactive=bool(values.get("interactive")),
         tty=bool(values.get("tty")),
         init=bool(values.get("init")),
+        pod=pod,
     )

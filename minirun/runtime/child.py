@@ -38,6 +38,9 @@ class ChildConfig(NamedTuple):
     controlling_tty: bool = False
     # Foreground containers die with their launcher; detached ones outlive it (the supervisor adopts them).
     die_with_parent: bool = True
+    # A pod member joins the pod's pinned namespaces (nsfs paths with their CLONE_* type) instead of
+    # creating those; its hostname then is the pod's.
+    join: tuple[tuple[str, int], ...] = ()
 
 
 class ChildPipes(NamedTuple):
@@ -64,7 +67,13 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes) -> None:
         # If the launcher dies (even by SIGKILL) the container dies with it, so the next `minirun` can
         # reclaim everything it owned: a foreground container does not outlive its `minirun run`.
         k.set_parent_death_signal(signal.SIGKILL)
-    flags = k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWNS
+    joined = 0
+    for path, nstype in cfg.join:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        k.setns(fd, nstype)
+        os.close(fd)
+        joined |= nstype
+    flags = (k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWNS) & ~joined
     if cfg.new_netns:
         flags |= k.CLONE_NEWNET
     k.unshare(flags)
@@ -75,11 +84,12 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes) -> None:
         socket.send_fds(pipes.netlink_out, [b"n"], [netlink.fileno()])
         netlink.close()
     pipes.netlink_out.close()
-    k.sethostname(cfg.hostname)
+    if not joined & k.CLONE_NEWUTS:
+        k.sethostname(cfg.hostname)
     # Private propagation first: nothing we mount below may show up on the host.
     k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
     k.mount("proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
-    if cfg.new_netns:
+    if cfg.new_netns or joined & k.CLONE_NEWNET:
         # A sysfs mounted from inside the new netns shows its own links in /sys/class/net (as `ip netns exec`).
         k.mount("sysfs", "/sys", "sysfs", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
     if os.read(pipes.go_in, 1) != GO:

@@ -73,7 +73,15 @@ def create(
 
     network = None
     host_rtnl = None
-    if spec.network == "bridge":
+    pod = None
+    join: tuple[tuple[str, int], ...] = ()
+    if spec.pod is not None:
+        # A member only joins: the pod's network was attached once, when the pod was made.
+        from minirun.runtime import pod as pods
+
+        pod = pods.ensure(spec.pod, quiet=detached)
+        join = pods.join_paths(pod)
+    elif spec.network == "bridge":
         from minirun.net import attach, firewall, rtnl
         from minirun.net import network as netdefs
 
@@ -85,7 +93,7 @@ def create(
 
     container_id = container_id or new_container_id()
     name = spec.name or names.generate(container_id)
-    hostname = spec.hostname or container_id
+    hostname = pod["hostname"] if pod else spec.hostname or container_id
     env = container_env(spec, hostname)
     record: dict[str, Any] = {
         "id": container_id,
@@ -97,7 +105,8 @@ def create(
         "created": state.now_iso(),
         "status": "creating",
         "owner": owner_identity(),
-        "network_mode": spec.network,
+        "network_mode": "pod" if pod else spec.network,
+        "pod": pod["name"] if pod else None,
         # A foreground run is always removed when it ends; a detached one only with --rm (Docker's -d).
         "auto_remove": spec.remove or not detached,
         "detached": detached,
@@ -120,7 +129,8 @@ def create(
                 env=env,
                 hostname=hostname,
                 workdir=spec.workdir,
-                new_netns=spec.network != "host",
+                new_netns=pod is None and spec.network != "host",
+                join=join,
                 stdio=stdio,
                 controlling_tty=controlling_tty,
                 die_with_parent=not detached,

@@ -1,4 +1,5 @@
-"""`minirun exec`: run a command inside a running container's namespaces, as `docker exec` and `nsenter` do.
+"""`minirun exec`: run a command inside a running container's namespaces, as `docker exec` and `nsenter` do,
+or inside a pod's shared namespaces, as `ip netns exec` does.
 
 setns(2) into the PID namespace only moves the caller's future children, so the launcher does what
 fork_container does: switch pid_for_children, fork once, switch back. The child joins ipc, uts, net and
@@ -12,14 +13,51 @@ import contextlib
 import os
 import signal
 import sys
+from typing import NamedTuple
 
-from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
+from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError, NotFound
 from minirun.kernel import syscalls as k
 from minirun.runtime import child, gc, launch, lifecycle
 from minirun.runtime.privileges import require_root
+from minirun.spec import DEFAULT_PATH
 
 # Joined in this order by the child; "pid" is handled by the launcher (see the module docstring).
-_JOINED = (("ipc", k.CLONE_NEWIPC), ("uts", k.CLONE_NEWUTS), ("net", k.CLONE_NEWNET), ("mnt", k.CLONE_NEWNS))
+_CONTAINER_NAMESPACES = (
+    ("ipc", k.CLONE_NEWIPC),
+    ("uts", k.CLONE_NEWUTS),
+    ("net", k.CLONE_NEWNET),
+    ("mnt", k.CLONE_NEWNS),
+)
+_DEFAULT_ENV = {"PATH": DEFAULT_PATH, "HOME": "/root"}
+
+
+class Target(NamedTuple):
+    namespaces: tuple[tuple[str, int], ...]  # nsfs paths to setns() into, with their type
+    pid_namespace: str | None  # joined through the launcher (for children), when there is one
+    env: dict[str, str]
+    workdir: str
+    # A pod has no mount namespace of its own: like `ip netns exec`, get a private one with a /sys that
+    # shows the pod's links.
+    own_mount_ns: bool
+    label: str
+
+
+def _target(ref: str) -> Target:
+    try:
+        record = lifecycle.find(ref)
+    except NotFound:
+        from minirun.runtime import pod as pods
+
+        if pods.load(ref) is None:
+            raise
+        pod = pods.find(ref)
+        return Target(pods.join_paths(pod), None, {**_DEFAULT_ENV, "HOSTNAME": pod["hostname"]}, "/", True, ref)
+    if not lifecycle.is_running(record):
+        raise MinirunError(f"container {record.get('name')} is not running", hint="start a new one with 'minirun run'")
+    pid = record["pid"]
+    env = dict(item.split("=", 1) for item in record.get("env", []) if "=" in item)
+    namespaces = tuple((f"/proc/{pid}/ns/{name}", flag) for name, flag in _CONTAINER_NAMESPACES)
+    return Target(namespaces, f"/proc/{pid}/ns/pid", env, record.get("workdir") or "/", False, record["name"])
 
 
 def exec_in(
@@ -34,20 +72,15 @@ def exec_in(
     require_root()
     gc.reconcile()
     try:
-        record = lifecycle.find(ref)
+        target = _target(ref)
     except MinirunError as exc:
         raise MinirunError(exc.msg, hint=exc.hint, code=EXIT_MINIRUN_FAILED) from None
-    if not lifecycle.is_running(record):
-        raise MinirunError(f"container {record.get('name')} is not running", hint="start a new one with 'minirun run'")
-    pid = record["pid"]
     try:
-        namespaces = [(os.open(f"/proc/{pid}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC), flag) for name, flag in _JOINED]
-        target_pidns = os.open(f"/proc/{pid}/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+        namespaces = [(os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag) for path, flag in target.namespaces]
+        pidns = os.open(target.pid_namespace, os.O_RDONLY | os.O_CLOEXEC) if target.pid_namespace else None
     except FileNotFoundError:
-        raise MinirunError(f"container {record.get('name')} is not running") from None
-    full_env = dict(item.split("=", 1) for item in record.get("env", []) if "=" in item)
-    full_env.update(dict(env))
-    cwd = workdir or record.get("workdir") or "/"
+        raise MinirunError(f"{target.label} is not running") from None
+    full_env = {**target.env, **dict(env)}
 
     pty = None
     if tty:
@@ -59,16 +92,18 @@ def exec_in(
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, *launch.FORWARDED_SIGNALS})  # see fork_container
     child_pid = -1
     try:
-        k.setns(target_pidns, k.CLONE_NEWPID)
+        if pidns is not None:
+            k.setns(pidns, k.CLONE_NEWPID)
         child_pid = os.fork()
         if child_pid == 0:
-            _child(namespaces, command, full_env, cwd, error_out, pty)
+            _child(namespaces, target.own_mount_ns, command, full_env, workdir or target.workdir, error_out, pty)
     finally:
         if child_pid != 0:
             k.setns(own_pidns, k.CLONE_NEWPID)
             for fd, _ in namespaces:
                 os.close(fd)
-            os.close(target_pidns)
+            if pidns is not None:
+                os.close(pidns)
             os.close(own_pidns)
     os.close(error_out)
     failure = os.read(error_in, 4096).decode(errors="replace")
@@ -84,12 +119,16 @@ def exec_in(
             pty.finish()
 
 
-def _child(namespaces, command, env, cwd, error_out, pty) -> None:
+def _child(namespaces, own_mount_ns, command, env, cwd, error_out, pty) -> None:
     """Never returns."""
     code = EXIT_MINIRUN_FAILED
     try:
         for fd, flag in namespaces:
             k.setns(fd, flag)
+        if own_mount_ns:
+            k.unshare(k.CLONE_NEWNS)
+            k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+            k.mount("sysfs", "/sys", "sysfs", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
         child.exec_command(
             command,
             env,

@@ -86,7 +86,7 @@ def release_resources(record: dict[str, Any], *, host_rtnl=None, defer_link_chec
             if links.get_link(ipr, veth) is not None:
                 if defer_link_check:
                     _verify_link_gone_in_background(ipr, veth)
-                elif _remove_lingering_link(ipr, veth):
+                elif remove_lingering_link(ipr, veth):
                     removed.append(f"link {veth}")
         except Exception as exc:  # noqa: BLE001 - collect and carry on
             errors.append(f"delete link {veth}: {exc}")
@@ -118,7 +118,7 @@ def teardown(record: dict[str, Any], *, host_rtnl=None, defer_link_check: bool =
     return removed
 
 
-def _remove_lingering_link(ipr, name: str, grace: float = LINK_GRACE_SECONDS) -> bool:
+def remove_lingering_link(ipr, name: str, grace: float = LINK_GRACE_SECONDS) -> bool:
     """Give the kernel `grace` seconds to destroy the veth with its netns, then delete it ourselves."""
     from minirun.net import links
 
@@ -140,7 +140,7 @@ def _verify_link_gone_in_background(ipr, name: str) -> None:
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        _remove_lingering_link(ipr, name)
+        remove_lingering_link(ipr, name)
     finally:
         os._exit(0)
 
@@ -155,8 +155,16 @@ def reconcile() -> list[str]:
     # listed here that lacks a record was really orphaned.
     reservations = _ipam_reservations()
     claims = _name_claims()
+    pods = _pod_ids()
+    if pods:
+        from minirun.runtime import pod
+
+        removed_pods = pod.reconcile()
+        pods = _pod_ids()
+    else:
+        removed_pods = []
     records = state.all_records()
-    removed = [
+    removed = removed_pods + [
         f"temp file {name}" for d in (paths.containers_dir(), paths.names_dir()) for name in state.sweep_temp_files(d)
     ]
     if not records and not reservations and not claims:
@@ -174,7 +182,7 @@ def reconcile() -> list[str]:
             removed += _reconcile_orphan(record)
         except TeardownError as exc:
             _warn(exc)
-    holders = {r["id"] for r in state.all_records() if r.get("status") != "exited"}
+    holders = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | pods
     for network, addresses in reservations.items():
         if any(owner not in holders for owner in addresses.values()):
             removed += _release_orphans(network, addresses, holders)
@@ -202,7 +210,8 @@ def remove_orphan_links(bridge: str) -> list[str]:
     """Delete host veths on `bridge` that belong to no live container (e.g. a killed verifier's)."""
     from minirun.net import links, rtnl
 
-    live = {links.host_veth_name(r["id"]) for r in state.all_records() if r.get("status") != "exited"}
+    owners = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | _pod_ids()
+    live = {links.host_veth_name(owner) for owner in owners}
     removed = []
     with rtnl.Rtnl() as ipr:
         master = links.get_link(ipr, bridge)
@@ -213,6 +222,25 @@ def remove_orphan_links(bridge: str) -> list[str]:
             if orphan and links.delete_link(ipr, link.name):
                 removed.append(f"link {link.name} (on {bridge}, no container)")
     return removed
+
+
+def _pod_ids() -> set[str]:
+    """Ids of the pods on record (a pod's address and veth belong to the pod, not to a container)."""
+    import json
+
+    try:
+        names = os.listdir(paths.pods_dir())
+    except FileNotFoundError:
+        return set()
+    ids = set()
+    for name in names:
+        if name.endswith(".json") and not name.startswith("."):
+            try:
+                with open(os.path.join(paths.pods_dir(), name)) as f:
+                    ids.add(json.load(f)["id"])
+            except (OSError, ValueError, KeyError):
+                continue
+    return ids
 
 
 def _ipam_reservations() -> dict[str, dict[str, str]]:

@@ -69,7 +69,7 @@ def human_duration(seconds: float) -> str:
     return f"{hours // 24 // 365} years"
 
 
-def _ago(text: str | None, now: datetime.datetime) -> float:
+def seconds_since(text: str | None, now: datetime.datetime) -> float:
     when = _parse_time(text)
     return (now - when).total_seconds() if when else 0.0
 
@@ -80,9 +80,9 @@ def status_text(record: dict[str, Any], now: datetime.datetime | None = None) ->
     if status == "creating":
         return "Created"
     if status == "running":
-        return f"Up {human_duration(_ago(record.get('started'), now))}"
+        return f"Up {human_duration(seconds_since(record.get('started'), now))}"
     code = record.get("exit_code", gc.EXIT_STATUS_LOST)
-    return f"Exited ({code}) {human_duration(_ago(record.get('finished'), now))} ago"
+    return f"Exited ({code}) {human_duration(seconds_since(record.get('finished'), now))} ago"
 
 
 def ps_rows(show_all: bool) -> list[dict[str, Any]]:
@@ -92,17 +92,18 @@ def ps_rows(show_all: bool) -> list[dict[str, Any]]:
     for record in records:
         if not show_all and record.get("status") != "running":
             continue
-        network = record.get("network") or {}
+        network = record.get("network") or _pod_network(record)
         rows.append(
             {
                 "ID": record["id"],
                 "Names": record.get("name", ""),
                 "Image": record.get("image") or "-",
-                "Command": " ".join(record.get("command", [])),
+                "Command": " ".join(record.get("command", [])).replace("\n", " "),
                 "CreatedAt": record.get("created", ""),
-                "RunningFor": f"{human_duration(_ago(record.get('created'), now))} ago",
+                "RunningFor": f"{human_duration(seconds_since(record.get('created'), now))} ago",
                 "Status": status_text(record, now),
                 "State": record.get("status", ""),
+                "Pod": record.get("pod") or "",
                 # Released at exit: an exited container has no address (Docker shows none either).
                 "IP": (network.get("address") or "").split("/")[0] if record.get("status") == "running" else "-",
             }
@@ -110,9 +111,18 @@ def ps_rows(show_all: bool) -> list[dict[str, Any]]:
     return rows
 
 
+def _pod_network(record: dict[str, Any]) -> dict[str, Any]:
+    """A pod member shows its pod's address: it is the member's too."""
+    if not record.get("pod"):
+        return {}
+    from minirun.runtime import pod
+
+    return (pod.load(record["pod"]) or {}).get("network") or {}
+
+
 def inspect(record: dict[str, Any]) -> dict[str, Any]:
     """Docker's `inspect` shape, where the meaning is the same."""
-    network = record.get("network") or {}
+    network = record.get("network") or _pod_network(record)
     address, _, prefix = (network.get("address") or "").partition("/")
     running = is_running(record)
     pid = record.get("pid") if running else 0
@@ -139,9 +149,7 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
             "Image": record.get("image") or "",
         },
         "HostConfig": {
-            "NetworkMode": {"bridge": "bridge", "none": "none", "host": "host"}.get(
-                record.get("network_mode", "bridge"), "bridge"
-            ),
+            "NetworkMode": f"pod:{record['pod']}" if record.get("pod") else record.get("network_mode", "bridge"),
             "AutoRemove": bool(record.get("auto_remove")),
             "Init": bool(record.get("init")),
         },
@@ -149,12 +157,13 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
             "IPAddress": address if running else "",
             "IPPrefixLen": int(prefix) if prefix and running else 0,
             "Gateway": network.get("gateway", "") if running else "",
-            "MacAddress": _mac_address(pid) if pid and record.get("network_mode") == "bridge" else "",
+            "MacAddress": _mac_address(pid) if pid and record.get("network_mode") in ("bridge", "pod") else "",
             "SandboxKey": f"/proc/{pid}/ns/net" if pid else "",
             "HostVeth": network.get("host_veth", "") if running else "",
             "Bridge": network.get("bridge", ""),
         },
         "LogPath": record.get("log") or "",
+        "Pod": record.get("pod") or "",
     }
 
 

@@ -129,14 +129,19 @@ def leak_check(state_dir: Path):
     def leftovers():
         links = [name for name in host_links() if name.startswith("veth")]
         claims = list((state_dir / "names").glob("*")) if (state_dir / "names").is_dir() else []
-        return links, ipam_reservations(state_dir), records(state_dir), claims
+        pods = list((state_dir / "pods").glob("*")) if (state_dir / "pods").is_dir() else []
+        netns = [n for n in os.listdir("/run/netns") if n.startswith("minirun-")] if os.path.isdir("/run/netns") else []
+        with open("/proc/self/mounts") as f:
+            pins = [line.split()[1] for line in f if str(state_dir) in line or "/run/netns/minirun-" in line]
+        return links, ipam_reservations(state_dir), records(state_dir), claims, pods, netns, pins
 
     try:  # the kernel deletes a dead netns (and its veth) asynchronously
         wait_for(lambda: not any(leftovers()), timeout=3, what="no leftovers")
     except AssertionError:
-        links, reservations, recs, claims = leftovers()
+        links, reservations, recs, claims, pods, netns, pins = leftovers()
         raise AssertionError(
-            f"leaked: links={links} reservations={reservations} records={[r['id'] for r in recs]} names={claims}"
+            f"leaked: links={links} reservations={reservations} records={[r['id'] for r in recs]} names={claims} "
+            f"pods={pods} netns={netns} mounts={pins}"
         ) from None
 
 

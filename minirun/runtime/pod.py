@@ -1,0 +1,369 @@
+"""Pods: a set of namespaces (net, uts, ipc) made once, attached to the bridge once, and joined by members.
+
+The namespaces are pinned the way `ip netns add` pins them - an nsfs file bind-mounted on a path - rather
+than by an infra ("pause") process as Kubernetes does: a pin costs no process and no memory, and the net
+pin at /run/netns/minirun-POD makes the pod an ordinary named netns for `ip netns list` and
+`ip netns exec`. So a pod outlives its members with nothing running, until `pod rm`.
+
+Creating: a short-lived helper process unshares the namespaces, sets the hostname (the pod's name) and
+hands the launcher a netlink socket inside the new netns; the launcher pins the namespaces, lets the helper
+exit, and runs the very same network plan as a container (veth, address, route, NAT). A member only
+setns(2)s into the pins: no netlink, no pyroute2 on that path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+from typing import Any
+
+from minirun import filelock, paths
+from minirun.errors import ConfigError, MinirunError, NotFound
+from minirun.kernel import proc
+from minirun.kernel import syscalls as k
+from minirun.plan import Step, run_plan
+from minirun.runtime import state
+from minirun.spec import validate_pod_name as validate_name
+
+SHAREABLE = {"net": k.CLONE_NEWNET, "uts": k.CLONE_NEWUTS, "ipc": k.CLONE_NEWIPC}
+DEFAULT_SHARE = ("net", "uts", "ipc")
+
+
+def parse_share(text: str) -> tuple[str, ...]:
+    items = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
+    unknown = [item for item in items if item not in SHAREABLE]
+    if unknown or "net" not in items:
+        raise ConfigError(
+            f'invalid --share "{text}"',
+            hint=f"list namespaces from {','.join(SHAREABLE)}; net is always shared (it is what a pod is)",
+        )
+    return items
+
+
+def load(name: str) -> dict[str, Any] | None:
+    try:
+        with open(paths.pod_record(name)) as f:
+            import json
+
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def all_pods() -> list[dict[str, Any]]:
+    try:
+        names = os.listdir(paths.pods_dir())
+    except FileNotFoundError:
+        return []
+    pods = []
+    for entry in sorted(names):
+        if entry.endswith(".json") and not entry.startswith("."):
+            pod = load(entry[: -len(".json")])
+            if pod is not None:
+                pods.append(pod)
+    return pods
+
+
+def find(name: str) -> dict[str, Any]:
+    pod = load(name)
+    if pod is None or pod.get("status") != "ready":
+        raise NotFound(f"no such pod: {name}", hint="see 'minirun pod ls'")
+    return pod
+
+
+def join_paths(pod: dict[str, Any]) -> tuple[tuple[str, int], ...]:
+    """The pins a member setns()es into, net first."""
+    return tuple((pod["pins"][ns], SHAREABLE[ns]) for ns in DEFAULT_SHARE if ns in pod["pins"])
+
+
+def members(pod_name: str) -> list[dict[str, Any]]:
+    return [r for r in state.all_records() if r.get("pod") == pod_name]
+
+
+def ensure(name: str, *, quiet: bool = False) -> dict[str, Any]:
+    """The pod `name`, created on first use. Two concurrent callers create exactly one pod."""
+    existing = load(name)
+    if existing is not None and existing.get("status") == "ready":
+        return existing
+    with filelock.exclusive(paths.pods_lock()):
+        existing = load(name)
+        if existing is not None and existing.get("status") == "ready":
+            return existing
+        pod = _create_locked(name, DEFAULT_SHARE, None)
+    if not quiet:
+        announce(pod)
+    return pod
+
+
+def announce(pod: dict[str, Any]) -> None:
+    import sys
+
+    print(f"minirun: created pod {pod['name']} ({pod['network']['address']})", file=sys.stderr)
+
+
+def create(name: str, share: tuple[str, ...] = DEFAULT_SHARE, hostname: str | None = None) -> dict[str, Any]:
+    """`pod create`: a pod that already exists is a conflict."""
+    with filelock.exclusive(paths.pods_lock()):
+        if load(name) is not None:
+            raise MinirunError(f'pod "{name}" already exists', hint=f"remove it first: minirun pod rm {name}", code=1)
+        return _create_locked(name, share, hostname)
+
+
+def _create_locked(name: str, share: tuple[str, ...], hostname: str | None) -> dict[str, Any]:
+    from minirun.net import attach, firewall, ipam, links, rtnl
+    from minirun.net import network as netdefs
+    from minirun.runtime.container import new_container_id, owner_identity
+
+    validate_name(name)
+    network = netdefs.default_network()
+    firewall.nft_binary()
+    host = rtnl.Rtnl()
+    attach.check_subnet_free(host, network)
+    pod_id = new_container_id()
+    pod: dict[str, Any] = {
+        "id": pod_id,
+        "name": name,
+        "hostname": hostname or name,
+        "share": list(share),
+        "created": state.now_iso(),
+        "status": "creating",
+        "owner": owner_identity(),
+        "pins": {},
+    }
+    with contextlib.ExitStack() as undo:
+        state.write_atomic(paths.pod_record(name), pod)
+        undo.callback(state.remove_file, paths.pod_record(name))
+        helper, netlink = _spawn_namespace_holder(share, pod["hostname"])
+        undo.callback(_reap, helper)
+        undo.callback(netlink.close)
+        steps = [_pin_step(pod, ns, helper) for ns in share]
+        run_plan(steps, undo)
+        net_pin = pod["pins"]["net"]
+        netns_fd = os.open(net_pin, os.O_RDONLY | os.O_CLOEXEC)
+        undo.callback(os.close, netns_fd)
+        store = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
+        attachment = attach.Attachment(network, links.host_veth_name(pod_id), 1500)
+        run_plan(attach.bridge_steps(attachment, host, rtnl.Rtnl(netlink), netns_fd, net_pin, store, pod_id), undo)
+        pod.update(
+            status="ready",
+            network={
+                "name": network.name,
+                "bridge": network.bridge,
+                "address": str(attachment.address),
+                "gateway": str(network.gateway),
+                "host_veth": attachment.host_veth,
+                "mtu": attachment.mtu,
+            },
+        )
+        pod.pop("owner")
+        state.write_atomic(paths.pod_record(name), pod)
+        undo.pop_all()
+    os.close(netns_fd)
+    netlink.close()
+    _reap(helper)
+    return pod
+
+
+def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int, socket.socket]:
+    """A child in fresh namespaces that sends back a netlink socket from inside, then waits to be let go."""
+    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            parent_end.close()
+            k.set_parent_death_signal(signal.SIGKILL)
+            flags = 0
+            for ns in share:
+                flags |= SHAREABLE[ns]
+            k.unshare(flags)
+            if "uts" in share:
+                k.sethostname(hostname)
+            with contextlib.suppress(OSError), open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
+                f.write("1")
+            netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+            socket.send_fds(child_end, [b"n"], [netlink.fileno()])
+            child_end.recv(1)  # the launcher closes its end once the namespaces are pinned
+            code = 0
+        finally:
+            os._exit(code)
+    child_end.close()
+    _, fds, _, _ = socket.recv_fds(parent_end, 16, 1)
+    if not fds:
+        _reap(pid)
+        raise MinirunError("could not create the pod's namespaces (the helper process failed)")
+    # Keep parent_end open until _reap: closing it is what lets the helper exit.
+    _HELPER_SOCKETS[pid] = parent_end
+    return pid, socket.socket(fileno=fds[0])
+
+
+_HELPER_SOCKETS: dict[int, socket.socket] = {}
+
+
+def _reap(pid: int) -> None:
+    sock = _HELPER_SOCKETS.pop(pid, None)
+    if sock is not None:
+        sock.close()
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+def _pin_step(pod: dict[str, Any], ns: str, helper: int) -> Step:
+    """Bind-mount the helper's namespace `ns` on its pin path (`ip netns add` does this for net)."""
+    target = paths.netns_pin(pod["name"]) if ns == "net" else os.path.join(paths.pod_pin_dir(pod["name"]), ns)
+
+    def apply():
+        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
+        fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
+        os.close(fd)
+        try:
+            k.mount(f"/proc/{helper}/ns/{ns}", target, None, k.MS_BIND)
+        except OSError:
+            os.unlink(target)
+            raise
+        pod["pins"][ns] = target
+        return lambda: unpin(target)
+
+    return Step(f"pin-{ns}", apply, lambda: [f"mount --bind /proc/<helper>/ns/{ns} {target}"])
+
+
+def unpin(target: str) -> None:
+    """Unmount and remove a pin; one that is already gone is fine."""
+    with contextlib.suppress(OSError):
+        k.umount2(target, k.MNT_DETACH)
+    state.remove_file(target)
+
+
+def remove(name: str, force: bool) -> list[str]:
+    """`pod rm`: refuses while members run unless force (then kills them); releases everything."""
+    from minirun.runtime import gc, lifecycle
+
+    pod = load(name)
+    if pod is None:
+        raise NotFound(f"no such pod: {name}", hint="see 'minirun pod ls'")
+    running = [m for m in members(name) if lifecycle.is_running(m)]
+    if running and not force:
+        raise MinirunError(
+            f"pod {name} has {len(running)} running member(s)", hint=f"stop them, or use pod rm -f {name}", code=1
+        )
+    for member in running:
+        gc.kill_container(member)
+        lifecycle.wait_exited(member, timeout=5)
+    for member in members(name):
+        member = state.load(member["id"]) or member
+        member["auto_remove"] = True
+        gc.teardown(member)
+    return release(pod)
+
+
+def release(pod: dict[str, Any]) -> list[str]:
+    """Unpin the namespaces (the kernel then deletes the veth with the netns), release the address."""
+    from minirun.net import ipam, rtnl
+    from minirun.runtime import gc
+
+    removed = []
+    for target in pod.get("pins", {}).values():
+        unpin(target)
+    for ns in SHAREABLE:  # a pin made before a crash recorded it
+        unpin(os.path.join(paths.pod_pin_dir(pod["name"]), ns))
+    if "net" in pod.get("pins", {}) or pod.get("status") == "creating":
+        unpin(paths.netns_pin(pod["name"]))
+    with contextlib.suppress(OSError):
+        os.rmdir(paths.pod_pin_dir(pod["name"]))
+    network = pod.get("network")
+    from minirun.net import links
+
+    veth = (network or {}).get("host_veth") or links.host_veth_name(pod["id"])
+    with rtnl.Rtnl() as ipr:
+        if gc.remove_lingering_link(ipr, veth):
+            removed.append(f"link {veth}")
+    store_dir = paths.ipam_dir((network or {}).get("name", "minirun"))
+    address = ((network or {}).get("address") or "").split("/")[0]
+    if address and ipam.AddressStore(store_dir).release(address, pod["id"]):
+        removed.append(f"address {address}")
+    state.remove_file(paths.pod_record(pod["name"]))
+    removed.append(f"pod {pod['name']}")
+    return removed
+
+
+def stop(name: str, timeout: float) -> None:
+    from minirun.runtime import lifecycle
+
+    find(name)
+    for member in members(name):
+        lifecycle.stop(member, timeout)
+
+
+def status(pod: dict[str, Any]) -> str:
+    from minirun.runtime import lifecycle
+
+    if pod.get("status") != "ready":
+        return "Creating"
+    pod_members = members(pod["name"])
+    if any(lifecycle.is_running(m) for m in pod_members):
+        return "Running"
+    return "Exited" if pod_members else "Created"
+
+
+def rows() -> list[dict[str, Any]]:
+    from minirun.runtime import lifecycle
+
+    result = []
+    for pod in all_pods():
+        pod_members = members(pod["name"])
+        result.append(
+            {
+                "Name": pod["name"],
+                "ID": pod["id"],
+                "Status": status(pod),
+                "IP": ((pod.get("network") or {}).get("address") or "-").split("/")[0],
+                "Members": len(pod_members),
+                "Running": sum(1 for m in pod_members if lifecycle.is_running(m)),
+                "Created": pod.get("created"),
+            }
+        )
+    return result
+
+
+def inspect(pod: dict[str, Any]) -> dict[str, Any]:
+    from minirun.runtime import lifecycle
+
+    network = pod.get("network") or {}
+    address, _, prefix = (network.get("address") or "").partition("/")
+    return {
+        "Id": pod["id"],
+        "Name": pod["name"],
+        "Created": pod.get("created"),
+        "State": status(pod),
+        "Hostname": pod.get("hostname"),
+        "SharedNamespaces": pod.get("share", []),
+        "NetNS": pod.get("pins", {}).get("net", ""),
+        "NetNSName": os.path.basename(pod.get("pins", {}).get("net", "")),
+        "Pins": pod.get("pins", {}),
+        "IPAddress": address,
+        "IPPrefixLen": int(prefix) if prefix else 0,
+        "Gateway": network.get("gateway", ""),
+        "HostVeth": network.get("host_veth", ""),
+        "Bridge": network.get("bridge", ""),
+        "Members": [
+            {
+                "Id": m["id"],
+                "Name": m.get("name"),
+                "Status": lifecycle.status_text(m),
+                "Pid": m.get("pid") if lifecycle.is_running(m) else 0,
+            }
+            for m in members(pod["name"])
+        ],
+    }
+
+
+def reconcile() -> list[str]:
+    """Pods whose creation was interrupted (their creator died) are rolled back."""
+    removed = []
+    for pod in all_pods():
+        owner = pod.get("owner")
+        if pod.get("status") == "creating" and owner and not proc.is_alive(owner["pid"], owner["started"]):
+            removed += [f"{item} (interrupted pod {pod['name']})" for item in release(pod)]
+    return removed
