@@ -75,12 +75,14 @@ def create(
     host_rtnl = None
     pod = None
     join: tuple[tuple[str, int], ...] = ()
+    pid_namespace = None
     if spec.pod is not None:
         # A member only joins: the pod's network was attached once, when the pod was made.
         from minirun.runtime import pod as pods
 
         pod = pods.ensure(spec.pod, quiet=detached)
         join = pods.join_paths(pod)
+        pid_namespace = pods.pid_namespace(pod)
     elif spec.network == "bridge":
         from minirun.net import attach, firewall, rtnl
         from minirun.net import network as netdefs
@@ -134,7 +136,8 @@ def create(
                 stdio=stdio,
                 controlling_tty=controlling_tty,
                 die_with_parent=not detached,
-            )
+            ),
+            pid_namespace,
         )
         undo.callback(started.abort)
         timings.append(Timing("fork+unshare", time.perf_counter() - clock))

@@ -51,7 +51,8 @@ def _target(ref: str) -> Target:
         if pods.load(ref) is None:
             raise
         pod = pods.find(ref)
-        return Target(pods.join_paths(pod), None, {**_DEFAULT_ENV, "HOSTNAME": pod["hostname"]}, "/", True, ref)
+        env = {**_DEFAULT_ENV, "HOSTNAME": pod["hostname"]}
+        return Target(pods.join_paths(pod), pods.pid_namespace(pod), env, "/", True, ref)
     if not lifecycle.is_running(record):
         raise MinirunError(f"container {record.get('name')} is not running", hint="start a new one with 'minirun run'")
     pid = record["pid"]
@@ -129,6 +130,8 @@ def _child(namespaces, own_mount_ns, command, env, cwd, error_out, pty) -> None:
             k.unshare(k.CLONE_NEWNS)
             k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
             k.mount("sysfs", "/sys", "sysfs", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+            # the /proc of the PID namespace we are in (the pod's, when it shares one)
+            k.mount("proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
         child.exec_command(
             command,
             env,

@@ -58,23 +58,28 @@ class Launch:
         return failure
 
 
-def fork_container(cfg: child.ChildConfig) -> Launch:
+def fork_container(cfg: child.ChildConfig, pid_namespace: str | None = None) -> Launch:
     """Fork the container's first process as PID 1 of a new PID namespace; it unshares the rest itself.
 
     unshare(CLONE_NEWPID) only affects the caller's future children, so the launcher unshares, forks once,
-    and setns()es straight back to its own PID namespace: later forks (nft) stay on the host.
+    and setns()es straight back to its own PID namespace: later forks (nft) stay on the host. With
+    `pid_namespace` (a pod sharing its PID namespace) the child joins that one instead, in the same way.
     """
     netlink_parent, netlink_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     go_in, go_out = os.pipe2(os.O_CLOEXEC)
     error_in, error_out = os.pipe2(os.O_CLOEXEC)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    target_pidns = os.open(pid_namespace, os.O_RDONLY | os.O_CLOEXEC) if pid_namespace else None
     # SIGCHLD stays blocked from before the fork, so an early exit is never missed by sigwaitinfo(); the
     # forwarded signals too, so one that arrives while the network is set up is held and passed on to the
     # container once it runs, instead of killing the launcher half-way. (The child unblocks all before exec.)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, *FORWARDED_SIGNALS})
     pid = -1
     try:
-        k.unshare(k.CLONE_NEWPID)
+        if target_pidns is None:
+            k.unshare(k.CLONE_NEWPID)
+        else:
+            k.setns(target_pidns, k.CLONE_NEWPID)
         pid = os.fork()
         if pid == 0:
             os.close(own_pidns)
@@ -86,6 +91,8 @@ def fork_container(cfg: child.ChildConfig) -> Launch:
         if pid != 0:
             k.setns(own_pidns, k.CLONE_NEWPID)
             os.close(own_pidns)
+            if target_pidns is not None:
+                os.close(target_pidns)
     netlink_child.close()
     os.close(go_in)
     os.close(error_out)

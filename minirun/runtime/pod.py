@@ -27,11 +27,12 @@ from minirun.plan import Step, run_plan
 from minirun.runtime import state
 from minirun.spec import validate_pod_name as validate_name
 
-SHAREABLE = {"net": k.CLONE_NEWNET, "uts": k.CLONE_NEWUTS, "ipc": k.CLONE_NEWIPC}
+SHAREABLE = {"net": k.CLONE_NEWNET, "uts": k.CLONE_NEWUTS, "ipc": k.CLONE_NEWIPC, "pid": k.CLONE_NEWPID}
 DEFAULT_SHARE = ("net", "uts", "ipc")
 
 
 def parse_share(text: str) -> tuple[str, ...]:
+    """`--share net,uts,ipc[,pid]`: net always (it is what a pod is)."""
     items = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     unknown = [item for item in items if item not in SHAREABLE]
     if unknown or "net" not in items:
@@ -74,8 +75,21 @@ def find(name: str) -> dict[str, Any]:
 
 
 def join_paths(pod: dict[str, Any]) -> tuple[tuple[str, int], ...]:
-    """The pins a member setns()es into, net first."""
+    """The pins a member setns()es into itself, net first (a shared PID namespace is joined by the launcher)."""
     return tuple((pod["pins"][ns], SHAREABLE[ns]) for ns in DEFAULT_SHARE if ns in pod["pins"])
+
+
+def pid_namespace(pod: dict[str, Any]) -> str | None:
+    """The pod's PID namespace, when shared; its PID 1 (tini) must still run for anyone to join."""
+    if "pid" not in pod.get("pins", {}):
+        return None
+    infra = pod.get("infra") or {}
+    if not proc.is_alive(infra.get("pid", 0), infra.get("started")):
+        raise MinirunError(
+            f"the PID 1 of pod {pod['name']} is gone, so nothing can join its PID namespace",
+            hint=f"recreate the pod: minirun pod rm -f {pod['name']}",
+        )
+    return pod["pins"]["pid"]
 
 
 def members(pod_name: str) -> list[dict[str, Any]]:
@@ -158,26 +172,48 @@ def _create_locked(name: str, share: tuple[str, ...], hostname: str | None) -> d
             },
         )
         pod.pop("owner")
+        if "pid" in share:
+            pod["infra"] = {"pid": helper, "started": proc.start_time(helper)}
         state.write_atomic(paths.pod_record(name), pod)
         undo.pop_all()
     os.close(netns_fd)
     netlink.close()
-    _reap(helper)
+    if "pid" in share:
+        _HELPER_SOCKETS.pop(helper).send(b"g")  # the helper becomes the pod's init and stays
+    else:
+        _reap(helper)
     return pod
 
 
 def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int, socket.socket]:
-    """A child in fresh namespaces that sends back a netlink socket from inside, then waits to be let go."""
+    """A child in fresh namespaces that sends back a netlink socket from inside, then waits to be let go.
+
+    With a shared PID namespace the child is that namespace's PID 1 and, once let go, stays as the pod's
+    init: tini, which reaps the members' orphans (a PID namespace whose PID 1 is gone takes no one new).
+    """
+    from minirun.runtime.child import reset_signals
+    from minirun.runtime.container import init_binary
+
+    init = init_binary() if "pid" in share else None
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    pid = os.fork()
+    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    pid = -1
+    try:
+        if init:
+            k.unshare(k.CLONE_NEWPID)
+        pid = os.fork()
+    finally:
+        if pid != 0:
+            k.setns(own_pidns, k.CLONE_NEWPID)
+            os.close(own_pidns)
     if pid == 0:
         code = 1
         try:
             parent_end.close()
-            k.set_parent_death_signal(signal.SIGKILL)
+            k.set_parent_death_signal(signal.SIGKILL)  # until let go: a creator killed mid-way takes us along
             flags = 0
             for ns in share:
-                flags |= SHAREABLE[ns]
+                flags |= SHAREABLE[ns] if ns != "pid" else 0
             k.unshare(flags)
             if "uts" in share:
                 k.sethostname(hostname)
@@ -185,7 +221,16 @@ def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int,
                 f.write("1")
             netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
             socket.send_fds(child_end, [b"n"], [netlink.fileno()])
-            child_end.recv(1)  # the launcher closes its end once the namespaces are pinned
+            netlink.close()
+            go = child_end.recv(1)  # b"g" once the pod is complete; b"" when the launcher gave up
+            if init and go == b"g":
+                k.set_parent_death_signal(0)
+                reset_signals()
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                os.closerange(3, 65536)
+                os.execv(init, [init, "--", "sleep", "infinity"])
             code = 0
         finally:
             os._exit(code)
@@ -194,7 +239,7 @@ def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int,
     if not fds:
         _reap(pid)
         raise MinirunError("could not create the pod's namespaces (the helper process failed)")
-    # Keep parent_end open until _reap: closing it is what lets the helper exit.
+    # Keep parent_end open until the pod is complete: closing it is what lets the helper go.
     _HELPER_SOCKETS[pid] = parent_end
     return pid, socket.socket(fileno=fds[0])
 
@@ -259,11 +304,17 @@ def remove(name: str, force: bool) -> list[str]:
 
 
 def release(pod: dict[str, Any]) -> list[str]:
-    """Unpin the namespaces (the kernel then deletes the veth with the netns), release the address."""
+    """Stop the pod's init, unpin the namespaces (the kernel then deletes the veth with the netns), release
+    the address."""
     from minirun.net import ipam, rtnl
     from minirun.runtime import gc
 
     removed = []
+    infra = pod.get("infra") or {}
+    if infra and proc.is_alive(infra["pid"], infra.get("started")):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(infra["pid"], signal.SIGKILL)  # its PID namespace, and every member in it, goes too
+        removed.append(f"pod init {infra['pid']}")
     for target in pod.get("pins", {}).values():
         unpin(target)
     for ns in SHAREABLE:  # a pin made before a crash recorded it

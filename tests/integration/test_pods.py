@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -213,3 +214,45 @@ def test_bad_pod_input(args, message, state_dir):
     assert result.returncode in (1, 125) and message in result.stderr
     assert len(result.stderr.splitlines()) == 1
     assert not (state_dir / "pods").exists() or not list((state_dir / "pods").iterdir())
+
+
+def _process_states(ref: str) -> list[tuple[str, str]]:
+    out = minirun("exec", ref, "sh", "-c", "cat /proc/[0-9]*/stat").stdout
+    return [(line.split("(", 1)[1].rsplit(")", 1)[0], line.rsplit(")", 1)[1].split()[0]) for line in out.splitlines()]
+
+
+def test_shared_pid_namespace_sees_members_and_reaps_zombies():
+    created = minirun("pod", "create", "--share", "net,uts,ipc,pid", "pidpod")
+    assert created.returncode == 0, created.stderr
+    assert "pid" in pod_inspect("pidpod")["SharedNamespaces"]
+    a = member("pidpod", "sleep", "30", detach=True).stdout.strip()
+    # `(sleep 0.1 &)` orphans a process: in a shared PID namespace the pod's init (tini) adopts and reaps it
+    b = member("pidpod", "sh", "-c", "(sleep 0.1 &); exec sleep 31", detach=True).stdout.strip()
+    import time
+
+    time.sleep(0.6)
+    states = _process_states(a)
+    names = [name for name, _ in states]
+    assert names.count("tini") == 1 and "sleep" in names and names.count("sleep") >= 2  # both members visible
+    assert all(state != "Z" for _, state in states), states
+    pids = [json.loads(minirun("inspect", i).stdout)[0]["State"]["Pid"] for i in (a, b)]
+    assert os.readlink(f"/proc/{pids[0]}/ns/pid") == os.readlink(f"/proc/{pids[1]}/ns/pid")
+    assert _process_states("pidpod")[0][0] == "tini"  # exec into the pod itself sees its PID 1
+    infra = json.loads((records_root() / "pods" / "pidpod.json").read_text())["infra"]["pid"]
+    assert minirun("pod", "rm", "-f", "pidpod").returncode == 0
+    wait_for(
+        lambda: not os.path.exists(f"/proc/{infra}/stat") or "Z" in open(f"/proc/{infra}/stat").read(),
+        what="pod init gone",
+    )
+    assert not os.path.exists(f"/proc/{pids[0]}")
+
+
+def records_root():
+    return Path(os.environ["MINIRUN_STATE_DIR"])
+
+
+def test_without_shared_pid_namespace_members_are_isolated():
+    a = member("nopid", "sleep", "30", detach=True).stdout.strip()
+    member("nopid", "sleep", "31", detach=True)
+    names = [name for name, _ in _process_states(a)]
+    assert names.count("sleep") == 1  # only its own
