@@ -240,10 +240,9 @@ def test_shared_pid_namespace_sees_members_and_reaps_zombies():
     assert _process_states("pidpod")[0][0] == "tini"  # exec into the pod itself sees its PID 1
     infra = json.loads((records_root() / "pods" / "pidpod.json").read_text())["infra"]["pid"]
     assert minirun("pod", "rm", "-f", "pidpod").returncode == 0
-    wait_for(
-        lambda: not os.path.exists(f"/proc/{infra}/stat") or "Z" in open(f"/proc/{infra}/stat").read(),
-        what="pod init gone",
-    )
+    from minirun.kernel.proc import start_time
+
+    wait_for(lambda: start_time(infra) is None or ") Z " in Path(f"/proc/{infra}/stat").read_text(), what="init gone")
     assert not os.path.exists(f"/proc/{pids[0]}")
 
 
