@@ -88,6 +88,13 @@ def main() -> None:
     if docker_available():
         subprocess.run(["docker", "pull", "-q", "busybox"], capture_output=True)
         results["docker run --rm busybox true"] = measure(["docker", "run", "--rm", "busybox", "true"], args.runs)
+        infra = subprocess.run(
+            ["docker", "run", "-d", "busybox", "sleep", "600"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        results["docker run --rm --network container:X"] = measure(
+            ["docker", "run", "--rm", "--network", f"container:{infra}", "busybox", "true"], args.runs
+        )
+        subprocess.run(["docker", "rm", "-f", infra], capture_output=True)
 
     k.unshare(k.CLONE_NEWNET | k.CLONE_NEWNS)
     k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
@@ -98,14 +105,20 @@ def main() -> None:
     results["seed script (ip + nft, bash)"] = measure(["bash", "-c", SEED_SCRIPT], args.runs)
     results["minirun run --rm true"] = measure([MINIRUN, "run", "--rm", "true"], args.runs)
     results["minirun run --network none true"] = measure([MINIRUN, "run", "--network", "none", "true"], args.runs)
+    subprocess.run([MINIRUN, "pod", "create", "bench"], check=True, stdout=subprocess.DEVNULL)
+    results["minirun run --rm --pod bench true"] = measure(
+        [MINIRUN, "run", "--rm", "--pod", "bench", "true"], args.runs
+    )
+    subprocess.run([MINIRUN, "pod", "rm", "bench"], check=True, stdout=subprocess.DEVNULL)
+    results["minirun run -d sleep (start only)"] = measure([MINIRUN, "run", "-d", "--rm", "sleep", "0.5"], args.runs)
     results["minirun --help"] = measure([MINIRUN, "--help"], args.runs)
     results["minirun run --help"] = measure([MINIRUN, "run", "--help"], args.runs)
 
     base = statistics.median(results["minirun run --rm true"])
-    print(f"{'command':<36} {'median':>9} {'min':>9}  ratio to minirun run")
+    print(f"{'command':<40} {'median':>9} {'min':>9}  ratio to minirun run")
     for name, times in results.items():
         median = statistics.median(times)
-        print(f"{name:<36} {median:7.1f}ms {min(times):7.1f}ms  {median / base:5.2f}x")
+        print(f"{name:<40} {median:7.1f}ms {min(times):7.1f}ms  {median / base:5.2f}x")
     print(f"in-process setup (fork to exec, median): {in_process_setup(args.runs):.2f} ms")
     print(f"({args.runs} runs each after a warm-up, {os.cpu_count()} cores)")
 
