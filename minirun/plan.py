@@ -36,11 +36,46 @@ class Timing(NamedTuple):
     seconds: float
 
 
+class Narrator:
+    """--explain / --dry-run / -v: tells, on stderr, what each step does as a person would type it.
+
+    It only ever prints Step.explain(), so the explanation is the plan that executes. With --explain the
+    text is produced after the step ran, so it shows the real values (the address IPAM handed out).
+    """
+
+    def __init__(self, *, explain: bool = False, verbose: bool = False, stream=None) -> None:
+        self.explain = explain
+        self.verbose = verbose
+        self.stream = stream or sys.stderr
+        self.count = 0
+
+    def step(self, step: Step, seconds: float | None = None) -> None:
+        self.count += 1
+        if not (self.explain or self.verbose):
+            return
+        took = f" ({seconds * 1000:.1f} ms)" if seconds is not None and self.verbose else ""
+        print(f"minirun: step {self.count}: {step.name}{took}", file=self.stream)
+        if self.explain:
+            for command in step.explain():
+                for line in command.splitlines():
+                    print(f"    {line}", file=self.stream)
+
+    def describe(self, steps: list[Step]) -> None:
+        """--dry-run: every step, nothing applied; values not known yet are <placeholders>."""
+        for step in steps:
+            self.step(step)
+
+
 def report_undo_failure(step: str, exc: BaseException) -> None:
     print(f"minirun: warning: rollback of '{step}' failed: {exc}", file=sys.stderr)
 
 
-def run_plan(steps: list[Step], undo: contextlib.ExitStack, timings: list[Timing] | None = None) -> None:
+def run_plan(
+    steps: list[Step],
+    undo: contextlib.ExitStack,
+    timings: list[Timing] | None = None,
+    narrator: Narrator | None = None,
+) -> None:
     """Apply `steps` in order, pushing each undo onto `undo` (the caller commits or unwinds it).
 
     On failure StepError names the failed step; unwinding `undo` (the caller's `with`) then rolls back the
@@ -54,8 +89,11 @@ def run_plan(steps: list[Step], undo: contextlib.ExitStack, timings: list[Timing
             raise StepError(index, len(steps), step.name, exc) from exc
         if inverse is not None:
             undo.callback(_guarded, step.name, inverse)
+        seconds = time.perf_counter() - started
         if timings is not None:
-            timings.append(Timing(step.name, time.perf_counter() - started))
+            timings.append(Timing(step.name, seconds))
+        if narrator is not None:
+            narrator.step(step, seconds)
         if os.environ.get(FAULT_INJECTION_ENV) == step.name:
             raise StepError(index, len(steps), step.name, RuntimeError(f"failure injected by {FAULT_INJECTION_ENV}"))
 

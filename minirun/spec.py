@@ -34,6 +34,9 @@ class ContainerSpec(NamedTuple):
     tty: bool = False
     init: bool = False
     pod: str | None = None
+    explain: bool = False
+    dry_run: bool = False
+    verbose: bool = False
 
 
 def validate_name(name: str) -> str:

@@ -53,7 +53,7 @@ def run_command(args: list[str]) -> int:
 
     def action() -> int:
         spec = run_args.parse(args)
-        if spec.detach:
+        if spec.detach and not spec.dry_run:
             print(_run_detached(spec))
             return 0
         from minirun.runtime import container

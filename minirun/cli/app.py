@@ -212,19 +212,26 @@ def pod_create_cmd(
     name: str = typer.Argument(..., metavar="NAME"),
     share: str = typer.Option("net,uts,ipc", "--share", help="namespaces the members share"),
     hostname: str = typer.Option(None, "--hostname", help="hostname of the pod (default: its name)"),
+    explain: bool = typer.Option(False, "--explain", help="print each step as the commands a person would type"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the steps (with placeholders), change nothing"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="log each step with its duration"),
     debug: bool = DEBUG,
 ) -> None:
     """Create a pod: pinned namespaces (visible as minirun-NAME to `ip netns`) attached to minirun0."""
+    from minirun.plan import Narrator
     from minirun.runtime import pod
     from minirun.spec import validate_hostname
+
+    narrator = Narrator(explain=explain or dry_run, verbose=verbose) if explain or dry_run or verbose else None
 
     def create():
         shared = pod.parse_share(share)
         pod.validate_name(name)
-        return pod.create(name, shared, validate_hostname(hostname) if hostname else None)
+        return pod.create(name, shared, validate_hostname(hostname) if hostname else None, narrator, dry_run)
 
-    created = _managed(create, debug)
-    typer.echo(created["id"])
+    created = _managed(create, debug, reconcile=not dry_run)
+    if created is not None:
+        typer.echo(created["id"])
 
 
 @pod_app.command("ls")

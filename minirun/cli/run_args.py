@@ -34,6 +34,9 @@ OPTIONS = (
     Option(("--mtu",), "mtu", "BYTES", "MTU of eth0 and its host-side veth (default: 1500)"),
     Option(("--init",), "init", None, "run an init (tini) as PID 1 that forwards signals and reaps zombies"),
     Option(("--rm",), "remove", None, "remove a detached container when it exits (foreground runs always are)"),
+    Option(("--explain",), "explain", None, "print each step as the commands a person would type, as it runs"),
+    Option(("--dry-run",), "dry_run", None, "print the steps (with placeholders) and change nothing"),
+    Option(("-v", "--verbose"), "verbose", None, "log each step with its duration, on stderr"),
     Option(("--timings",), "timings", None, "print how long each setup step took, on stderr"),
     Option(("--debug",), "debug", None, "show a traceback when minirun itself fails"),
     Option(("-h", "--help"), "help", None, "show this help"),
@@ -91,6 +94,8 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
     if mtu is not None and network != "bridge":
         raise ConfigError(f"--mtu has no effect with --network {network}", hint="drop --mtu or use --network bridge")
     detach = bool(values.get("detach"))
+    if detach and values.get("explain"):
+        raise ConfigError("--explain cannot follow a detached run", hint="use --dry-run, or run in the foreground")
     if detach and values.get("tty"):
         raise ConfigError("-t with -d is not supported yet", hint="run detached without -t, then 'minirun exec -it'")
     return ContainerSpec(
@@ -109,4 +114,7 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
         tty=bool(values.get("tty")),
         init=bool(values.get("init")),
         pod=pod,
+        explain=bool(values.get("explain")),
+        dry_run=bool(values.get("dry_run")),
+        verbose=bool(values.get("verbose")),
     )

@@ -79,10 +79,13 @@ def bridge_steps(
     """The ordered steps that put `eth0` of the container on `att.network`'s bridge with an address."""
     net = att.network
     state = {"bridge_index": None}
+    # What each step found and did, so that --explain tells what happened, not only what could.
+    done: dict[str, object] = {}
     in_ns = f"nsenter --net={ns_label}"
 
     def ensure_bridge() -> None:
         bridge, att.bridge_created = links.ensure_bridge(host, net.bridge)
+        done["bridge"] = "created" if att.bridge_created else "kept"
         if att.bridge_created:
             sysctl.disable_ipv6(net.bridge)
         links.ensure_address(host, bridge.index, net.gateway_interface, net.bridge)
@@ -118,36 +121,43 @@ def bridge_steps(
     def default_route() -> None:
         links.add_default_route(container, net.gateway, state["eth0_index"], CONTAINER_IFNAME)
 
-    def foreign_drop_note() -> list[str]:
-        drop = att.foreign_drop
-        if drop is None:
-            return []
-        return [f"nft -f - <<'EOF'\n{firewall.render_forward_accepts(net, drop)}EOF"]
-
     def enable_forwarding() -> None:
         # Host-wide and shared by every network (and by Docker): kept, like docker0, not undone.
-        sysctl.ensure("net.ipv4.ip_forward", "1")
+        done["ip-forward"] = sysctl.ensure("net.ipv4.ip_forward", "1")
 
     def enable_nat() -> None:
         # Serialised so that concurrent first runs do not both insert the accepts into a foreign chain.
         with filelock.exclusive(paths.firewall_lock()):
-            att.foreign_drop = firewall.ensure_network(net)
+            att.foreign_drop, done["nat"] = firewall.ensure_network(net)
+
+    def explain_bridge() -> list[str]:
+        commands = [
+            f"ip link add {net.bridge} type bridge",
+            f"ip addr add {net.gateway_interface} dev {net.bridge}",
+            f"ip link set {net.bridge} up",
+        ]
+        if done.get("bridge") == "kept":
+            return [f"# {net.bridge} is already there with {net.gateway_interface}: kept, as docker0 is"]
+        return commands
+
+    def explain_forwarding() -> list[str]:
+        if done.get("ip-forward") is False:
+            return ["# net.ipv4.ip_forward is already 1 (sysctl net.ipv4.ip_forward)"]
+        return ["sysctl -w net.ipv4.ip_forward=1"]
+
+    def explain_nat() -> list[str]:
+        script = done.get("nat")
+        if script == "":
+            return [f"# the masquerade rule for {net.subnet} is already in place (nft list table inet minirun)"]
+        if script is None:  # not run (yet): what it does when the rule is missing
+            script = firewall.render_masquerade(net)
+        return [f"nft -f - <<'EOF'\n{script}EOF"]
 
     address_text = lambda: str(att.address) if att.address else f"<next free address in {net.subnet}>"  # noqa: E731
     return [
-        Step(
-            "bridge",
-            ensure_bridge,
-            lambda: [
-                f"ip link add {net.bridge} type bridge",
-                f"ip addr add {net.gateway_interface} dev {net.bridge}",
-                f"ip link set {net.bridge} up",
-            ],
-        ),
-        Step("ip-forward", enable_forwarding, lambda: ["sysctl -w net.ipv4.ip_forward=1"]),
-        Step(
-            "nat", enable_nat, lambda: [f"nft -f - <<'EOF'\n{firewall.render_masquerade(net)}EOF", *foreign_drop_note()]
-        ),
+        Step("bridge", ensure_bridge, explain_bridge),
+        Step("ip-forward", enable_forwarding, explain_forwarding),
+        Step("nat", enable_nat, explain_nat),
         Step("ipam", reserve, lambda: [f"# reserve {address_text()} for {owner} ({store.directory})"]),
         Step(
             "veth",

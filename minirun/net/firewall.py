@@ -171,12 +171,12 @@ def rules_in_chain(ruleset: list[dict], target: ForeignDrop) -> list[dict]:
     ]
 
 
-def ensure_network(network: Network) -> ForeignDrop | None:
+def ensure_network(network: Network) -> tuple[ForeignDrop | None, str]:
     """Converge: the network's masquerade rule exists, and a foreign DROP on forward lets its bridge pass.
 
     Reads the ruleset once (~2 ms) and changes it only when something is missing: a commit that touches a
     nat base chain costs 13-21 ms here, so the steady state must not pay it on every run.
-    Returns the foreign chain that needed our accepts, if any.
+    Returns the foreign chain that needed our accepts (if any) and the script applied ("" if none was).
     """
     ruleset = list_json("ruleset")
     script = "" if masquerade_in_place(ruleset, network) else render_masquerade(network)
@@ -185,7 +185,7 @@ def ensure_network(network: Network) -> ForeignDrop | None:
         script += render_forward_accepts(network, target)
     if script:
         apply(script)
-    return target
+    return target, script
 
 
 def remove_network(network: Network) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import sys
 import time
 from typing import Any
@@ -16,12 +17,14 @@ from typing import Any
 from minirun import paths
 from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
 from minirun.kernel import proc
-from minirun.plan import Step, Timing, run_plan
+from minirun.kernel import syscalls as k
+from minirun.plan import Narrator, Step, Timing, run_plan
 from minirun.runtime import child, gc, launch, names, state
 from minirun.runtime.privileges import require_root
 from minirun.spec import ContainerSpec, container_env
 
 INIT_CANDIDATES = ("/usr/bin/tini", "/usr/bin/tini-static", "/usr/bin/docker-init")
+_NSENTER_FLAG = {k.CLONE_NEWNET: "net", k.CLONE_NEWUTS: "uts", k.CLONE_NEWIPC: "ipc"}
 
 
 def new_container_id() -> str:
@@ -44,13 +47,16 @@ def init_binary() -> str:
 class Created:
     """A container whose network is attached and whose first process waits to exec."""
 
-    __slots__ = ("record", "launch", "host_rtnl", "timings")
+    __slots__ = ("record", "launch", "host_rtnl", "timings", "exec_step")
 
-    def __init__(self, record: dict[str, Any], started: launch.Launch, host_rtnl, timings: list[Timing]) -> None:
+    def __init__(
+        self, record: dict[str, Any], started: launch.Launch, host_rtnl, timings: list[Timing], exec_step: Step
+    ) -> None:
         self.record = record
         self.launch = started
         self.host_rtnl = host_rtnl
         self.timings = timings
+        self.exec_step = exec_step
 
 
 def create(
@@ -61,12 +67,19 @@ def create(
     controlling_tty: bool = False,
     log_path: str | None = None,
     container_id: str | None = None,
-) -> Created:
-    """Validate, record, fork and attach. On any failure everything done so far is rolled back."""
+    narrator: Narrator | None = None,
+    dry_run: bool = False,
+) -> Created | None:
+    """Validate, record, fork and attach. On any failure everything done so far is rolled back.
+
+    With dry_run: validate, then describe the very steps a run would take (through `narrator`), with
+    placeholders for what only running can tell, and change nothing. Returns None then.
+    """
     timings: list[Timing] = []
     clock = time.perf_counter()
     require_root()
-    gc.reconcile()
+    if not dry_run:
+        gc.reconcile()
     if spec.workdir and not os.path.isdir(spec.workdir):
         raise MinirunError(f"working directory {spec.workdir} does not exist", hint="pass an existing -w directory")
     command = (init_binary(), "--", *spec.command) if spec.init else spec.command
@@ -80,6 +93,11 @@ def create(
         # A member only joins: the pod's network was attached once, when the pod was made.
         from minirun.runtime import pod as pods
 
+        if dry_run and pods.load(spec.pod) is None:
+            raise MinirunError(
+                f"--dry-run of a member of pod {spec.pod}, which does not exist yet",
+                hint=f"see what creating it does: minirun pod create --dry-run {spec.pod}",
+            )
         pod = pods.ensure(spec.pod, quiet=detached)
         join = pods.join_paths(pod)
         pid_namespace = pods.pid_namespace(pod)
@@ -116,6 +134,40 @@ def create(
         "tty": spec.tty,
         "log": log_path,
     }
+    cfg = child.ChildConfig(
+        command=command,
+        env=env,
+        hostname=hostname,
+        workdir=spec.workdir,
+        new_netns=pod is None and spec.network != "host",
+        join=join,
+        stdio=stdio,
+        controlling_tty=controlling_tty,
+        die_with_parent=not detached,
+    )
+    forked: list[launch.Launch] = []
+
+    def fork() -> object:
+        forked.append(launch.fork_container(cfg, pid_namespace))
+        return forked[0].abort
+
+    namespaces = Step("namespaces", fork, lambda: _explain_namespaces(cfg, pid_namespace, forked))
+    if dry_run:
+        steps = [namespaces]
+        if network is not None:
+            from minirun.net import attach, ipam, links
+
+            store = ipam.AddressStore(paths.ipam_dir(network.name))
+            attachment = attach.Attachment(network, links.host_veth_name(container_id), spec.mtu or 1500)
+            ns_label = "/proc/<pid>/ns/net"
+            steps += attach.bridge_steps(attachment, None, None, -1, ns_label, store, container_id)
+        elif cfg.new_netns:
+            from minirun.net import attach
+
+            steps += attach.loopback_steps(None, "/proc/<pid>/ns/net")
+        (narrator or Narrator(explain=True)).describe([*steps, _exec_step(cfg)])
+        return None
+
     with contextlib.ExitStack() as undo:
         # The record is written before the name claim and the address, so `gc` never mistakes either for
         # an orphan while this run is still setting up.
@@ -124,23 +176,8 @@ def create(
         state.claim_name(name, container_id)
         undo.callback(state.release_name, name, container_id)
 
-        clock = time.perf_counter()
-        started = launch.fork_container(
-            child.ChildConfig(
-                command=command,
-                env=env,
-                hostname=hostname,
-                workdir=spec.workdir,
-                new_netns=pod is None and spec.network != "host",
-                join=join,
-                stdio=stdio,
-                controlling_tty=controlling_tty,
-                die_with_parent=not detached,
-            ),
-            pid_namespace,
-        )
-        undo.callback(started.abort)
-        timings.append(Timing("fork+unshare", time.perf_counter() - clock))
+        run_plan([namespaces], undo, timings, narrator)
+        started = forked[0]
 
         steps: list[Step] = []
         netns_fd = -1
@@ -159,7 +196,7 @@ def create(
                 )
             else:
                 steps = attach.loopback_steps(container_rtnl, ns_label)
-        run_plan(steps, undo, timings)
+        run_plan(steps, undo, timings, narrator)
 
         record.update(
             status="running", pid=started.pid, pid_started=proc.start_time(started.pid), started=state.now_iso()
@@ -178,25 +215,65 @@ def create(
             os.close(netns_fd)
         started.close_netns_handles()
         undo.pop_all()  # from here on the container runs; teardown (not rollback) cleans up
-    return Created(record, started, host_rtnl, timings)
+    return Created(record, started, host_rtnl, timings, _exec_step(cfg))
+
+
+def _explain_namespaces(cfg: child.ChildConfig, pid_namespace: str | None, forked: list) -> list[str]:
+    """The `unshare`/`nsenter` a person would type for what fork_container and the child do."""
+    pid = forked[0].pid if forked else "<pid>"
+    joined = {flag for _, flag in cfg.join}
+    lines = []
+    enter = [f"--{_NSENTER_FLAG[flag]}={path}" for path, flag in cfg.join]
+    if pid_namespace:
+        enter.append(f"--pid={pid_namespace}")
+    unshare = ["--mount", "--propagation", "private", "--mount-proc"]
+    if not pid_namespace:
+        unshare[:0] = ["--pid", "--fork"]
+    if cfg.new_netns:
+        unshare.append("--net")
+    unshare += [opt for flag, opt in ((k.CLONE_NEWUTS, "--uts"), (k.CLONE_NEWIPC, "--ipc")) if flag not in joined]
+    prefix = f"nsenter {' '.join(enter)} " if enter else ""
+    lines.append(f"{prefix}unshare {' '.join(unshare)} sh   # the container's first process: host PID {pid}")
+    if k.CLONE_NEWUTS not in joined:
+        lines.append(f"hostname {cfg.hostname}")
+    if cfg.new_netns or k.CLONE_NEWNET in joined:
+        lines.append("mount -t sysfs sysfs /sys   # /sys/class/net now lists this netns's links")
+    return lines
+
+
+def _exec_step(cfg: child.ChildConfig) -> Step:
+    def explain() -> list[str]:
+        where = f"cd {cfg.workdir} && " if cfg.workdir else ""
+        return [f"{where}exec {shlex.join(cfg.command)}   # as PID 1 (see 'minirun run --help' for exit codes)"]
+
+    return Step("exec", lambda: None, explain)
 
 
 def run(spec: ContainerSpec) -> int:
     """Run `spec` in the foreground; return the exit status Docker would give."""
+    narrator = None
+    if spec.explain or spec.dry_run or spec.verbose:
+        narrator = Narrator(explain=spec.explain or spec.dry_run, verbose=spec.verbose)
+    if spec.dry_run:
+        create(spec, narrator=narrator, dry_run=True)
+        return 0
     pty = None
     if spec.tty:
         from minirun.runtime.tty import Pty
 
         pty = Pty(interactive=spec.interactive)
-    created = create(spec, stdio=pty.child_stdio if pty else None, controlling_tty=pty is not None)
+    created = create(spec, stdio=pty.child_stdio if pty else None, controlling_tty=pty is not None, narrator=narrator)
     status = EXIT_MINIRUN_FAILED
     try:
         clock = time.perf_counter()
         failure = created.launch.release()
         if failure:
             print(f"minirun: error: {launch.describe_failure(failure)}", file=sys.stderr)
-        elif spec.timings:
-            _print_exec_timings(created.timings, clock)
+        else:
+            if narrator is not None:
+                narrator.step(created.exec_step, time.perf_counter() - clock)
+            if spec.timings:
+                _print_exec_timings(created.timings, clock)
         if pty is not None:
             pty.start()
         try:

@@ -23,7 +23,7 @@ from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
-from minirun.plan import Step, run_plan
+from minirun.plan import Narrator, Step, run_plan
 from minirun.runtime import state
 from minirun.spec import validate_pod_name as validate_name
 
@@ -117,15 +117,31 @@ def announce(pod: dict[str, Any]) -> None:
     print(f"minirun: created pod {pod['name']} ({pod['network']['address']})", file=sys.stderr)
 
 
-def create(name: str, share: tuple[str, ...] = DEFAULT_SHARE, hostname: str | None = None) -> dict[str, Any]:
-    """`pod create`: a pod that already exists is a conflict."""
+def create(
+    name: str,
+    share: tuple[str, ...] = DEFAULT_SHARE,
+    hostname: str | None = None,
+    narrator: Narrator | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any] | None:
+    """`pod create`: a pod that already exists is a conflict. With dry_run: describe, change nothing."""
+    if dry_run:
+        if load(name) is not None:
+            raise MinirunError(f'pod "{name}" already exists', code=1)
+        return _create_locked(name, share, hostname, narrator, dry_run)
     with filelock.exclusive(paths.pods_lock()):
         if load(name) is not None:
             raise MinirunError(f'pod "{name}" already exists', hint=f"remove it first: minirun pod rm {name}", code=1)
-        return _create_locked(name, share, hostname)
+        return _create_locked(name, share, hostname, narrator, dry_run)
 
 
-def _create_locked(name: str, share: tuple[str, ...], hostname: str | None) -> dict[str, Any]:
+def _create_locked(
+    name: str,
+    share: tuple[str, ...],
+    hostname: str | None,
+    narrator: Narrator | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any] | None:
     from minirun.net import attach, firewall, ipam, links, rtnl
     from minirun.net import network as netdefs
     from minirun.runtime.container import new_container_id, owner_identity
@@ -146,20 +162,45 @@ def _create_locked(name: str, share: tuple[str, ...], hostname: str | None) -> d
         "owner": owner_identity(),
         "pins": {},
     }
+    holder: dict[str, Any] = {}
+
+    def spawn() -> object:
+        holder["pid"], holder["netlink"] = _spawn_namespace_holder(share, pod["hostname"])
+
+        def undo_spawn() -> None:
+            holder["netlink"].close()
+            _reap(holder["pid"])
+
+        return undo_spawn
+
+    def explain_spawn() -> list[str]:
+        flags = " ".join(f"--{ns}" for ns in share if ns != "pid")
+        pid_part = "--pid --fork " if "pid" in share else ""
+        lines = [
+            f"unshare {pid_part}{flags} sleep infinity &   # holds the namespaces until they are pinned: "
+            f"PID {holder.get('pid', '<pid>')}"
+        ]
+        if "uts" in share:
+            lines.append(f"nsenter --uts=/proc/{holder.get('pid', '<pid>')}/ns/uts hostname {pod['hostname']}")
+        return lines
+
+    store = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
+    attachment = attach.Attachment(network, links.host_veth_name(pod_id), 1500)
+    net_pin = paths.netns_pin(name)
+    first = [Step("namespaces", spawn, explain_spawn), *(_pin_step(pod, ns, holder) for ns in share)]
+    if dry_run:
+        steps = attach.bridge_steps(attachment, None, None, -1, net_pin, store, pod_id)
+        (narrator or Narrator(explain=True)).describe([*first, *steps])
+        return None
     with contextlib.ExitStack() as undo:
         state.write_atomic(paths.pod_record(name), pod)
         undo.callback(state.remove_file, paths.pod_record(name))
-        helper, netlink = _spawn_namespace_holder(share, pod["hostname"])
-        undo.callback(_reap, helper)
-        undo.callback(netlink.close)
-        steps = [_pin_step(pod, ns, helper) for ns in share]
-        run_plan(steps, undo)
-        net_pin = pod["pins"]["net"]
+        run_plan(first, undo, narrator=narrator)
+        helper, netlink = holder["pid"], holder["netlink"]
         netns_fd = os.open(net_pin, os.O_RDONLY | os.O_CLOEXEC)
         undo.callback(os.close, netns_fd)
-        store = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
-        attachment = attach.Attachment(network, links.host_veth_name(pod_id), 1500)
-        run_plan(attach.bridge_steps(attachment, host, rtnl.Rtnl(netlink), netns_fd, net_pin, store, pod_id), undo)
+        steps = attach.bridge_steps(attachment, host, rtnl.Rtnl(netlink), netns_fd, net_pin, store, pod_id)
+        run_plan(steps, undo, narrator=narrator)
         pod.update(
             status="ready",
             network={
@@ -255,8 +296,8 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def _pin_step(pod: dict[str, Any], ns: str, helper: int) -> Step:
-    """Bind-mount the helper's namespace `ns` on its pin path (`ip netns add` does this for net)."""
+def _pin_step(pod: dict[str, Any], ns: str, holder: dict[str, Any]) -> Step:
+    """Bind-mount the holder's namespace `ns` on its pin path (`ip netns add` does this for net)."""
     target = paths.netns_pin(pod["name"]) if ns == "net" else os.path.join(paths.pod_pin_dir(pod["name"]), ns)
 
     def apply():
@@ -264,14 +305,21 @@ def _pin_step(pod: dict[str, Any], ns: str, helper: int) -> Step:
         fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
         os.close(fd)
         try:
-            k.mount(f"/proc/{helper}/ns/{ns}", target, None, k.MS_BIND)
+            k.mount(f"/proc/{holder['pid']}/ns/{ns}", target, None, k.MS_BIND)
         except OSError:
             os.unlink(target)
             raise
         pod["pins"][ns] = target
         return lambda: unpin(target)
 
-    return Step(f"pin-{ns}", apply, lambda: [f"mount --bind /proc/<helper>/ns/{ns} {target}"])
+    def explain() -> list[str]:
+        pid = holder.get("pid", "<pid>")
+        lines = [f"touch {target}", f"mount --bind /proc/{pid}/ns/{ns} {target}"]
+        if ns == "net":
+            lines[-1] += f"   # what `ip netns attach {os.path.basename(target)} {pid}` does"
+        return lines
+
+    return Step(f"pin-{ns}", apply, explain)
 
 
 def unpin(target: str) -> None:

@@ -1,0 +1,83 @@
+"""--explain / --dry-run / -v: the explanation is the plan that runs, and a dry run changes nothing."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+from tests.integration.conftest import host_links, minirun, nft_ruleset, records
+
+
+def snapshot(state_dir) -> tuple:
+    files = sorted(str(p.relative_to(state_dir)) for p in state_dir.rglob("*")) if state_dir.exists() else []
+    netns = sorted(os.listdir("/run/netns")) if os.path.isdir("/run/netns") else []
+    with open("/proc/sys/net/ipv4/ip_forward") as f:
+        forward = f.read()
+    return sorted(host_links()), nft_ruleset(), files, netns, forward
+
+
+def test_explain_shows_the_real_values_that_the_kernel_then_has(fresh_bridge):
+    result = minirun("run", "--explain", "sh", "-c", "ip -4 -o addr show eth0; cat /proc/self/cgroup >/dev/null")
+    assert result.returncode == 0, result.stderr
+    text = result.stderr
+    steps = re.findall(r"^minirun: step \d+: (\S+)", text, re.M)
+    assert steps == [
+        "namespaces",
+        "bridge",
+        "ip-forward",
+        "nat",
+        "ipam",
+        "veth",
+        "veth-up",
+        "eth0",
+        "default-route",
+        "exec",
+    ]
+    explained = re.search(r"ip addr add (10\.77\.\d+\.\d+/16) dev eth0", text).group(1)
+    assert f"inet {explained}" in result.stdout  # what was printed is what eth0 got
+    pid = re.search(r"host PID (\d+)", text).group(1)
+    assert f"netns /proc/{pid}/ns/net" in text
+    assert "ip link add minirun0 type bridge" in text  # the bridge really was created by this run
+    assert "masquerade" in text and "EOF" in text
+
+
+def test_explain_says_what_was_already_there():
+    assert minirun("run", "true").returncode == 0
+    text = minirun("run", "--explain", "true").stderr
+    assert "minirun0 is already there with 10.77.0.1/16: kept" in text
+    assert "the masquerade rule for 10.77.0.0/16 is already in place" in text
+
+
+def test_dry_run_changes_nothing(state_dir, fresh_bridge):
+    before = snapshot(state_dir)
+    result = minirun("run", "--dry-run", "--name", "ghost", "true")
+    assert result.returncode == 0 and result.stdout == ""
+    assert "<next free address in 10.77.0.0/16>" in result.stderr
+    assert "netns /proc/<pid>/ns/net" in result.stderr
+    assert "exec true" in result.stderr
+    assert snapshot(state_dir) == before
+    assert records(state_dir) == []
+
+
+def test_pod_create_dry_run_and_explain(state_dir):
+    before = snapshot(state_dir)
+    dry = minirun("pod", "create", "--dry-run", "planned")
+    assert dry.returncode == 0 and dry.stdout == ""
+    assert "mount --bind /proc/<pid>/ns/net /run/netns/minirun-planned" in dry.stderr
+    assert snapshot(state_dir) == before
+    real = minirun("pod", "create", "--explain", "planned")
+    assert real.returncode == 0, real.stderr
+    address = re.search(r"ip addr add (10\.77\.\d+\.\d+/16) dev eth0", real.stderr).group(1)
+    shown = subprocess.run(
+        ["ip", "-n", "minirun-planned", "-4", "-o", "addr", "show", "eth0"], capture_output=True, text=True
+    ).stdout
+    assert address in shown
+    assert minirun("pod", "rm", "planned").returncode == 0
+
+
+def test_verbose_logs_each_step_with_its_duration():
+    result = minirun("run", "-v", "--network", "none", "true")
+    assert re.search(r"^minirun: step 1: namespaces \(\d+\.\d ms\)$", result.stderr, re.M)
+    assert re.search(r"^minirun: step 2: loopback \(\d+\.\d ms\)$", result.stderr, re.M)
+    assert "    unshare" not in result.stderr  # -v alone: no commands
