@@ -304,6 +304,36 @@ def pod_stop_cmd(
     typer.echo(name)
 
 
+@app.command("doctor")
+def doctor_cmd(
+    ref: str = typer.Argument(None, metavar="[CONTAINER|POD]"),
+    fix: bool = typer.Option(False, "--fix", help="apply minirun's own fixes, then check again"),
+    debug: bool = DEBUG,
+) -> None:
+    """Check the host (and a container or pod) against the seed's common mistakes; exit 1 if any."""
+    from minirun.runtime import doctor
+
+    findings = _managed(lambda: doctor.diagnose(ref), debug, reconcile=False)
+    if fix:
+        for what in _managed(lambda: doctor.repair(findings), debug, reconcile=False):
+            typer.echo(f"fixed  {what}")
+        findings = _managed(lambda: doctor.diagnose(ref), debug, reconcile=False)
+    for finding in findings:
+        mark = "note" if finding.note else "ok" if finding.ok else "FAIL"
+        typer.echo(f"{mark:<5}  {finding.what}")
+        if not finding.ok or finding.note:
+            if finding.why:
+                typer.echo(f"       why: {finding.why}")
+            if finding.fix:
+                fix_lines = finding.fix.splitlines()
+                typer.echo(f"       fix: {fix_lines[0]}")
+                for line in fix_lines[1:]:
+                    typer.echo(f"            {line}")
+                if finding.repair is not None:
+                    typer.echo("            (minirun doctor --fix does this)")
+    raise typer.Exit(0 if all(f.ok for f in findings) else 1)
+
+
 @app.command("version")
 def version_cmd() -> None:
     """Print minirun's version."""
