@@ -334,6 +334,26 @@ def doctor_cmd(
     raise typer.Exit(0 if all(f.ok for f in findings) else 1)
 
 
+@app.command("topology")
+def topology_cmd(
+    fmt: str = typer.Option("text", "--format", help="text, json or dot (Graphviz)"),
+    debug: bool = DEBUG,
+) -> None:
+    """Draw the live host: bridge, gateway, veths, containers and pods with their eth0, the NAT exit."""
+    from minirun.runtime import topology
+
+    document = _managed(topology.collect, debug)
+    if fmt == "json":
+        typer.echo(json.dumps(document, indent=2))
+    elif fmt == "dot":
+        typer.echo(topology.render_dot(document))
+    elif fmt == "text":
+        typer.echo(topology.render_text(document))
+    else:
+        report(MinirunError(f'unknown --format "{fmt}"', hint="use text, json or dot"), debug=debug)
+        raise typer.Exit(2)
+
+
 @app.command("version")
 def version_cmd() -> None:
     """Print minirun's version."""

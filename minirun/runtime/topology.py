@@ -1,0 +1,174 @@
+"""`minirun topology`: the live host drawn as the seed's figures draw it - the bridge with its gateway, its
+veth ports, the container or pod at the other end of each with its eth0 address, and the NAT exit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from minirun.net import firewall, links
+from minirun.net.network import default_network
+from minirun.runtime import lifecycle, state
+
+
+def collect() -> dict[str, Any]:
+    """What the kernel and the records say right now, as one JSON-able document."""
+    from minirun.net import rtnl
+    from minirun.runtime import pod as pods
+
+    network = default_network()
+    records = [r for r in state.all_records() if r.get("status") in ("running", "creating")]
+    all_pods = pods.all_pods()
+    owners: dict[str, dict[str, Any]] = {}
+    for record in records:
+        if record.get("network_mode") == "bridge":
+            owners[links.host_veth_name(record["id"])] = {
+                "kind": "container",
+                "name": record.get("name"),
+                "id": record["id"],
+                "address": (record.get("network") or {}).get("address"),
+                "status": lifecycle.status_text(record),
+            }
+    for pod in all_pods:
+        owners[links.host_veth_name(pod["id"])] = {
+            "kind": "pod",
+            "name": pod["name"],
+            "id": pod["id"],
+            "address": (pod.get("network") or {}).get("address"),
+            "netns": pod.get("pins", {}).get("net"),
+            "members": [
+                {"name": m.get("name"), "id": m["id"], "status": lifecycle.status_text(m)}
+                for m in pods.members(pod["name"])
+            ],
+        }
+    with rtnl.Rtnl() as host:
+        all_links = links.list_links(host)
+        bridge = links.get_link(host, network.bridge)
+        uplink = None
+        default = next((r for r in links.routes(host) if r.dst.prefixlen == 0 and r.oif), None)
+        if default is not None:
+            up_link = next((lk for lk in all_links if lk.index == default.oif), None)
+            if up_link is not None:
+                uplink = {
+                    "name": up_link.name,
+                    "addresses": [str(a) for a in links.addresses(host, up_link.index)],
+                    "via": default.gateway,
+                }
+        bridges = []
+        if bridge is not None:
+            ports = []
+            for link in sorted((lk for lk in all_links if lk.master == bridge.index), key=lambda lk: lk.name):
+                ports.append({"veth": link.name, "up": link.up, "owner": owners.get(link.name)})
+            ruleset = firewall.list_json("ruleset")
+            bridges.append(
+                {
+                    "name": bridge.name,
+                    "network": network.name,
+                    "gateway": [str(a) for a in links.addresses(host, bridge.index)],
+                    "up": bridge.up,
+                    "nat": {
+                        "masquerade": firewall.masquerade_in_place(ruleset, network),
+                        "subnet": str(network.subnet),
+                    },
+                    "ports": ports,
+                }
+            )
+    elsewhere = [
+        {"name": r.get("name"), "id": r["id"], "network": r.get("network_mode"), "status": lifecycle.status_text(r)}
+        for r in records
+        if r.get("network_mode") in ("none", "host")
+    ]
+    return {"uplink": uplink, "bridges": bridges, "unbridged": elsewhere}
+
+
+def render_text(doc: dict[str, Any]) -> str:
+    lines = ["host"]
+    uplink = doc.get("uplink")
+    if uplink:
+        via = f" via {uplink['via']}" if uplink.get("via") else ""
+        lines.append(f"├── uplink {uplink['name']} {' '.join(uplink['addresses'])} (default route{via})")
+    else:
+        lines.append("├── no uplink (no default route): containers reach only this machine")
+    for b_index, bridge in enumerate(doc["bridges"]):
+        last_bridge = b_index == len(doc["bridges"]) - 1 and not doc["unbridged"]
+        branch, stem = ("└──", "    ") if last_bridge else ("├──", "│   ")
+        gateway = " ".join(bridge["gateway"]) or "no gateway address"
+        lines.append(
+            f"{branch} {bridge['name']} (bridge, network {bridge['network']}) {gateway} "
+            f"{'up' if bridge['up'] else 'DOWN'}"
+        )
+        nat = bridge["nat"]
+        exit_to = f" -> {uplink['name']}" if uplink else ""
+        nat_text = "masquerade" if nat["masquerade"] else "NO masquerade rule"
+        lines.append(f"{stem}│   NAT exit: {nat['subnet']} {nat_text}{exit_to}")
+        ports = bridge["ports"]
+        if not ports:
+            lines.append(f"{stem}└── (no ports)")
+        for p_index, port in enumerate(ports):
+            last = p_index == len(ports) - 1
+            pb, ps = ("└──", "    ") if last else ("├──", "│   ")
+            owner = port["owner"]
+            state_text = "" if port["up"] else " DOWN"
+            if owner is None:
+                lines.append(f"{stem}{pb} {port['veth']}{state_text} ══ ? (no container or pod: leaked)")
+                continue
+            address = owner.get("address") or "?"
+            if owner["kind"] == "container":
+                lines.append(
+                    f"{stem}{pb} {port['veth']}{state_text} ══ eth0 {address}  container {owner['name']} "
+                    f"({owner['id']}) {owner['status']}"
+                )
+            else:
+                lines.append(
+                    f"{stem}{pb} {port['veth']}{state_text} ══ eth0 {address}  pod {owner['name']} "
+                    f"({owner['id']}, netns {owner.get('netns')})"
+                )
+                members = owner["members"]
+                if not members:
+                    lines.append(f"{stem}{ps}└── (no members)")
+                for m_index, member in enumerate(members):
+                    mb = "└──" if m_index == len(members) - 1 else "├──"
+                    lines.append(
+                        f"{stem}{ps}{mb} member {member['name']} ({member['id']}) {member['status']} "
+                        "- shares the pod's eth0 and localhost"
+                    )
+    for index, container in enumerate(doc["unbridged"]):
+        branch = "└──" if index == len(doc["unbridged"]) - 1 else "├──"
+        lines.append(
+            f"{branch} container {container['name']} ({container['id']}) --network {container['network']} "
+            f"{container['status']}"
+        )
+    return "\n".join(lines)
+
+
+def render_dot(doc: dict[str, Any]) -> str:
+    def q(text: str) -> str:
+        return '"' + str(text).replace('"', '\\"').replace("\n", "\\n") + '"'
+
+    out = ["graph minirun {", "  rankdir=TB; node [shape=box, fontname=monospace];"]
+    uplink = doc.get("uplink")
+    if uplink:
+        out.append(f"  uplink [label={q('uplink ' + uplink['name'] + chr(10) + ' '.join(uplink['addresses']))}];")
+    for bridge in doc["bridges"]:
+        bid = q(bridge["name"])
+        label = f"{bridge['name']} (bridge)\n{' '.join(bridge['gateway'])}"
+        out.append(f"  {bid} [label={q(label)}, shape=box3d];")
+        if uplink:
+            nat = "masquerade" if bridge["nat"]["masquerade"] else "no NAT"
+            out.append(f"  {bid} -- uplink [label={q(nat)}];")
+        for port in bridge["ports"]:
+            owner = port["owner"]
+            node = q(port["veth"])
+            out.append(f"  {node} [label={q(port['veth'])}, shape=ellipse];")
+            out.append(f"  {bid} -- {node};")
+            if owner is None:
+                continue
+            oid = q(owner["id"])
+            title = f"{owner['kind']} {owner['name']}\neth0 {owner.get('address') or '?'}"
+            out.append(f"  {oid} [label={q(title)}];")
+            out.append(f"  {node} -- {oid} [label=veth];")
+            for member in owner.get("members", []):
+                mid = q(member["id"])
+                out.append(f"  {mid} [label={q('member ' + str(member['name']))}, shape=note];")
+                out.append(f"  {oid} -- {mid} [style=dashed];")
+    out.append("}")
+    return "\n".join(out)
