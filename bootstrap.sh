@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up minirun on Debian 12 (as root) and run the demo or the test suite.
-#   ./bootstrap.sh demo   Debian packages + virtualenv + minirun, then examples/demo.sh
+#   ./bootstrap.sh demo   Debian packages + virtualenv + minirun, then the demo (examples/03-...)
 #   ./bootstrap.sh test   the same plus the test tools, then the whole test suite
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
@@ -29,7 +29,7 @@ extra=""; [ "$mode" = test ] && extra="[test]"
 ln -sf "$PWD/.venv/bin/minirun" /usr/local/bin/minirun
 
 if [ "$mode" = demo ]; then
-  exec ./examples/demo.sh
+  exec ./examples/03-mini-container-network.sh
 fi
 # The root tests move themselves into a throwaway network + mount namespace (tests/conftest.py).
 set +e

@@ -39,7 +39,7 @@ def test_explain_shows_the_real_values_that_the_kernel_then_has(fresh_bridge):
     pid = re.search(r"host PID (\d+)", text).group(1)
     assert f"netns /proc/{pid}/ns/net" in text
     assert "ip link add minirun0 type bridge" in text  # the bridge really was created by this run
-    assert "masquerade" in text and "EOF" in text
+    assert "masquerade" in text  # applied now, or found already in place (the nft table outlives the bridge)
 
 
 def test_explain_says_what_was_already_there():

@@ -3,17 +3,12 @@
 # "outside" host through NAT. The outside host is a network namespace this script creates on a TEST-NET
 # address (198.51.100.0/24), so no packet ever leaves the machine.
 set -euo pipefail
-MINIRUN=${MINIRUN:-minirun}
+. "$(dirname "$0")/lib.sh"
 OUTSIDE=minirun-demo-outside
 UPLINK=mrdemo0
-
-cleanup() {
-  [ -n "${server:-}" ] && kill "$server" 2>/dev/null || true
-  ip netns delete "$OUTSIDE" 2>/dev/null || true
-  ip link delete "$UPLINK" 2>/dev/null || true
-}
-trap cleanup EXIT
-cleanup
+ip netns delete "$OUTSIDE" 2>/dev/null || true
+ip link delete "$UPLINK" 2>/dev/null || true
+CLEANUP+=("ip netns delete $OUTSIDE" "ip link delete $UPLINK")
 
 echo "### 1. an 'outside' host: netns $OUTSIDE at 198.51.100.2, reached from this host's $UPLINK (198.51.100.1)"
 ip netns add "$OUTSIDE"
@@ -31,11 +26,12 @@ s.bind(("198.51.100.2", 8080)); s.listen(1); s.settimeout(30)
 c, peer = s.accept(); c.recv(100)
 c.sendall(f"hello from 198.51.100.2: you reached me from {peer[0]}\n".encode()); c.close()' &
 server=$!
+CLEANUP+=("kill $server")
 sleep 0.3
 
 echo
 echo "### 2. minirun run: a container on the minirun0 bridge"
-"$MINIRUN" run --name demo sh -c '
+"$MINIRUN" run --explain --name demo sh -c '
 echo "--- inside: hostname $(hostname), PID $$"
 echo "--- ip addr show eth0"; ip addr show eth0
 echo "--- ip route"; ip route
@@ -46,7 +42,6 @@ c = socket.create_connection((\"198.51.100.2\", 8080), timeout=5); c.sendall(b\"
 print(c.recv(200).decode(), end=\"\")"
 echo "--- the outside saw the host address 198.51.100.1, not ours: that is masquerade NAT"'
 wait "$server" 2>/dev/null || true
-server=
 
 echo
 echo "### 3. what stays on the host (like docker0): the bridge, its gateway address and one NAT rule"
