@@ -49,6 +49,10 @@ def ipam_dir(network: str) -> str:
     return os.path.join(state_root(), "ipam", network)
 
 
+def ports_lock() -> str:
+    return os.path.join(state_root(), "ports.lock")
+
+
 def firewall_lock() -> str:
     return os.path.join(state_root(), "firewall.lock")
 

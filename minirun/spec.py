@@ -37,6 +37,7 @@ class ContainerSpec(NamedTuple):
     explain: bool = False
     dry_run: bool = False
     verbose: bool = False
+    ports: tuple = ()  # of minirun.net.ports.PortMapping
 
 
 def validate_name(name: str) -> str:

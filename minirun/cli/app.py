@@ -89,8 +89,8 @@ def ps_cmd(
         for row in rows:
             typer.echo(json.dumps(row))
     elif fmt == "table":
-        headers = ("CONTAINER ID", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS", "IP", "POD")
-        keys = ("ID", "Names", "Image", "Command", "RunningFor", "Status", "IP", "Pod")
+        headers = ("CONTAINER ID", "NAME", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "IP", "POD")
+        keys = ("ID", "Names", "Image", "Command", "RunningFor", "Status", "Ports", "IP", "Pod")
         _table(
             headers,
             [tuple(_truncate(str(r[k]), 22) if k == "Command" else str(r[k] or "-") for k in keys) for r in rows],
@@ -149,6 +149,17 @@ def logs_cmd(
     else:
         out.write(_managed(lambda: lifecycle.logs(record, tail), debug))
         out.flush()
+
+
+@app.command("port")
+def port_cmd(ref: str = typer.Argument(..., metavar="CONTAINER"), debug: bool = DEBUG) -> None:
+    """List a container's published ports: 80/tcp -> 0.0.0.0:8080."""
+    from minirun.runtime import lifecycle
+
+    record = _managed(lambda: lifecycle.find(ref), debug)
+    for container_port, bindings in lifecycle.docker_ports(lifecycle.ports_of(record)).items():
+        for binding in bindings:
+            typer.echo(f"{container_port} -> {binding['HostIp']}:{binding['HostPort']}")
 
 
 @app.command("stop")
@@ -215,6 +226,7 @@ def pod_create_cmd(
     explain: bool = typer.Option(False, "--explain", help="print each step as the commands a person would type"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the steps (with placeholders), change nothing"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="log each step with its duration"),
+    publish: list[str] = typer.Option([], "-p", "--publish", help="[IP:]HOST:CONTAINER[/udp], repeatable"),
     debug: bool = DEBUG,
 ) -> None:
     """Create a pod: pinned namespaces (visible as minirun-NAME to `ip netns`) attached to minirun0."""
@@ -227,7 +239,10 @@ def pod_create_cmd(
     def create():
         shared = pod.parse_share(share)
         pod.validate_name(name)
-        return pod.create(name, shared, validate_hostname(hostname) if hostname else None, narrator, dry_run)
+        from minirun.net.ports import parse_all
+
+        mappings = parse_all(publish)
+        return pod.create(name, shared, validate_hostname(hostname) if hostname else None, narrator, dry_run, mappings)
 
     created = _managed(create, debug, reconcile=not dry_run)
     if created is not None:

@@ -32,6 +32,13 @@ OPTIONS = (
     Option(("--network",), "network", "MODE", f"{'|'.join(NETWORK_MODES)} (default: bridge, on minirun0)"),
     Option(("--pod",), "pod", "POD", "join pod POD's net, uts and ipc namespaces (created on first use)"),
     Option(("--mtu",), "mtu", "BYTES", "MTU of eth0 and its host-side veth (default: 1500)"),
+    Option(
+        ("-p", "--publish"),
+        "publish",
+        "[IP:]HOST:CTR[/udp]",
+        "publish a container port on the host (repeatable)",
+        repeat=True,
+    ),
     Option(("--init",), "init", None, "run an init (tini) as PID 1 that forwards signals and reaps zombies"),
     Option(("--rm",), "remove", None, "remove a detached container when it exits (foreground runs always are)"),
     Option(("--explain",), "explain", None, "print each step as the commands a person would type, as it runs"),
@@ -93,6 +100,18 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
                 )
     if mtu is not None and network != "bridge":
         raise ConfigError(f"--mtu has no effect with --network {network}", hint="drop --mtu or use --network bridge")
+    ports = ()
+    if values["publish"]:
+        from minirun.net.ports import parse_all
+
+        if pod is not None:
+            raise ConfigError(
+                "-p cannot be given to a pod member: ports belong to the pod",
+                hint=f"publish them when creating the pod: minirun pod create -p ... {pod}",
+            )
+        if network != "bridge":
+            raise ConfigError(f"-p has no effect with --network {network}", hint="publish from --network bridge")
+        ports = parse_all(values["publish"])
     detach = bool(values.get("detach"))
     if detach and values.get("explain"):
         raise ConfigError("--explain cannot follow a detached run", hint="use --dry-run, or run in the foreground")
@@ -117,4 +136,5 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
         explain=bool(values.get("explain")),
         dry_run=bool(values.get("dry_run")),
         verbose=bool(values.get("verbose")),
+        ports=ports,
     )

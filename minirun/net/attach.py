@@ -7,6 +7,7 @@ sockets: one in the host, one inside the container's netns.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 from minirun import filelock, paths
 from minirun.errors import ConfigError
@@ -74,7 +75,15 @@ def loopback_steps(container: Rtnl, ns_label: str) -> list[Step]:
 
 
 def bridge_steps(
-    att: Attachment, host: Rtnl, container: Rtnl, netns_fd: int, ns_label: str, store: AddressStore, owner: str
+    att: Attachment,
+    host: Rtnl,
+    container: Rtnl,
+    netns_fd: int,
+    ns_label: str,
+    store: AddressStore,
+    owner: str,
+    mappings: tuple = (),
+    published: Callable[[], dict] = dict,
 ) -> list[Step]:
     """The ordered steps that put `eth0` of the container on `att.network`'s bridge with an address."""
     net = att.network
@@ -108,6 +117,7 @@ def bridge_steps(
         if veth is None:
             raise ConfigError(f"{att.host_veth} vanished right after it was created")
         links.set_up(host, veth.index, att.host_veth)
+        links.set_hairpin(host, veth.index, att.host_veth)
 
     def configure_eth0() -> None:
         eth0 = links.get_link(container, CONTAINER_IFNAME)
@@ -153,7 +163,31 @@ def bridge_steps(
             script = firewall.render_masquerade(net)
         return [f"nft -f - <<'EOF'\n{script}EOF"]
 
+    def publish() -> object:
+        from minirun.net import ports
+
+        # Checked again under the lock: validation ran before, but a concurrent run may have won the port.
+        with filelock.exclusive(paths.ports_lock()):
+            ports.check_free(mappings, published())
+            if any(m.host_ip == "0.0.0.0" or m.loopback_only for m in mappings):
+                # 127.0.0.1 -> container: the kernel routes 127/8 out of a device only with route_localnet
+                sysctl.write(f"net.ipv4.conf.{net.bridge}.route_localnet", "1")
+            firewall.ensure_ports(net, owner, str(att.address.ip), mappings)
+        return lambda: firewall.remove_ports(owner)
+
+    def explain_ports() -> list[str]:
+        from minirun.net import ports
+
+        address = str(att.address.ip) if att.address else "<its address>"
+        script = (
+            ports.render_infrastructure()
+            + ports.render_network_rules(net.bridge, str(net.subnet))
+            + ports.render_mappings(owner, address, mappings)
+        )
+        return [f"sysctl -w net.ipv4.conf.{net.bridge}.route_localnet=1", f"nft -f - <<'EOF'\n{script}EOF"]
+
     address_text = lambda: str(att.address) if att.address else f"<next free address in {net.subnet}>"  # noqa: E731
+    port_steps = [Step("ports", publish, explain_ports)] if mappings else []
     return [
         Step("bridge", ensure_bridge, explain_bridge),
         Step("ip-forward", enable_forwarding, explain_forwarding),
@@ -173,6 +207,7 @@ def bridge_steps(
             lambda: [
                 f"sysctl -w net.ipv6.conf.{att.host_veth}.disable_ipv6=1",
                 f"ip link set {att.host_veth} up",
+                f"bridge link set dev {att.host_veth} hairpin on",
             ],
         ),
         Step(
@@ -185,4 +220,5 @@ def bridge_steps(
             ],
         ),
         Step("default-route", default_route, lambda: [f"{in_ns} ip route add default via {net.gateway}"]),
+        *port_steps,
     ]

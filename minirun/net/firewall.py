@@ -72,6 +72,8 @@ def render_forward_accepts(network: Network, target: ForeignDrop) -> str:
             f'insert rule {where} oifname "{br}" ct state established,related accept {note}',
             f'insert rule {where} iifname "{br}" oifname != "{br}" accept {note}',
             f'insert rule {where} iifname "{br}" oifname "{br}" accept {note}',
+            # published ports: new connections DNATed to a container (Docker's DOCKER chain accepts)
+            f'insert rule {where} oifname "{br}" ct status dnat accept {note}',
             "",
         ]
     )
@@ -186,6 +188,44 @@ def ensure_network(network: Network) -> tuple[ForeignDrop | None, str]:
     if script:
         apply(script)
     return target, script
+
+
+def ensure_ports(network: Network, owner: str, address: str, mappings: tuple) -> None:
+    """Publish `mappings` of `owner` (a container or pod at `address`) in one transaction."""
+    from minirun.net import ports
+
+    ruleset = list_json("ruleset")
+    chains = {(i["chain"]["family"], i["chain"]["table"], i["chain"]["name"]) for i in ruleset if "chain" in i}
+    script = ""
+    if (FAMILY, TABLE, ports.CHAIN_DNAT) not in chains or (FAMILY, TABLE, ports.CHAIN_GUARD) not in chains:
+        script += ports.render_infrastructure()
+    network_note = f"minirun ports network={network.bridge}"
+    if not any((i.get("rule") or {}).get("comment") == network_note for i in ruleset):
+        script += ports.render_network_rules(network.bridge, str(network.subnet))
+    apply(script + ports.render_mappings(owner, address, mappings))
+
+
+def remove_ports(owner: str) -> int:
+    """Delete the DNAT rules tagged with `owner`; returns how many. None left is fine."""
+    from minirun.net import ports
+
+    tag_text = ports.owner_tag(owner)
+    doomed = [i["rule"] for i in list_json("table", FAMILY, TABLE) if (i.get("rule") or {}).get("comment") == tag_text]
+    if doomed:
+        apply("".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in doomed))
+    return len(doomed)
+
+
+def published_port_owners() -> set[str]:
+    """Owners (container or pod ids) that have DNAT rules in the live ruleset."""
+    from minirun.net import ports
+
+    owners = set()
+    for item in list_json("ruleset"):
+        comment = (item.get("rule") or {}).get("comment") or ""
+        if comment.startswith(ports.PORT_TAG):
+            owners.add(comment[len(ports.PORT_TAG) :])
+    return owners
 
 
 def remove_network(network: Network) -> None:

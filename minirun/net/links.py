@@ -129,6 +129,19 @@ def set_up(ipr: Rtnl, index: int, what: str) -> None:
     _newlink(ipr, f"ip link set {what} up", [], index=index, up=True)
 
 
+def set_hairpin(ipr: Rtnl, index: int, name: str) -> None:
+    """`bridge link set dev NAME hairpin on`: the bridge may send a frame back out of the port it came in by.
+
+    A container that connects to its own published port via the host's address needs it: with bridge
+    netfilter the DNATed packet is bridged straight back to the port it arrived on (Docker, netavark and
+    CNI's hairpinMode do the same).
+    """
+    # The bridge_slave form (`ip link set NAME type bridge_slave hairpin on`): pyroute2 encodes it nested.
+    port_mode = {"attrs": [["IFLA_BRPORT_MODE", 1]]}
+    slave = {"attrs": [["IFLA_INFO_SLAVE_KIND", "bridge"], ["IFLA_INFO_SLAVE_DATA", port_mode]]}
+    _newlink(ipr, f"bridge link set dev {name} hairpin on", [["IFLA_LINKINFO", slave]], index=index)
+
+
 def add_veth_pair(
     ipr: Rtnl, host_name: str, peer_name: str, peer_netns_fd: int, *, mtu: int, master: int | None
 ) -> None:

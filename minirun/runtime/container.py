@@ -19,7 +19,7 @@ from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.plan import Narrator, Step, Timing, run_plan
-from minirun.runtime import child, gc, launch, names, state
+from minirun.runtime import child, gc, launch, lifecycle, names, state
 from minirun.runtime.privileges import require_root
 from minirun.spec import ContainerSpec, container_env
 
@@ -109,6 +109,10 @@ def create(
         firewall.nft_binary()
         host_rtnl = rtnl.Rtnl()
         attach.check_subnet_free(host_rtnl, network)
+        if spec.ports:
+            from minirun.net.ports import check_free
+
+            check_free(spec.ports, lifecycle.published_ports())
     timings.append(Timing("validate", time.perf_counter() - clock))
 
     container_id = container_id or new_container_id()
@@ -133,6 +137,7 @@ def create(
         "init": spec.init,
         "tty": spec.tty,
         "log": log_path,
+        "ports": [list(mapping) for mapping in spec.ports],
     }
     cfg = child.ChildConfig(
         command=command,
@@ -160,7 +165,7 @@ def create(
             store = ipam.AddressStore(paths.ipam_dir(network.name))
             attachment = attach.Attachment(network, links.host_veth_name(container_id), spec.mtu or 1500)
             ns_label = "/proc/<pid>/ns/net"
-            steps += attach.bridge_steps(attachment, None, None, -1, ns_label, store, container_id)
+            steps += attach.bridge_steps(attachment, None, None, -1, ns_label, store, container_id, spec.ports)
         elif cfg.new_netns:
             from minirun.net import attach
 
@@ -192,7 +197,15 @@ def create(
                 store = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
                 attachment = attach.Attachment(network, links.host_veth_name(container_id), spec.mtu or 1500)
                 steps = attach.bridge_steps(
-                    attachment, host_rtnl, container_rtnl, netns_fd, ns_label, store, container_id
+                    attachment,
+                    host_rtnl,
+                    container_rtnl,
+                    netns_fd,
+                    ns_label,
+                    store,
+                    container_id,
+                    spec.ports,
+                    lambda: lifecycle.published_ports(exclude=container_id),
                 )
             else:
                 steps = attach.loopback_steps(container_rtnl, ns_label)

@@ -79,6 +79,14 @@ def release_resources(record: dict[str, Any], *, host_rtnl=None, defer_link_chec
                 removed.append(f"address {address}")
         except OSError as exc:
             errors.append(f"release address {address}: {exc}")
+    if record.get("ports"):
+        from minirun.net import firewall
+
+        try:
+            if firewall.remove_ports(container_id):
+                removed.append("published ports")
+        except Exception as exc:  # noqa: BLE001 - collect and carry on
+            errors.append(f"remove published ports: {exc}")
     if record.get("network_mode", "bridge") == "bridge":
         veth = (net or {}).get("host_veth") or links.host_veth_name(container_id)
         try:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from minirun.errors import MinirunError, NotFound
+from minirun.net.ports import PortMapping
 from minirun.runtime import gc, state
 
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -30,6 +31,20 @@ def find(ref: str) -> dict[str, Any]:
         ids = ", ".join(sorted(r["id"] for r in matches))
         raise MinirunError(f'"{ref}" matches several containers ({ids})', hint="give more of the id", code=1)
     raise NotFound(f"no such container: {ref}", hint="see 'minirun ps -a'")
+
+
+def published_ports(exclude: str | None = None) -> dict[str, tuple]:
+    """{"container NAME" | "pod NAME": its port mappings} for every live container and pod that publishes."""
+    from minirun.net.ports import PortMapping
+    from minirun.runtime import pod
+
+    owners = [(f"container {r.get('name')}", r) for r in state.all_records() if r.get("status") != "exited"]
+    owners += [(f"pod {p['name']}", p) for p in pod.all_pods()]
+    return {
+        label: tuple(PortMapping(*m) for m in owner["ports"])
+        for label, owner in owners
+        if owner.get("ports") and owner["id"] != exclude
+    }
 
 
 def is_running(record: dict[str, Any]) -> bool:
@@ -104,11 +119,31 @@ def ps_rows(show_all: bool) -> list[dict[str, Any]]:
                 "Status": status_text(record, now),
                 "State": record.get("status", ""),
                 "Pod": record.get("pod") or "",
+                "Ports": ", ".join(str(PortMapping(*m)) for m in ports_of(record)),
                 # Released at exit: an exited container has no address (Docker shows none either).
                 "IP": (network.get("address") or "").split("/")[0] if record.get("status") == "running" else "-",
             }
         )
     return rows
+
+
+def ports_of(record: dict[str, Any]) -> list:
+    """A container's published ports, or its pod's for a member (they are the member's too)."""
+    if record.get("pod"):
+        from minirun.runtime import pod
+
+        return (pod.load(record["pod"]) or {}).get("ports") or []
+    return record.get("ports") or []
+
+
+def docker_ports(mappings: list) -> dict[str, list[dict[str, str]]]:
+    """NetworkSettings.Ports in Docker's shape: {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}."""
+    shaped: dict[str, list[dict[str, str]]] = {}
+    for mapping in (PortMapping(*m) for m in mappings):
+        shaped.setdefault(f"{mapping.container_port}/{mapping.proto}", []).append(
+            {"HostIp": mapping.host_ip, "HostPort": str(mapping.host_port)}
+        )
+    return shaped
 
 
 def _pod_network(record: dict[str, Any]) -> dict[str, Any]:
@@ -161,6 +196,7 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
             "SandboxKey": f"/proc/{pid}/ns/net" if pid else "",
             "HostVeth": network.get("host_veth", "") if running else "",
             "Bridge": network.get("bridge", ""),
+            "Ports": docker_ports(ports_of(record)) if running else {},
         },
         "LogPath": record.get("log") or "",
         "Pod": record.get("pod") or "",

@@ -123,16 +123,17 @@ def create(
     hostname: str | None = None,
     narrator: Narrator | None = None,
     dry_run: bool = False,
+    ports: tuple = (),
 ) -> dict[str, Any] | None:
     """`pod create`: a pod that already exists is a conflict. With dry_run: describe, change nothing."""
     if dry_run:
         if load(name) is not None:
             raise MinirunError(f'pod "{name}" already exists', code=1)
-        return _create_locked(name, share, hostname, narrator, dry_run)
+        return _create_locked(name, share, hostname, narrator, dry_run, ports)
     with filelock.exclusive(paths.pods_lock()):
         if load(name) is not None:
             raise MinirunError(f'pod "{name}" already exists', hint=f"remove it first: minirun pod rm {name}", code=1)
-        return _create_locked(name, share, hostname, narrator, dry_run)
+        return _create_locked(name, share, hostname, narrator, dry_run, ports)
 
 
 def _create_locked(
@@ -141,9 +142,11 @@ def _create_locked(
     hostname: str | None,
     narrator: Narrator | None = None,
     dry_run: bool = False,
+    ports: tuple = (),
 ) -> dict[str, Any] | None:
     from minirun.net import attach, firewall, ipam, links, rtnl
     from minirun.net import network as netdefs
+    from minirun.runtime import lifecycle
     from minirun.runtime.container import new_container_id, owner_identity
 
     validate_name(name)
@@ -151,6 +154,10 @@ def _create_locked(
     firewall.nft_binary()
     host = rtnl.Rtnl()
     attach.check_subnet_free(host, network)
+    if ports:
+        from minirun.net.ports import check_free
+
+        check_free(ports, lifecycle.published_ports())
     pod_id = new_container_id()
     pod: dict[str, Any] = {
         "id": pod_id,
@@ -161,6 +168,7 @@ def _create_locked(
         "status": "creating",
         "owner": owner_identity(),
         "pins": {},
+        "ports": [list(mapping) for mapping in ports],
     }
     holder: dict[str, Any] = {}
 
@@ -189,7 +197,7 @@ def _create_locked(
     net_pin = paths.netns_pin(name)
     first = [Step("namespaces", spawn, explain_spawn), *(_pin_step(pod, ns, holder) for ns in share)]
     if dry_run:
-        steps = attach.bridge_steps(attachment, None, None, -1, net_pin, store, pod_id)
+        steps = attach.bridge_steps(attachment, None, None, -1, net_pin, store, pod_id, ports)
         (narrator or Narrator(explain=True)).describe([*first, *steps])
         return None
     with contextlib.ExitStack() as undo:
@@ -199,7 +207,10 @@ def _create_locked(
         helper, netlink = holder["pid"], holder["netlink"]
         netns_fd = os.open(net_pin, os.O_RDONLY | os.O_CLOEXEC)
         undo.callback(os.close, netns_fd)
-        steps = attach.bridge_steps(attachment, host, rtnl.Rtnl(netlink), netns_fd, net_pin, store, pod_id)
+        published = lambda: lifecycle.published_ports(exclude=pod_id)  # noqa: E731
+        steps = attach.bridge_steps(
+            attachment, host, rtnl.Rtnl(netlink), netns_fd, net_pin, store, pod_id, ports, published
+        )
         run_plan(steps, undo, narrator=narrator)
         pod.update(
             status="ready",
@@ -363,6 +374,11 @@ def release(pod: dict[str, Any]) -> list[str]:
         with contextlib.suppress(ProcessLookupError):
             os.kill(infra["pid"], signal.SIGKILL)  # its PID namespace, and every member in it, goes too
         removed.append(f"pod init {infra['pid']}")
+    if pod.get("ports"):
+        from minirun.net import firewall
+
+        if firewall.remove_ports(pod["id"]):
+            removed.append("published ports")
     for target in pod.get("pins", {}).values():
         unpin(target)
     for ns in SHAREABLE:  # a pin made before a crash recorded it

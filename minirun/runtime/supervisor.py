@@ -182,6 +182,10 @@ def _handle_request(conn: socket.socket, supervisor: dict[str, Any]) -> None:
         raw = request["spec"]
         raw["command"] = tuple(raw["command"])
         raw["env"] = tuple(tuple(pair) for pair in raw["env"])
+        if raw.get("ports"):
+            from minirun.net.ports import PortMapping
+
+            raw["ports"] = tuple(PortMapping(*mapping) for mapping in raw["ports"])
         response = {"ok": True, "id": container.run_detached(ContainerSpec(**raw), supervisor)}
     except MinirunError as exc:
         response = {"ok": False, "error": exc.msg, "hint": exc.hint, "code": exc.code}

@@ -92,7 +92,7 @@ table ip filter {
         chain = subprocess.run(
             ["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True
         ).stdout
-        assert chain.count("minirun network=minirun") == 3
+        assert chain.count("minirun network=minirun") == 4
     finally:
         subprocess.run(["nft", "delete", "table", "ip", "filter"], capture_output=True)
 

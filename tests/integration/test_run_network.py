@@ -193,7 +193,7 @@ table ip filter {
         rules = subprocess.run(
             ["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True
         ).stdout
-        assert rules.count('comment "minirun network=minirun"') == 3
+        assert rules.count('comment "minirun network=minirun"') == 4
         client = minirun("run", PYTHON, "-c", CLIENT, address, "8080", "5")
         assert client.stdout.strip() == "pong", client.stderr
         server.wait(timeout=10)
