@@ -200,8 +200,11 @@ def ensure_ports(network: Network, owner: str, address: str, mappings: tuple) ->
     if (FAMILY, TABLE, ports.CHAIN_DNAT) not in chains or (FAMILY, TABLE, ports.CHAIN_GUARD) not in chains:
         script += ports.render_infrastructure()
     network_note = f"minirun ports network={network.bridge}"
-    if not any((i.get("rule") or {}).get("comment") == network_note for i in ruleset):
-        script += ports.render_network_rules(network.bridge, str(network.subnet))
+    present = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == network_note]
+    wanted = ports.render_network_rules(network.bridge, str(network.subnet))
+    if len(present) != wanted.count("add rule"):  # missing or partly flushed: put back the whole set
+        script += "".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in present)
+        script += wanted
     apply(script + ports.render_mappings(owner, address, mappings))
 
 

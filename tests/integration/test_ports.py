@@ -200,3 +200,13 @@ table ip filter {
     finally:
         minirun("rm", "-f", "behind")
         subprocess.run(["nft", "delete", "table", "ip", "filter"], capture_output=True)
+
+
+def test_a_flushed_guard_comes_back_with_the_next_publish(web):
+    subprocess.run(["nft", "flush", "chain", "inet", "minirun", "localnet-guard"], check=True)
+    assert minirun("run", "-d", "--name", "other", "-p", "8099:80", "sleep", "30").returncode == 0
+    guard = subprocess.run(
+        ["nft", "list", "chain", "inet", "minirun", "localnet-guard"], capture_output=True, text=True
+    ).stdout
+    assert 'iifname != "lo" ip daddr 127.0.0.0/8 drop' in guard
+    assert nft_ruleset().count('comment "minirun ports network=minirun0"') == 3
