@@ -56,19 +56,23 @@ def _managed(action: Callable[[], Any], debug: bool, *, reconcile: bool = True) 
         raise typer.Exit(1 if exc.code == 125 else exc.code) from None
 
 
-def _each(refs: list[str], action: Callable[[dict], None], debug: bool) -> None:
-    """Docker's multi-container verbs: act on each, print each name done, exit 1 if any failed."""
-    from minirun.runtime import lifecycle
-
+def _each(refs: list[str], action: Callable[[str], None], debug: bool) -> None:
+    """Docker's multi-object verbs: act on each, print each name done, exit 1 if any failed."""
     failed = False
     for ref in refs:
         try:
-            _managed(lambda r=ref: action(lifecycle.find(r)), debug)
+            _managed(lambda r=ref: action(r), debug)
             typer.echo(ref)
         except typer.Exit:
             failed = True
     if failed:
         raise typer.Exit(1)
+
+
+def _each_container(refs: list[str], action: Callable[[dict], None], debug: bool) -> None:
+    from minirun.runtime import lifecycle
+
+    _each(refs, lambda ref: action(lifecycle.find(ref)), debug)
 
 
 @app.command("ps")
@@ -171,7 +175,7 @@ def stop_cmd(
     """SIGTERM, wait, then SIGKILL. Stopping a stopped container is not an error."""
     from minirun.runtime import lifecycle
 
-    _each(refs, lambda record: lifecycle.stop(record, time_), debug)
+    _each_container(refs, lambda record: lifecycle.stop(record, time_), debug)
 
 
 @app.command("kill")
@@ -184,7 +188,7 @@ def kill_cmd(
     from minirun.runtime import lifecycle
 
     signum = _managed(lambda: lifecycle.parse_signal(signal_), debug)
-    _each(refs, lambda record: lifecycle.kill(record, signum), debug)
+    _each_container(refs, lambda record: lifecycle.kill(record, signum), debug)
 
 
 @app.command("rm")
@@ -196,7 +200,7 @@ def rm_cmd(
     """Remove containers and everything they owned (record, log, name, address)."""
     from minirun.runtime import lifecycle
 
-    _each(refs, lambda record: lifecycle.remove(record, force), debug)
+    _each_container(refs, lambda record: lifecycle.remove(record, force), debug)
 
 
 @app.command("gc")
@@ -295,15 +299,7 @@ def pod_rm_cmd(
     """Remove pods: members, address, veth, pinned namespaces and records."""
     from minirun.runtime import pod
 
-    failed = False
-    for name in names:
-        try:
-            _managed(lambda n=name: pod.remove(n, force), debug)
-            typer.echo(name)
-        except typer.Exit:
-            failed = True
-    if failed:
-        raise typer.Exit(1)
+    _each(names, lambda name: pod.remove(name, force), debug)
 
 
 @pod_app.command("stop")

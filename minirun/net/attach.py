@@ -34,6 +34,17 @@ class Attachment:
         self.bridge_created = False
         self.foreign_drop: firewall.ForeignDrop | None = None
 
+    def as_record(self) -> dict[str, object]:
+        """The part of a container's or pod's state record that teardown and `inspect` read."""
+        return {
+            "name": self.network.name,
+            "bridge": self.network.bridge,
+            "address": str(self.address),
+            "gateway": str(self.network.gateway),
+            "host_veth": self.host_veth,
+            "mtu": self.mtu,
+        }
+
 
 def check_subnet_free(host: Rtnl, network: Network) -> None:
     """Refuse a subnet that overlaps a route the host already has (other than our own bridge's)."""

@@ -215,14 +215,7 @@ def create(
             status="running", pid=started.pid, pid_started=proc.start_time(started.pid), started=state.now_iso()
         )
         if network is not None:
-            record["network"] = {
-                "name": network.name,
-                "bridge": network.bridge,
-                "address": str(attachment.address),
-                "gateway": str(network.gateway),
-                "host_veth": attachment.host_veth,
-                "mtu": attachment.mtu,
-            }
+            record["network"] = attachment.as_record()
         state.save(record)
         if netns_fd >= 0:
             os.close(netns_fd)

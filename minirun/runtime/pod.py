@@ -214,14 +214,7 @@ def _create_locked(
         run_plan(steps, undo, narrator=narrator)
         pod.update(
             status="ready",
-            network={
-                "name": network.name,
-                "bridge": network.bridge,
-                "address": str(attachment.address),
-                "gateway": str(network.gateway),
-                "host_veth": attachment.host_veth,
-                "mtu": attachment.mtu,
-            },
+            network=attachment.as_record(),
         )
         pod.pop("owner")
         if "pid" in share:

@@ -207,3 +207,21 @@ def listen_in_netns(netns: str, port: int, timeout: float = 10) -> subprocess.Po
     )
     assert proc.stdout.readline().strip() == "listening"
     return proc
+
+
+@pytest.fixture
+def docker_forward_drop():
+    """What Docker does to a host: filter FORWARD with policy drop, jumping first to an empty DOCKER-USER."""
+    subprocess.run(
+        ["nft", "-f", "-"],
+        check=True,
+        text=True,
+        input="""
+table ip filter {
+  chain DOCKER-USER { }
+  chain FORWARD { type filter hook forward priority filter; policy drop; jump DOCKER-USER; }
+}
+""",
+    )
+    yield
+    subprocess.run(["nft", "delete", "table", "ip", "filter"], capture_output=True)

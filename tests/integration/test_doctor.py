@@ -73,28 +73,14 @@ def test_each_breakage_is_found_and_fixed(pod, breakage, finding, fix):
     assert minirun("doctor", pod).returncode == 0
 
 
-def test_docker_forward_drop_without_accepts_is_found_and_fixed(pod):
-    subprocess.run(
-        ["nft", "-f", "-"],
-        check=True,
-        text=True,
-        input="""
-table ip filter {
-  chain DOCKER-USER { }
-  chain FORWARD { type filter hook forward priority filter; policy drop; jump DOCKER-USER; }
-}
-""",
-    )
-    try:
-        found = minirun("doctor")
-        assert any("DOCKER-USER has no accept for minirun0" in f for f in failures(found.stdout)), found.stdout
-        assert minirun("doctor", "--fix").returncode == 0
-        chain = subprocess.run(
-            ["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True
-        ).stdout
-        assert chain.count("minirun network=minirun") == 4
-    finally:
-        subprocess.run(["nft", "delete", "table", "ip", "filter"], capture_output=True)
+def test_docker_forward_drop_without_accepts_is_found_and_fixed(pod, docker_forward_drop):
+    found = minirun("doctor")
+    assert any("DOCKER-USER has no accept for minirun0" in f for f in failures(found.stdout)), found.stdout
+    assert minirun("doctor", "--fix").returncode == 0
+    chain = subprocess.run(
+        ["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True
+    ).stdout
+    assert chain.count("minirun network=minirun") == 4
 
 
 def test_leaked_address_record_is_found(pod, state_dir):

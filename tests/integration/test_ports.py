@@ -181,25 +181,13 @@ def test_bad_port_specs(spec):
     assert result.returncode == 125 and "minirun: error: " in result.stderr and len(result.stderr.splitlines()) == 1
 
 
-def test_published_port_under_docker_forward_drop(outside):
-    subprocess.run(
-        ["nft", "-f", "-"],
-        check=True,
-        text=True,
-        input="""
-table ip filter {
-  chain DOCKER-USER { }
-  chain FORWARD { type filter hook forward priority filter; policy drop; jump DOCKER-USER; }
-}
-""",
-    )
+def test_published_port_under_docker_forward_drop(outside, docker_forward_drop):
     try:
         assert minirun("run", "-d", "--name", "behind", "-p", "8083:80", PYTHON, "-c", SERVER, "80").returncode == 0
         time.sleep(0.5)
         assert fetch(OUTSIDE_HOST_IP, 8083, netns=outside) == "tcp 80 from 198.51.100.2"
     finally:
         minirun("rm", "-f", "behind")
-        subprocess.run(["nft", "delete", "table", "ip", "filter"], capture_output=True)
 
 
 def test_a_flushed_guard_comes_back_with_the_next_publish(web):

@@ -177,55 +177,41 @@ def test_sys_shows_the_container_links():
     assert sorted(result.stdout.split()) == ["eth0", "lo"]
 
 
-def test_docker_forward_drop_is_handled(outside, state_dir):
+def test_docker_forward_drop_is_handled(outside, state_dir, docker_forward_drop):
     """Emulate Docker: filter FORWARD policy drop, jumping to DOCKER-USER. Containers must still talk to each
     other over the bridge (bridge netfilter sends that through FORWARD too) and reach the outside."""
-    subprocess.run(
-        ["nft", "-f", "-"],
-        check=True,
-        text=True,
-        input="""
-table ip filter {
-  chain DOCKER-USER { }
-  chain FORWARD { type filter hook forward priority filter; policy drop; jump DOCKER-USER; }
-}
-""",
-    )
-    try:
-        server = spawn("run", PYTHON, "-c", LISTENER, "8080", "10")
-        assert server.stdout.readline().strip() == "listening"
-        (record,) = wait_running(state_dir)
-        address = record["network"]["address"].split("/")[0]
-        rules = subprocess.run(
-            ["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True
-        ).stdout
-        assert rules.count('comment "minirun network=minirun"') == 4
-        client = minirun("run", PYTHON, "-c", CLIENT, address, "8080", "5")
-        assert client.stdout.strip() == "pong", client.stderr
-        server.wait(timeout=10)
+    server = spawn("run", PYTHON, "-c", LISTENER, "8080", "10")
+    assert server.stdout.readline().strip() == "listening"
+    (record,) = wait_running(state_dir)
+    address = record["network"]["address"].split("/")[0]
+    rules = subprocess.run(
+        ["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True
+    ).stdout
+    assert rules.count('comment "minirun network=minirun"') == 4
+    client = minirun("run", PYTHON, "-c", CLIENT, address, "8080", "5")
+    assert client.stdout.strip() == "pong", client.stderr
+    server.wait(timeout=10)
 
-        # Negative control: without our accepts the DROP policy really does cut the bridge.
-        server = spawn("run", PYTHON, "-c", LISTENER, "8081", "4")
-        assert server.stdout.readline().strip() == "listening"
-        (running,) = wait_running(state_dir)
-        client = gated_client(running["network"]["address"].split("/")[0], 8081, timeout=1)
-        wait_running(state_dir, count=2)
-        listing = subprocess.run(
-            ["nft", "-a", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True, check=True
-        ).stdout
-        for line in listing.splitlines():
-            if "minirun network=minirun" in line:
-                handle = line.rsplit("handle", 1)[1].strip()
-                subprocess.run(["nft", "delete", "rule", "ip", "filter", "DOCKER-USER", "handle", handle], check=True)
-        code, out, err = release(client)
-        assert code != 0 and "timed out" in err
-        server.wait(timeout=10)
+    # Negative control: without our accepts the DROP policy really does cut the bridge.
+    server = spawn("run", PYTHON, "-c", LISTENER, "8081", "4")
+    assert server.stdout.readline().strip() == "listening"
+    (running,) = wait_running(state_dir)
+    client = gated_client(running["network"]["address"].split("/")[0], 8081, timeout=1)
+    wait_running(state_dir, count=2)
+    listing = subprocess.run(
+        ["nft", "-a", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True, check=True
+    ).stdout
+    for line in listing.splitlines():
+        if "minirun network=minirun" in line:
+            handle = line.rsplit("handle", 1)[1].strip()
+            subprocess.run(["nft", "delete", "rule", "ip", "filter", "DOCKER-USER", "handle", handle], check=True)
+    code, out, err = release(client)
+    assert code != 0 and "timed out" in err
+    server.wait(timeout=10)
 
-        # The next run restores the accepts and reaches the outside through NAT.
-        listener = listen_in_netns(outside, 9002)
-        result = minirun("run", PYTHON, "-c", CLIENT, OUTSIDE_PEER_IP, "9002", "5")
-        assert result.stdout.strip() == "pong", result.stderr
-        assert listener.communicate(timeout=10)[0].split()[0] == OUTSIDE_HOST_IP
-    finally:
-        subprocess.run(["nft", "delete", "table", "ip", "filter"], capture_output=True)
+    # The next run restores the accepts and reaches the outside through NAT.
+    listener = listen_in_netns(outside, 9002)
+    result = minirun("run", PYTHON, "-c", CLIENT, OUTSIDE_PEER_IP, "9002", "5")
+    assert result.stdout.strip() == "pong", result.stderr
+    assert listener.communicate(timeout=10)[0].split()[0] == OUTSIDE_HOST_IP
     assert records(state_dir) == []
