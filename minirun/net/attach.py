@@ -24,15 +24,13 @@ LOOPBACK_INDEX = 1  # lo is always the first link of a fresh network namespace
 class Attachment:
     """What attaching produced: the facts the state record and `inspect` show. Filled in as steps run."""
 
-    __slots__ = ("network", "host_veth", "mtu", "address", "bridge_created", "foreign_drop")
+    __slots__ = ("network", "host_veth", "mtu", "address")
 
     def __init__(self, network: Network, host_veth: str, mtu: int) -> None:
         self.network = network
         self.host_veth = host_veth
         self.mtu = mtu
         self.address: ipaddress.IPv4Interface | None = None
-        self.bridge_created = False
-        self.foreign_drop: firewall.ForeignDrop | None = None
 
     def as_record(self) -> dict[str, object]:
         """The part of a container's or pod's state record that teardown and `inspect` read."""
@@ -85,6 +83,61 @@ def loopback_steps(container: Rtnl, ns_label: str) -> list[Step]:
     ]
 
 
+def network_steps(net: Network, host: Rtnl, state: dict, done: dict) -> list[Step]:
+    """The host side a network needs, shared by every container on it (docker0's setup): the bridge with
+    the gateway address, IP forwarding, masquerade and isolation rules. Converging, and never undone."""
+
+    def ensure_bridge() -> None:
+        bridge, created = links.ensure_bridge(host, net.bridge, net.mtu)
+        done["bridge"] = "created" if created else "kept"
+        if created:
+            sysctl.disable_ipv6(net.bridge)
+        links.ensure_address(host, bridge.index, net.gateway_interface, net.bridge)
+        if not bridge.up:
+            links.set_up(host, bridge.index, net.bridge)
+        state["bridge_index"] = bridge.index
+
+    def enable_forwarding() -> None:
+        # Host-wide and shared by every network (and by Docker): kept, like docker0, not undone.
+        done["ip-forward"] = sysctl.ensure("net.ipv4.ip_forward", "1")
+
+    def enable_nat() -> None:
+        # Serialised so that concurrent first runs do not both insert the accepts into a foreign chain.
+        with filelock.exclusive(paths.firewall_lock()):
+            state["foreign_drop"], done["nat"] = firewall.ensure_network(net)
+
+    def explain_bridge() -> list[str]:
+        commands = [
+            f"ip link add {net.bridge} type bridge",
+            f"ip addr add {net.gateway_interface} dev {net.bridge}",
+            f"ip link set {net.bridge} up",
+        ]
+        if done.get("bridge") == "kept":
+            return [f"# {net.bridge} is already there with {net.gateway_interface}: kept, as docker0 is"]
+        return commands
+
+    def explain_forwarding() -> list[str]:
+        if done.get("ip-forward") is False:
+            return ["# net.ipv4.ip_forward is already 1 (sysctl net.ipv4.ip_forward)"]
+        return ["sysctl -w net.ipv4.ip_forward=1"]
+
+    def explain_nat() -> list[str]:
+        script = done.get("nat")
+        if script == "":
+            return [
+                f"# the NAT and isolation rules for {net.subnet} are already in place (nft list table inet minirun)"
+            ]
+        if script is None:  # not run (yet): what it does when the rules are missing
+            script = ("" if net.internal else firewall.render_masquerade(net)) + firewall.render_isolation(net)
+        return [f"nft -f - <<'EOF'\n{script}EOF"]
+
+    return [
+        Step("bridge", ensure_bridge, explain_bridge),
+        Step("ip-forward", enable_forwarding, explain_forwarding),
+        Step("nat", enable_nat, explain_nat),
+    ]
+
+
 def bridge_steps(
     att: Attachment,
     host: Rtnl,
@@ -98,20 +151,10 @@ def bridge_steps(
 ) -> list[Step]:
     """The ordered steps that put `eth0` of the container on `att.network`'s bridge with an address."""
     net = att.network
-    state = {"bridge_index": None}
+    state: dict[str, object] = {"bridge_index": None, "attachment": att}
     # What each step found and did, so that --explain tells what happened, not only what could.
     done: dict[str, object] = {}
     in_ns = f"nsenter --net={ns_label}"
-
-    def ensure_bridge() -> None:
-        bridge, att.bridge_created = links.ensure_bridge(host, net.bridge)
-        done["bridge"] = "created" if att.bridge_created else "kept"
-        if att.bridge_created:
-            sysctl.disable_ipv6(net.bridge)
-        links.ensure_address(host, bridge.index, net.gateway_interface, net.bridge)
-        if not bridge.up:
-            links.set_up(host, bridge.index, net.bridge)
-        state["bridge_index"] = bridge.index
 
     def reserve() -> object:
         addr = store.reserve(owner, CONTAINER_IFNAME)
@@ -142,38 +185,6 @@ def bridge_steps(
     def default_route() -> None:
         links.add_default_route(container, net.gateway, state["eth0_index"], CONTAINER_IFNAME)
 
-    def enable_forwarding() -> None:
-        # Host-wide and shared by every network (and by Docker): kept, like docker0, not undone.
-        done["ip-forward"] = sysctl.ensure("net.ipv4.ip_forward", "1")
-
-    def enable_nat() -> None:
-        # Serialised so that concurrent first runs do not both insert the accepts into a foreign chain.
-        with filelock.exclusive(paths.firewall_lock()):
-            att.foreign_drop, done["nat"] = firewall.ensure_network(net)
-
-    def explain_bridge() -> list[str]:
-        commands = [
-            f"ip link add {net.bridge} type bridge",
-            f"ip addr add {net.gateway_interface} dev {net.bridge}",
-            f"ip link set {net.bridge} up",
-        ]
-        if done.get("bridge") == "kept":
-            return [f"# {net.bridge} is already there with {net.gateway_interface}: kept, as docker0 is"]
-        return commands
-
-    def explain_forwarding() -> list[str]:
-        if done.get("ip-forward") is False:
-            return ["# net.ipv4.ip_forward is already 1 (sysctl net.ipv4.ip_forward)"]
-        return ["sysctl -w net.ipv4.ip_forward=1"]
-
-    def explain_nat() -> list[str]:
-        script = done.get("nat")
-        if script == "":
-            return [f"# the masquerade rule for {net.subnet} is already in place (nft list table inet minirun)"]
-        if script is None:  # not run (yet): what it does when the rule is missing
-            script = firewall.render_masquerade(net)
-        return [f"nft -f - <<'EOF'\n{script}EOF"]
-
     def publish() -> object:
         from minirun.net import ports
 
@@ -200,9 +211,7 @@ def bridge_steps(
     address_text = lambda: str(att.address) if att.address else f"<next free address in {net.subnet}>"  # noqa: E731
     port_steps = [Step("ports", publish, explain_ports)] if mappings else []
     return [
-        Step("bridge", ensure_bridge, explain_bridge),
-        Step("ip-forward", enable_forwarding, explain_forwarding),
-        Step("nat", enable_nat, explain_nat),
+        *network_steps(net, host, state, done),
         Step("ipam", reserve, lambda: [f"# reserve {address_text()} for {owner} ({store.directory})"]),
         Step(
             "veth",

@@ -50,6 +50,49 @@ def render_masquerade(network: Network) -> str:
     )
 
 
+BRIDGE_SET = "bridges"
+ISOLATION_CHAIN = "isolation"
+
+
+def isolation_tag(network: Network) -> str:
+    return f"minirun isolation network={network.name}"
+
+
+def render_isolation(network: Network) -> str:
+    """Containers on different minirun networks cannot reach each other (Docker's and netavark's default):
+    traffic from this bridge to any other minirun bridge is dropped on the forward hook. An --internal
+    network also has no way out, and nothing is forwarded into it."""
+    br, note = network.bridge, f'comment "{isolation_tag(network)}"'
+    rule = f"add rule {FAMILY} {TABLE} {ISOLATION_CHAIN}"
+    lines = [
+        f"add table {FAMILY} {TABLE}",
+        f"add set {FAMILY} {TABLE} {BRIDGE_SET} {{ type ifname; }}",
+        f'add element {FAMILY} {TABLE} {BRIDGE_SET} {{ "{br}" }}',
+        f"add chain {FAMILY} {TABLE} {ISOLATION_CHAIN} {{ type filter hook forward priority filter; policy accept; }}",
+        f'{rule} iifname "{br}" oifname != "{br}" oifname @{BRIDGE_SET} drop {note}',
+    ]
+    if network.internal:
+        lines += [
+            f'{rule} iifname "{br}" oifname != "{br}" drop {note}',
+            f'{rule} oifname "{br}" iifname != "{br}" drop {note}',
+        ]
+    return "\n".join([*lines, ""])
+
+
+def _set_elements(named_set: dict) -> list[str]:
+    return [e for e in named_set.get("elem", []) if isinstance(e, str)]
+
+
+def isolation_in_place(ruleset: list[dict], network: Network) -> bool:
+    rules = [i for i in ruleset if (i.get("rule") or {}).get("comment") == isolation_tag(network)]
+    element = any(
+        (i["set"]["table"], i["set"]["name"]) == (TABLE, BRIDGE_SET) and network.bridge in _set_elements(i["set"])
+        for i in ruleset
+        if "set" in i
+    )
+    return element and len(rules) == render_isolation(network).count("add rule")
+
+
 def render_masquerade_removal(network: Network) -> str:
     return f"delete chain {FAMILY} {TABLE} {masquerade_chain(network)}\n"
 
@@ -181,7 +224,13 @@ def ensure_network(network: Network) -> tuple[ForeignDrop | None, str]:
     Returns the foreign chain that needed our accepts (if any) and the script applied ("" if none was).
     """
     ruleset = list_json("ruleset")
-    script = "" if masquerade_in_place(ruleset, network) else render_masquerade(network)
+    script = ""
+    if not network.internal and not masquerade_in_place(ruleset, network):
+        script += render_masquerade(network)
+    if not isolation_in_place(ruleset, network):
+        stale = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == isolation_tag(network)]
+        script += "".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in stale)
+        script += render_isolation(network)
     target = find_foreign_drop(ruleset)
     if target is not None and not rule_handles(rules_in_chain(ruleset, target), tag(network)):
         script += render_forward_accepts(network, target)
@@ -232,22 +281,22 @@ def published_port_owners() -> set[str]:
 
 
 def remove_network(network: Network) -> None:
-    """Remove everything minirun added for `network`; what is already gone is fine."""
+    """Remove everything minirun added for `network` (its masquerade chain, isolation rules, bridge-set
+    element, port helpers and the accepts in a foreign chain); what is already gone is fine."""
+    ruleset = list_json("ruleset")
+    ours = {tag(network), isolation_tag(network), f"minirun ports network={network.bridge}"}
     script = ""
-    for item in list_json("chains"):
-        chain = item.get("chain")
-        if not chain:
-            continue
-        if chain.get("table") == TABLE and chain.get("family") == FAMILY:
-            if chain["name"] == masquerade_chain(network):
-                script += render_masquerade_removal(network)
-            continue
-        if chain.get("hook") == "forward" or chain.get("name") == "DOCKER-USER":
-            rules = list_json("chain", chain["family"], chain["table"], chain["name"])
-            for handle in rule_handles(rules, tag(network)):
-                script += f"delete rule {chain['family']} {chain['table']} {chain['name']} handle {handle}\n"
-    remaining = [i for i in list_json("table", FAMILY, TABLE) if "chain" in i] if script else []
+    for item in ruleset:
+        chain, rule, named_set = item.get("chain"), item.get("rule"), item.get("set")
+        if chain and (chain["family"], chain["table"], chain["name"]) == (FAMILY, TABLE, masquerade_chain(network)):
+            script += render_masquerade_removal(network)
+        elif rule and rule.get("comment") in ours and rule.get("chain") != masquerade_chain(network):
+            script += f"delete rule {rule['family']} {rule['table']} {rule['chain']} handle {rule['handle']}\n"
+        elif (
+            named_set
+            and (named_set["family"], named_set["table"], named_set["name"]) == (FAMILY, TABLE, BRIDGE_SET)
+            and network.bridge in _set_elements(named_set)
+        ):
+            script += f'delete element {FAMILY} {TABLE} {BRIDGE_SET} {{ "{network.bridge}" }}\n'
     if script:
         apply(script)
-        if all(i["chain"]["name"] == masquerade_chain(network) for i in remaining):
-            apply(f"delete table {FAMILY} {TABLE}\n")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
+import re
+import zlib
 from typing import NamedTuple
 
+from minirun import paths
 from minirun.errors import ConfigError
 
 DEFAULT_NETWORK = "minirun"
@@ -23,6 +27,8 @@ class Network(NamedTuple):
     bridge: str
     subnet: ipaddress.IPv4Network
     gateway: ipaddress.IPv4Address
+    internal: bool = False  # no way out: no masquerade, forwarding off the bridge dropped
+    mtu: int | None = None  # the default MTU of its containers' eth0 and veths
 
     @property
     def gateway_interface(self) -> ipaddress.IPv4Interface:
@@ -49,3 +55,85 @@ def parse_subnet(text: str, origin: str) -> ipaddress.IPv4Network:
 def default_network() -> Network:
     subnet = parse_subnet(os.environ.get(SUBNET_ENV) or DEFAULT_SUBNET, SUBNET_ENV)
     return Network(name=DEFAULT_NETWORK, bridge=DEFAULT_BRIDGE, subnet=subnet, gateway=subnet.network_address + 1)
+
+
+# User networks (`minirun network create`) are records in the state root; the default one is built in.
+_NAME = re.compile(r"^[a-z0-9]([a-z0-9_.-]{0,62})$")
+BRIDGE_PREFIX = "mr-"
+RESERVED = ("bridge", "none", "host", DEFAULT_NETWORK)
+
+
+def validate_name(name: str) -> str:
+    if not _NAME.match(name) or name in RESERVED:
+        raise ConfigError(
+            f'invalid network name "{name}"',
+            hint="use lowercase letters, digits, '_', '.', '-' (not bridge, none, host or minirun)",
+        )
+    return name
+
+
+def bridge_name(name: str) -> str:
+    """mr-NAME when that fits IFNAMSIZ (15), else mr- and 8 hex of its CRC-32: recomputable from the name."""
+    candidate = f"{BRIDGE_PREFIX}{name}"
+    return candidate if len(candidate) <= 15 and "." not in name else f"{BRIDGE_PREFIX}{zlib.crc32(name.encode()):08x}"
+
+
+def record_path(name: str) -> str:
+    return os.path.join(paths.state_root(), "networks", f"{name}.json")
+
+
+def from_record(record: dict) -> Network:
+    subnet = ipaddress.IPv4Network(record["subnet"])
+    return Network(
+        record["name"],
+        record["bridge"],
+        subnet,
+        ipaddress.IPv4Address(record["gateway"]),
+        bool(record.get("internal")),
+        record.get("mtu"),
+    )
+
+
+def to_record(network: Network) -> dict:
+    return {
+        "name": network.name,
+        "bridge": network.bridge,
+        "subnet": str(network.subnet),
+        "gateway": str(network.gateway),
+        "internal": network.internal,
+        "mtu": network.mtu,
+    }
+
+
+def load(name: str) -> Network | None:
+    try:
+        with open(record_path(name)) as f:
+            return from_record(json.load(f))
+    except FileNotFoundError:
+        return None
+
+
+def user_networks() -> list[Network]:
+    directory = os.path.join(paths.state_root(), "networks")
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        return []
+    found = [load(n[: -len(".json")]) for n in names if n.endswith(".json") and not n.startswith(".")]
+    return [n for n in found if n is not None]
+
+
+def all_networks() -> list[Network]:
+    return [default_network(), *user_networks()]
+
+
+def resolve(name: str) -> Network:
+    """`--network NAME`: bridge (or minirun) is the default network; anything else must have been created."""
+    if name in ("bridge", DEFAULT_NETWORK):
+        return default_network()
+    network = load(name)
+    if network is None:
+        raise ConfigError(
+            f'unknown network "{name}"', hint="use bridge|none|host, or create it: minirun network create NAME"
+        )
+    return network
