@@ -79,9 +79,13 @@ def parse_env(item: str, host_env: dict[str, str]) -> tuple[str, str] | None:
     return key, value
 
 
+_NETWORK_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
 def validate_network(mode: str) -> str:
-    if mode not in NETWORK_MODES:
-        raise ConfigError(f'unknown network "{mode}"', hint=f"use --network {'|'.join(NETWORK_MODES)}")
+    """bridge, none, host, or the name of a network made with `minirun network create` (checked at run)."""
+    if mode not in NETWORK_MODES and not _NETWORK_NAME.match(mode):
+        raise ConfigError(f'unknown network "{mode}"', hint=f"use --network {'|'.join(NETWORK_MODES)}|NAME")
     return mode
 
 

@@ -206,10 +206,16 @@ def rm_cmd(
 @app.command("gc")
 def gc_cmd(debug: bool = DEBUG) -> None:
     """Release what killed launchers left behind (addresses, veths, records) and print it."""
-    from minirun.net.network import DEFAULT_BRIDGE
+    from minirun.net.network import all_networks
     from minirun.runtime import gc
 
-    removed = _managed(lambda: gc.reconcile() + gc.remove_orphan_links(DEFAULT_BRIDGE), debug, reconcile=False)
+    def collect() -> list[str]:
+        removed = gc.reconcile()
+        for network in all_networks():
+            removed += gc.remove_orphan_links(network.bridge)
+        return removed
+
+    removed = _managed(collect, debug, reconcile=False)
     for item in removed:
         typer.echo(f"removed {item}")
 
@@ -231,6 +237,7 @@ def pod_create_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the steps (with placeholders), change nothing"),
     verbose: bool = typer.Option(False, "-v", "--verbose", help="log each step with its duration"),
     publish: list[str] = typer.Option([], "-p", "--publish", help="[IP:]HOST:CONTAINER[/udp], repeatable"),
+    network: str = typer.Option("bridge", "--network", help="bridge (minirun0) or a network's name"),
     debug: bool = DEBUG,
 ) -> None:
     """Create a pod: pinned namespaces (visible as minirun-NAME to `ip netns`) attached to minirun0."""
@@ -246,7 +253,8 @@ def pod_create_cmd(
         from minirun.net.ports import parse_all
 
         mappings = parse_all(publish)
-        return pod.create(name, shared, validate_hostname(hostname) if hostname else None, narrator, dry_run, mappings)
+        host_name = validate_hostname(hostname) if hostname else None
+        return pod.create(name, shared, host_name, narrator, dry_run, mappings, network)
 
     created = _managed(create, debug, reconcile=not dry_run)
     if created is not None:
@@ -363,6 +371,76 @@ def topology_cmd(
     else:
         report(MinirunError(f'unknown --format "{fmt}"', hint="use text, json or dot"), debug=debug)
         raise typer.Exit(2)
+
+
+network_app = typer.Typer(
+    help="User networks: own bridge, subnet and NAT, isolated from each other.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(network_app, name="network")
+
+
+@network_app.command("create")
+def network_create_cmd(
+    name: str = typer.Argument(..., metavar="NAME"),
+    subnet: str = typer.Option(None, "--subnet", help="CIDR (default: a free /16 from 10.78-127.0.0/16)"),
+    gateway: str = typer.Option(None, "--gateway", help="the bridge's address (default: the first host)"),
+    internal: bool = typer.Option(False, "--internal", help="no masquerade and no way out"),
+    mtu: int = typer.Option(None, "--mtu", help="MTU of the bridge and of its containers' links"),
+    explain: bool = typer.Option(False, "--explain", help="print each step as the commands a person would type"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the steps, change nothing"),
+    verbose: bool = typer.Option(False, "-v", "--verbose", help="log each step with its duration"),
+    debug: bool = DEBUG,
+) -> None:
+    """Create a bridge network: its own bridge (mr-NAME), subnet, gateway and masquerade rule."""
+    from minirun.plan import Narrator
+    from minirun.runtime import networks
+    from minirun.spec import validate_mtu
+
+    narrator = Narrator(explain=explain or dry_run, verbose=verbose) if explain or dry_run or verbose else None
+    made = _managed(
+        lambda: networks.create(name, subnet, gateway, internal, validate_mtu(mtu), narrator, dry_run),
+        debug,
+        reconcile=not dry_run,
+    )
+    if made is not None:
+        typer.echo(made["id"])
+
+
+@network_app.command("ls")
+def network_ls_cmd(fmt: str = typer.Option("table", "--format", help="table or json"), debug: bool = DEBUG) -> None:
+    """List networks: NAME, BRIDGE, SUBNET, GATEWAY, INTERNAL, CONTAINERS."""
+    from minirun.runtime import networks
+
+    rows = _managed(networks.rows, debug)
+    if fmt == "json":
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    _table(
+        ("NAME", "BRIDGE", "SUBNET", "GATEWAY", "INTERNAL", "CONTAINERS"),
+        [
+            (r["Name"], r["Bridge"], r["Subnet"], r["Gateway"], str(r["Internal"]).lower(), str(len(r["Containers"])))
+            for r in rows
+        ],
+    )
+
+
+@network_app.command("inspect")
+def network_inspect_cmd(name: str = typer.Argument(..., metavar="NAME"), debug: bool = DEBUG) -> None:
+    """Show a network as JSON."""
+    from minirun.runtime import networks
+
+    typer.echo(json.dumps(_managed(lambda: networks.inspect(name), debug), indent=4))
+
+
+@network_app.command("rm")
+def network_rm_cmd(names: list[str] = typer.Argument(..., metavar="NAME..."), debug: bool = DEBUG) -> None:
+    """Remove networks that no container or pod uses: bridge, rules, records."""
+    from minirun.runtime import networks
+
+    _each(names, networks.remove, debug)
 
 
 @app.command("version")

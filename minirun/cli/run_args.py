@@ -98,7 +98,7 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
                     f"{flag} cannot be given to a pod member: it belongs to the pod",
                     hint=f"set it when creating the pod (minirun pod create {pod} ...)",
                 )
-    if mtu is not None and network != "bridge":
+    if mtu is not None and network in ("none", "host"):
         raise ConfigError(f"--mtu has no effect with --network {network}", hint="drop --mtu or use --network bridge")
     ports = ()
     if values["publish"]:
@@ -109,7 +109,7 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
                 "-p cannot be given to a pod member: ports belong to the pod",
                 hint=f"publish them when creating the pod: minirun pod create -p ... {pod}",
             )
-        if network != "bridge":
+        if network in ("none", "host"):
             raise ConfigError(f"-p has no effect with --network {network}", hint="publish from --network bridge")
         ports = parse_all(values["publish"])
     detach = bool(values.get("detach"))

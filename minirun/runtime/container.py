@@ -101,11 +101,11 @@ def create(
         pod = pods.ensure(spec.pod, quiet=detached)
         join = pods.join_paths(pod)
         pid_namespace = pods.pid_namespace(pod)
-    elif spec.network == "bridge":
+    elif spec.network not in ("none", "host"):
         from minirun.net import attach, firewall, rtnl
         from minirun.net import network as netdefs
 
-        network = netdefs.default_network()
+        network = netdefs.resolve(spec.network)
         firewall.nft_binary()
         host_rtnl = rtnl.Rtnl()
         attach.check_subnet_free(host_rtnl, network)
@@ -129,7 +129,8 @@ def create(
         "created": state.now_iso(),
         "status": "creating",
         "owner": owner_identity(),
-        "network_mode": "pod" if pod else spec.network,
+        # "bridge" for every bridged network (its name is in "network"), as teardown expects
+        "network_mode": "pod" if pod else spec.network if spec.network in ("none", "host") else "bridge",
         "pod": pod["name"] if pod else None,
         # A foreground run is always removed when it ends; a detached one only with --rm (Docker's -d).
         "auto_remove": spec.remove or not detached,
@@ -163,7 +164,7 @@ def create(
             from minirun.net import attach, ipam, links
 
             store = ipam.AddressStore(paths.ipam_dir(network.name))
-            attachment = attach.Attachment(network, links.host_veth_name(container_id), spec.mtu or 1500)
+            attachment = attach.Attachment(network, links.host_veth_name(container_id), spec.mtu or network.mtu or 1500)
             ns_label = "/proc/<pid>/ns/net"
             steps += attach.bridge_steps(attachment, None, None, -1, ns_label, store, container_id, spec.ports)
         elif cfg.new_netns:
@@ -195,7 +196,9 @@ def create(
                 netns_fd = os.open(ns_label, os.O_RDONLY | os.O_CLOEXEC)
                 undo.callback(os.close, netns_fd)
                 store = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
-                attachment = attach.Attachment(network, links.host_veth_name(container_id), spec.mtu or 1500)
+                attachment = attach.Attachment(
+                    network, links.host_veth_name(container_id), spec.mtu or network.mtu or 1500
+                )
                 steps = attach.bridge_steps(
                     attachment,
                     host_rtnl,

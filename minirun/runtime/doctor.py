@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from minirun import paths
 from minirun.net import firewall, links, sysctl
-from minirun.net.network import Network, default_network
+from minirun.net.network import Network, default_network, user_networks
 from minirun.net.rtnl import Rtnl
 from minirun.runtime import lifecycle, state
 
@@ -89,7 +89,7 @@ def check_host(host: Rtnl, network: Network) -> list[Finding]:
     ruleset = firewall.list_json("ruleset")
     findings.append(
         _ok(f"NAT: the masquerade rule for {network.subnet} is in place")
-        if firewall.masquerade_in_place(ruleset, network)
+        if network.internal or firewall.masquerade_in_place(ruleset, network)
         else Finding(
             False,
             f"NAT: no masquerade rule for {network.subnet}",
@@ -206,7 +206,9 @@ def _leak_findings(host: Rtnl, network: Network, ruleset: list[dict]) -> list[Fi
                     lambda a=address, o=owner: store.release(a, o),
                 )
             )
-    known = {firewall.tag(network)}
+    from minirun.net.network import all_networks
+
+    known = {firewall.tag(n) for n in all_networks()}
     for item in ruleset:
         rule = item.get("rule") or {}
         comment = rule.get("comment") or ""
@@ -347,12 +349,25 @@ def check_target(ref: str, host: Rtnl, network: Network) -> list[Finding]:
 def diagnose(ref: str | None) -> list[Finding]:
     from minirun.net import rtnl
 
-    network = default_network()
     host = rtnl.Rtnl()  # stays open: the repairs use it
-    findings = check_host(host, network)
+    findings = check_host(host, default_network())
+    for network in user_networks():
+        findings += [f for f in check_host(host, network) if not f.note]
     if ref is not None:
-        findings += check_target(ref, host, network)
+        findings += check_target(ref, host, _network_of(ref))
     return findings
+
+
+def _network_of(ref: str) -> Network:
+    from minirun.net.network import resolve
+    from minirun.runtime import pod as pods
+
+    owner = pods.load(ref)
+    if owner is None:
+        record = lifecycle.find(ref)
+        owner = pods.load(record["pod"]) if record.get("pod") else record
+    name = ((owner or {}).get("network") or {}).get("name")
+    return resolve(name) if name else default_network()
 
 
 def repair(findings: list[Finding]) -> list[str]:

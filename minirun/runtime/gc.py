@@ -215,7 +215,7 @@ def _reconcile_orphan(record: dict[str, Any]) -> list[str]:
 
 
 def remove_orphan_links(bridge: str) -> list[str]:
-    """Delete host veths on `bridge` that belong to no live container (e.g. a killed verifier's)."""
+    """Delete host veths on `bridge` that belong to no live container or pod (e.g. a killed verifier's)."""
     from minirun.net import links, rtnl
 
     owners = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | _pod_ids()

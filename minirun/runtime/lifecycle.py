@@ -184,7 +184,11 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
             "Image": record.get("image") or "",
         },
         "HostConfig": {
-            "NetworkMode": f"pod:{record['pod']}" if record.get("pod") else record.get("network_mode", "bridge"),
+            "NetworkMode": f"pod:{record['pod']}"
+            if record.get("pod")
+            else {"minirun": "bridge", None: record.get("network_mode", "bridge")}.get(
+                network.get("name"), network.get("name")
+            ),
             "AutoRemove": bool(record.get("auto_remove")),
             "Init": bool(record.get("init")),
         },
@@ -196,6 +200,7 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
             "SandboxKey": f"/proc/{pid}/ns/net" if pid else "",
             "HostVeth": network.get("host_veth", "") if running else "",
             "Bridge": network.get("bridge", ""),
+            "Network": network.get("name", ""),
             "Ports": docker_ports(ports_of(record)) if running else {},
         },
         "LogPath": record.get("log") or "",

@@ -124,16 +124,17 @@ def create(
     narrator: Narrator | None = None,
     dry_run: bool = False,
     ports: tuple = (),
+    network: str = "bridge",
 ) -> dict[str, Any] | None:
     """`pod create`: a pod that already exists is a conflict. With dry_run: describe, change nothing."""
     if dry_run:
         if load(name) is not None:
             raise MinirunError(f'pod "{name}" already exists', code=1)
-        return _create_locked(name, share, hostname, narrator, dry_run, ports)
+        return _create_locked(name, share, hostname, narrator, dry_run, ports, network)
     with filelock.exclusive(paths.pods_lock()):
         if load(name) is not None:
             raise MinirunError(f'pod "{name}" already exists', hint=f"remove it first: minirun pod rm {name}", code=1)
-        return _create_locked(name, share, hostname, narrator, dry_run, ports)
+        return _create_locked(name, share, hostname, narrator, dry_run, ports, network)
 
 
 def _create_locked(
@@ -143,6 +144,7 @@ def _create_locked(
     narrator: Narrator | None = None,
     dry_run: bool = False,
     ports: tuple = (),
+    network_name: str = "bridge",
 ) -> dict[str, Any] | None:
     from minirun.net import attach, firewall, ipam, links, rtnl
     from minirun.net import network as netdefs
@@ -150,7 +152,7 @@ def _create_locked(
     from minirun.runtime.container import new_container_id, owner_identity
 
     validate_name(name)
-    network = netdefs.default_network()
+    network = netdefs.resolve(network_name)
     firewall.nft_binary()
     host = rtnl.Rtnl()
     attach.check_subnet_free(host, network)
@@ -193,7 +195,7 @@ def _create_locked(
         return lines
 
     store = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
-    attachment = attach.Attachment(network, links.host_veth_name(pod_id), 1500)
+    attachment = attach.Attachment(network, links.host_veth_name(pod_id), network.mtu or 1500)
     net_pin = paths.netns_pin(name)
     first = [Step("namespaces", spawn, explain_spawn), *(_pin_step(pod, ns, holder) for ns in share)]
     if dry_run:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from minirun.net import firewall, links
-from minirun.net.network import default_network
+from minirun.net.network import all_networks
 from minirun.runtime import lifecycle, state
 
 
@@ -15,7 +15,6 @@ def collect() -> dict[str, Any]:
     from minirun.net import rtnl
     from minirun.runtime import pod as pods
 
-    network = default_network()
     records = [r for r in state.all_records() if r.get("status") in ("running", "creating")]
     all_pods = pods.all_pods()
     owners: dict[str, dict[str, Any]] = {}
@@ -42,7 +41,6 @@ def collect() -> dict[str, Any]:
         }
     with rtnl.Rtnl() as host:
         all_links = links.list_links(host)
-        bridge = links.get_link(host, network.bridge)
         uplink = None
         default = next((r for r in links.routes(host) if r.dst.prefixlen == 0 and r.oif), None)
         if default is not None:
@@ -54,11 +52,14 @@ def collect() -> dict[str, Any]:
                     "via": default.gateway,
                 }
         bridges = []
-        if bridge is not None:
+        ruleset = firewall.list_json("ruleset")
+        for network in all_networks():
+            bridge = links.get_link(host, network.bridge)
+            if bridge is None:
+                continue
             ports = []
             for link in sorted((lk for lk in all_links if lk.master == bridge.index), key=lambda lk: lk.name):
                 ports.append({"veth": link.name, "up": link.up, "owner": owners.get(link.name)})
-            ruleset = firewall.list_json("ruleset")
             bridges.append(
                 {
                     "name": bridge.name,
@@ -67,6 +68,7 @@ def collect() -> dict[str, Any]:
                     "up": bridge.up,
                     "nat": {
                         "masquerade": firewall.masquerade_in_place(ruleset, network),
+                        "internal": network.internal,
                         "subnet": str(network.subnet),
                     },
                     "ports": ports,
@@ -98,7 +100,11 @@ def render_text(doc: dict[str, Any]) -> str:
         )
         nat = bridge["nat"]
         exit_to = f" -> {uplink['name']}" if uplink else ""
-        nat_text = "masquerade" if nat["masquerade"] else "NO masquerade rule"
+        nat_text = (
+            "internal: no way out"
+            if nat.get("internal")
+            else ("masquerade" if nat["masquerade"] else "NO masquerade rule")
+        )
         lines.append(f"{stem}│   NAT exit: {nat['subnet']} {nat_text}{exit_to}")
         ports = bridge["ports"]
         if not ports:

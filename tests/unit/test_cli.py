@@ -29,7 +29,7 @@ def test_double_dash_and_host_env_missing():
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--network", "bridged", "true"], 'unknown network "bridged"'),
+        (["--network", "No Such", "true"], 'unknown network "No Such"'),
         (["--mtu", "1400", "--network", "none", "true"], "--mtu has no effect with --network none"),
         (["--rm=yes", "true"], "flag --rm takes no value"),
         (["-e", " A=1", "true"], "invalid environment variable"),
@@ -43,9 +43,9 @@ def test_parse_errors(args, message):
 
 
 def test_cli_run_bad_flag_is_one_line_and_125():
-    result = runner.invoke(app, ["run", "--network", "bogus", "true"])
+    result = runner.invoke(app, ["run", "--network", "Bo/gus", "true"])
     assert result.exit_code == 125
-    assert result.output == ('minirun: error: unknown network "bogus"; use --network bridge|none|host\n')
+    assert result.output == 'minirun: error: unknown network "Bo/gus"; use --network bridge|none|host|NAME\n'
 
 
 def test_cli_run_help_lists_every_option():

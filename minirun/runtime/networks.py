@@ -1,0 +1,148 @@
+"""User networks (`minirun network create/ls/inspect/rm`): each its own bridge, subnet, masquerade rule
+and isolation from the other networks, as Docker's user-defined bridge networks and netavark's are."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import os
+import shutil
+from typing import Any
+
+from minirun import filelock, paths
+from minirun.errors import ConfigError, MinirunError, NotFound
+from minirun.net import network as netdefs
+from minirun.plan import Narrator, run_plan
+from minirun.runtime import state
+
+# Where automatic subnets come from: /16s after the default network's 10.77/16, clear of Podman's 10.88/16
+# and Kubernetes' 10.244/16 (skipped below only if something on the host already uses them).
+AUTO_POOL = [ipaddress.IPv4Network(f"10.{second}.0.0/16") for second in range(78, 128) if second != 88]
+
+
+def _lock() -> contextlib.AbstractContextManager[None]:
+    return filelock.exclusive(os.path.join(paths.state_root(), "networks.lock"))
+
+
+def _taken_subnets(host) -> list[ipaddress.IPv4Network]:
+    from minirun.net import links
+
+    taken = [n.subnet for n in netdefs.all_networks()]
+    taken += [r.dst for r in links.routes(host) if r.dst.prefixlen > 0]
+    return taken
+
+
+def choose_subnet(host) -> ipaddress.IPv4Network:
+    taken = _taken_subnets(host)
+    for candidate in AUTO_POOL:
+        if not any(candidate.overlaps(other) for other in taken):
+            return candidate
+    raise ConfigError("no free subnet left in minirun's pool (10.78-127.0.0/16)", hint="give --subnet CIDR")
+
+
+def create(
+    name: str,
+    subnet: str | None = None,
+    gateway: str | None = None,
+    internal: bool = False,
+    mtu: int | None = None,
+    narrator: Narrator | None = None,
+    dry_run: bool = False,
+) -> dict[str, Any] | None:
+    """Validate everything, then make the bridge, forwarding and rules (the same steps a run would)."""
+    from minirun.net import attach, firewall, rtnl
+
+    netdefs.validate_name(name)
+    firewall.nft_binary()
+    host = rtnl.Rtnl()
+    with _lock() if not dry_run else contextlib.nullcontext():
+        if netdefs.load(name) is not None:
+            raise MinirunError(f'network "{name}" already exists', hint=f"see minirun network inspect {name}", code=1)
+        chosen = netdefs.parse_subnet(subnet, "--subnet") if subnet else choose_subnet(host)
+        clash = next((n for n in netdefs.all_networks() if n.subnet.overlaps(chosen)), None)
+        if clash is not None:
+            raise ConfigError(f"subnet {chosen} overlaps network {clash.name} ({clash.subnet})", hint="pick another")
+        gw = _gateway(chosen, gateway)
+        network = netdefs.Network(name, netdefs.bridge_name(name), chosen, gw, internal, mtu)
+        attach.check_subnet_free(host, network)
+        steps = attach.network_steps(network, host, {}, {})
+        if dry_run:
+            (narrator or Narrator(explain=True)).describe(steps)
+            return None
+        record = {**netdefs.to_record(network), "id": os.urandom(6).hex(), "created": state.now_iso()}
+        with contextlib.ExitStack() as undo:
+            state.write_atomic(netdefs.record_path(name), record)
+            undo.callback(state.remove_file, netdefs.record_path(name))
+            # The bridge and rules are shared, so their steps leave no undo of their own; roll them back here.
+            undo.callback(_remove_kernel_objects, network)
+            run_plan(steps, undo, narrator=narrator)
+            undo.pop_all()
+        return record
+
+
+def _gateway(subnet: ipaddress.IPv4Network, text: str | None) -> ipaddress.IPv4Address:
+    if text is None:
+        return subnet.network_address + 1
+    try:
+        gateway = ipaddress.IPv4Address(text)
+    except ValueError:
+        raise ConfigError(f'invalid gateway "{text}"', hint="give an IPv4 address inside the subnet") from None
+    if gateway not in subnet or gateway in (subnet.network_address, subnet.broadcast_address):
+        raise ConfigError(f"gateway {gateway} is not a usable address of {subnet}", hint="pick one inside it")
+    return gateway
+
+
+def _remove_kernel_objects(network: netdefs.Network) -> None:
+    from minirun.net import firewall, links, rtnl
+
+    firewall.remove_network(network)
+    with rtnl.Rtnl() as host:
+        links.delete_link(host, network.bridge)
+
+
+def users(network: netdefs.Network) -> list[str]:
+    from minirun.runtime import pod
+
+    names = [
+        f"container {r.get('name')}"
+        for r in state.all_records()
+        if r.get("status") != "exited" and (r.get("network") or {}).get("name") == network.name
+    ]
+    names += [f"pod {p['name']}" for p in pod.all_pods() if (p.get("network") or {}).get("name") == network.name]
+    return names
+
+
+def remove(name: str) -> None:
+    network = netdefs.load(name)
+    if network is None:
+        if name in netdefs.RESERVED:
+            raise MinirunError(f"the default network {name} cannot be removed", code=1)
+        raise NotFound(f"no such network: {name}", hint="see 'minirun network ls'")
+    with _lock():
+        in_use = users(network)
+        if in_use:
+            raise MinirunError(f"network {name} is in use by {', '.join(in_use)}", hint="remove those first", code=1)
+        _remove_kernel_objects(network)
+        state.remove_file(netdefs.record_path(name))
+        shutil.rmtree(paths.ipam_dir(name), ignore_errors=True)
+
+
+def inspect(name: str) -> dict[str, Any]:
+    network = netdefs.resolve(name) if name in netdefs.RESERVED or netdefs.load(name) else None
+    if network is None:
+        raise NotFound(f"no such network: {name}", hint="see 'minirun network ls'")
+    return {
+        "Name": network.name,
+        "Driver": "bridge",
+        "Bridge": network.bridge,
+        "Subnet": str(network.subnet),
+        "Gateway": str(network.gateway),
+        "Internal": network.internal,
+        "MTU": network.mtu or netdefs.DEFAULT_MTU,
+        "Containers": users(network),
+        "NameResolution": False,
+    }
+
+
+def rows() -> list[dict[str, Any]]:
+    return [inspect(n.name) for n in netdefs.all_networks()]
