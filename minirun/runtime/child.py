@@ -41,6 +41,8 @@ class ChildConfig(NamedTuple):
     # A pod member joins the pod's pinned namespaces (nsfs paths with their CLONE_* type) instead of
     # creating those; its hostname then is the pod's.
     join: tuple[tuple[str, int], ...] = ()
+    # On a user network: its resolver's resolv.conf, bind-mounted over /etc/resolv.conf.
+    resolv_conf: str | None = None
 
 
 class ChildPipes(NamedTuple):
@@ -92,6 +94,8 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes) -> None:
     if cfg.new_netns or joined & k.CLONE_NEWNET:
         # A sysfs mounted from inside the new netns shows its own links in /sys/class/net (as `ip netns exec`).
         k.mount("sysfs", "/sys", "sysfs", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+    if cfg.resolv_conf and os.path.exists("/etc/resolv.conf"):
+        k.mount(cfg.resolv_conf, "/etc/resolv.conf", None, k.MS_BIND)
     if os.read(pipes.go_in, 1) != GO:
         os._exit(0)  # the launcher gave up (its setup failed and rolled back): leave quietly
     os.close(pipes.go_in)

@@ -59,6 +59,13 @@ def _connect_or_start() -> socket.socket:
     )
 
 
+def ensure_resolver() -> None:
+    """Make sure the supervisor runs and serves DNS on every user network (it binds each gateway:53)."""
+    response = request({"op": "sync"})
+    if not response.get("ok"):
+        raise MinirunError("the minirun supervisor could not start the resolver", code=125)
+
+
 def request(payload: dict[str, Any]) -> dict[str, Any]:
     payload = {**payload, "env": {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}}
     data = json.dumps(payload).encode() + b"\n"

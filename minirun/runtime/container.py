@@ -86,6 +86,7 @@ def create(
 
     network = None
     host_rtnl = None
+    resolv_conf = None
     pod = None
     join: tuple[tuple[str, int], ...] = ()
     pid_namespace = None
@@ -101,11 +102,13 @@ def create(
         pod = pods.ensure(spec.pod, quiet=detached)
         join = pods.join_paths(pod)
         pid_namespace = pods.pid_namespace(pod)
+        resolv_conf = _resolver_for((pod.get("network") or {}).get("name"), dry_run)
     elif spec.network not in ("none", "host"):
         from minirun.net import attach, firewall, rtnl
         from minirun.net import network as netdefs
 
         network = netdefs.resolve(spec.network)
+        resolv_conf = _resolver_for(network.name, dry_run)
         firewall.nft_binary()
         host_rtnl = rtnl.Rtnl()
         attach.check_subnet_free(host_rtnl, network)
@@ -147,6 +150,7 @@ def create(
         workdir=spec.workdir,
         new_netns=pod is None and spec.network != "host",
         join=join,
+        resolv_conf=resolv_conf,
         stdio=stdio,
         controlling_tty=controlling_tty,
         die_with_parent=not detached,
@@ -225,6 +229,22 @@ def create(
         started.close_netns_handles()
         undo.pop_all()  # from here on the container runs; teardown (not rollback) cleans up
     return Created(record, started, host_rtnl, timings, _exec_step(cfg))
+
+
+def _resolver_for(network_name: str | None, dry_run: bool) -> str | None:
+    """A user network's resolv.conf, with its resolver running; None on the default network (no DNS)."""
+    from minirun.net import network as netdefs
+
+    if not network_name or network_name == netdefs.DEFAULT_NETWORK:
+        return None
+    from minirun.runtime import client, resolver
+
+    network = netdefs.resolve(network_name)
+    if dry_run:
+        return resolver.resolv_conf_path(network)
+    path = resolver.ensure_resolv_conf(network)
+    client.ensure_resolver()
+    return path
 
 
 def _explain_namespaces(cfg: child.ChildConfig, pid_namespace: str | None, forked: list) -> list[str]:

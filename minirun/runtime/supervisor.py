@@ -39,6 +39,12 @@ def identity() -> dict[str, int | None]:
     return {"pid": os.getpid(), "started": proc.start_time(os.getpid())}
 
 
+def resolver_in_use() -> bool:
+    from minirun.runtime.resolver import in_use
+
+    return in_use()
+
+
 def _running_owned_by(me: dict[str, Any]) -> bool:
     return any(r.get("status") in ("creating", "running") and r.get("owner") == me for r in state.all_records())
 
@@ -49,6 +55,9 @@ class Supervisor:
         self.helpers: set[int] = set()  # request workers and teardown children
         self.selector = selectors.DefaultSelector()
         self.stopping = False
+        from minirun.runtime.resolver import Resolver
+
+        self.resolver = Resolver()
 
     def serve(self) -> None:
         lock = os.open(paths.supervisor_lock(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -67,13 +76,16 @@ class Supervisor:
         idle_since = time.monotonic()
         try:
             while not self.stopping:
+                self._sync_resolver()
                 for key, _ in self.selector.select(timeout=0.5):
                     if key.data == "accept":
                         self._accept(listener)
-                    else:
+                    elif key.data == "signal":
                         self._on_signals(os.read(wakeup_r, 512))
+                    else:
+                        self.resolver.serve_one(key.fileobj, key.data[1])
                 self._reap()
-                if self.helpers or _running_owned_by(self.me):
+                if self.helpers or _running_owned_by(self.me) or resolver_in_use():
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > IDLE_SECONDS:
                     break
@@ -102,14 +114,32 @@ class Supervisor:
         if signal.SIGTERM in signums or signal.SIGINT in signums:
             self.stopping = True  # containers keep running; reconcile() looks after them
 
+    def _sync_resolver(self) -> None:
+        for sock, name in self.resolver.sync(self.selector.unregister):
+            self.selector.register(sock, selectors.EVENT_READ, ("dns", name))
+
     def _accept(self, listener: socket.socket) -> None:
         conn, _ = listener.accept()
+        conn.settimeout(5)
+        data = _read_request(conn)
+        if data.startswith(b'{"op": "sync"'):
+            # Answered here, not in a worker: the resolver's sockets live in this process. A gateway:53 may
+            # still be held for a moment by a supervisor that is exiting: give it a little while.
+            deadline = time.monotonic() + 2
+            self._sync_resolver()
+            while self.resolver.missing() and time.monotonic() < deadline:
+                time.sleep(0.02)
+                self._sync_resolver()
+            with contextlib.suppress(OSError):
+                conn.sendall(b'{"ok": true}\n')
+            conn.close()
+            return
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 self._become_helper()
-                _handle_request(conn, self.me)
+                _handle_request(conn, data, self.me)
             except BaseException:  # noqa: BLE001 - a worker must never return into the serve loop
                 code = 1
             finally:
@@ -161,16 +191,21 @@ class Supervisor:
         self.helpers.add(helper)
 
 
-def _handle_request(conn: socket.socket, supervisor: dict[str, Any]) -> None:
-    """In a worker: read one JSON request, answer with one JSON response."""
+def _read_request(conn: socket.socket) -> bytes:
+    data = b""
+    with contextlib.suppress(OSError):
+        while not data.endswith(b"\n") and len(data) < REQUEST_LIMIT:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return data
+
+
+def _handle_request(conn: socket.socket, data: bytes, supervisor: dict[str, Any]) -> None:
+    """In a worker: answer one JSON request with one JSON response."""
     from minirun.errors import MinirunError
 
-    data = b""
-    while not data.endswith(b"\n") and len(data) < REQUEST_LIMIT:
-        chunk = conn.recv(65536)
-        if not chunk:
-            break
-        data += chunk
     try:
         request = json.loads(data)
         os.environ.update(request.get("env", {}))

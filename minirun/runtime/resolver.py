@@ -1,0 +1,138 @@
+"""Name resolution on user networks, answered by the supervisor (Podman's aardvark-dns, Docker's 127.0.0.11).
+
+One UDP socket per user network on its gateway address, port 53; containers on that network get a
+resolv.conf naming it. A name is looked up in the live records at query time, so a container started
+after the querier resolves too: a container's name and hostname, a pod's name and hostname, a pod
+member's name (-> the pod's address). Only names on the network the query arrived on are answered; the
+default network has no resolver (as Docker's default bridge). Other names get NXDOMAIN: minirun does not
+forward queries to the host's resolvers (so no query ever leaves the machine from here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+
+from minirun import paths
+from minirun.net import dns
+from minirun.net import network as netdefs
+from minirun.runtime import state
+
+DNS_PORT = 53
+
+
+def resolv_conf_path(network: netdefs.Network) -> str:
+    return os.path.join(paths.state_root(), "networks", f"{network.name}.resolv.conf")
+
+
+def ensure_resolv_conf(network: netdefs.Network) -> str:
+    """The resolv.conf bind-mounted over /etc/resolv.conf in containers on `network`."""
+    path = resolv_conf_path(network)
+    text = f"# minirun: the resolver of network {network.name}\nnameserver {network.gateway}\noptions ndots:0\n"
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return path
+    except FileNotFoundError:
+        pass
+    tmp = f"{path}.{os.getpid()}.tmp"
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+    return path
+
+
+def lookup(network_name: str, name: str) -> list[str]:
+    """Addresses for `name` among the live containers and pods of `network_name`."""
+    from minirun.runtime import pod as pods
+
+    name = name.rstrip(".").lower()
+    found: list[str] = []
+    pod_addresses: dict[str, str] = {}
+    for pod in pods.all_pods():
+        network = pod.get("network") or {}
+        if network.get("name") != network_name or pod.get("status") != "ready":
+            continue
+        address = network["address"].split("/")[0]
+        pod_addresses[pod["name"]] = address
+        if name in (pod["name"], str(pod.get("hostname", "")).lower()):
+            found.append(address)
+    for record in state.all_records():
+        if record.get("status") != "running":
+            continue
+        if record.get("pod") in pod_addresses:
+            address = pod_addresses[record["pod"]]
+        elif (record.get("network") or {}).get("name") == network_name:
+            address = record["network"]["address"].split("/")[0]
+        else:
+            continue
+        if name in (str(record.get("name", "")).lower(), str(record.get("hostname", "")).lower(), record["id"]):
+            found.append(address)
+    return list(dict.fromkeys(found))
+
+
+def answer(network_name: str, packet: bytes) -> bytes:
+    try:
+        query = dns.parse_query(packet)
+    except ValueError:
+        return dns.error_response(packet, dns.FORMERR)
+    if query.qclass != dns.CLASS_IN:
+        return dns.build_response(query, [], dns.NOTIMP)
+    addresses = lookup(network_name, query.name)
+    return dns.build_response(query, addresses, dns.NOERROR if addresses else dns.NXDOMAIN)
+
+
+class Resolver:
+    """The supervisor's DNS sockets, kept in step with the user networks."""
+
+    def __init__(self) -> None:
+        self.sockets: dict[str, socket.socket] = {}
+
+    def sync(self, on_close) -> list[tuple[socket.socket, str]]:
+        """Open sockets for new networks, close those of removed ones (after `on_close(sock)`); returns the
+        newly opened ones."""
+        wanted = {n.name: n for n in netdefs.user_networks()}
+        opened = []
+        for name in list(self.sockets):
+            if name not in wanted:
+                sock = self.sockets.pop(name)
+                on_close(sock)
+                sock.close()
+        for name, network in wanted.items():
+            if name in self.sockets:
+                continue
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            try:
+                sock.bind((str(network.gateway), DNS_PORT))
+            except OSError:  # its bridge is not there (yet): try again on the next sync
+                sock.close()
+                continue
+            self.sockets[name] = sock
+            opened.append((sock, name))
+        return opened
+
+    def missing(self) -> list[str]:
+        """User networks whose gateway:53 could not be bound yet."""
+        return [n.name for n in netdefs.user_networks() if n.name not in self.sockets]
+
+    def serve_one(self, sock: socket.socket, network_name: str) -> None:
+        with contextlib.suppress(OSError):
+            packet, peer = sock.recvfrom(4096)
+            sock.sendto(answer(network_name, packet), peer)
+
+    def close(self) -> None:
+        for sock in self.sockets.values():
+            sock.close()
+        self.sockets.clear()
+
+
+def in_use() -> bool:
+    """Whether any live container or pod sits on a user network (then the resolver must keep running)."""
+    from minirun.runtime import pod as pods
+
+    users = [r.get("network") for r in state.all_records() if r.get("status") == "running"]
+    users += [p.get("network") for p in pods.all_pods()]
+    return any(u and u.get("name") != netdefs.DEFAULT_NETWORK for u in users)
