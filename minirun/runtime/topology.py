@@ -26,6 +26,7 @@ def collect() -> dict[str, Any]:
                 "id": record["id"],
                 "address": (record.get("network") or {}).get("address"),
                 "status": lifecycle.status_text(record),
+                "ports": _ports(record),
             }
     for pod in all_pods:
         owners[links.host_veth_name(pod["id"])] = {
@@ -34,6 +35,7 @@ def collect() -> dict[str, Any]:
             "id": pod["id"],
             "address": (pod.get("network") or {}).get("address"),
             "netns": pod.get("pins", {}).get("net"),
+            "ports": _ports(pod),
             "members": [
                 {"name": m.get("name"), "id": m["id"], "status": lifecycle.status_text(m)}
                 for m in pods.members(pod["name"])
@@ -82,6 +84,12 @@ def collect() -> dict[str, Any]:
     return {"uplink": uplink, "bridges": bridges, "unbridged": elsewhere}
 
 
+def _ports(owner: dict[str, Any]) -> list[str]:
+    from minirun.net.ports import PortMapping
+
+    return [str(PortMapping(*m)) for m in owner.get("ports") or []]
+
+
 def render_text(doc: dict[str, Any]) -> str:
     lines = ["host"]
     uplink = doc.get("uplink")
@@ -118,15 +126,16 @@ def render_text(doc: dict[str, Any]) -> str:
                 lines.append(f"{stem}{pb} {port['veth']}{state_text} ══ ? (no container or pod: leaked)")
                 continue
             address = owner.get("address") or "?"
+            published = f"  published {', '.join(owner['ports'])}" if owner.get("ports") else ""
             if owner["kind"] == "container":
                 lines.append(
                     f"{stem}{pb} {port['veth']}{state_text} ══ eth0 {address}  container {owner['name']} "
-                    f"({owner['id']}) {owner['status']}"
+                    f"({owner['id']}) {owner['status']}{published}"
                 )
             else:
                 lines.append(
                     f"{stem}{pb} {port['veth']}{state_text} ══ eth0 {address}  pod {owner['name']} "
-                    f"({owner['id']}, netns {owner.get('netns')})"
+                    f"({owner['id']}, netns {owner.get('netns')}){published}"
                 )
                 members = owner["members"]
                 if not members:

@@ -144,3 +144,24 @@ def test_network_create_dry_run_and_bad_input():
     ):
         result = minirun(*args)
         assert result.returncode in (1, 125) and message in result.stderr, (args, result.stderr)
+
+
+def test_user_network_beside_docker(outside, docker_forward_drop):
+    """Docker's FORWARD DROP holds for every minirun network: each gets its own accepts."""
+    assert minirun("network", "create", "dock").returncode == 0
+    a = serve("da", "dock")
+    assert reach(a, "dock").startswith("hi 10.78.")
+    chain = subprocess.run(["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True)
+    assert chain.stdout.count('comment "minirun network=dock"') == 4
+    listener = subprocess.Popen(
+        ["ip", "netns", "exec", outside, PYTHON, "-c", SERVER], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert listener.stdout.readline().strip() == "serving"
+        assert reach(OUTSIDE_PEER_IP, "dock") == f"hi {OUTSIDE_HOST_IP}"
+    finally:
+        listener.kill()
+    minirun("rm", "-f", "da")
+    assert minirun("network", "rm", "dock").returncode == 0
+    chain = subprocess.run(["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True)
+    assert "network=dock" not in chain.stdout  # its accepts went with it

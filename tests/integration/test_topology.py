@@ -15,7 +15,7 @@ from tests.integration.conftest import minirun
 @pytest.fixture
 def landscape():
     made = [
-        minirun("run", "-d", "--name", "web", "sleep", "30"),
+        minirun("run", "-d", "--name", "web", "-p", "8080:80", "sleep", "30"),
         minirun("run", "-d", "--name", "member1", "--pod", "db", "sleep", "30"),
         minirun("run", "-d", "--name", "iso", "--network", "none", "sleep", "30"),
     ]
@@ -46,6 +46,7 @@ def test_text_lists_every_live_object(landscape):
     assert re.search(r"minirun0 \(bridge, network minirun\) 10\.77\.0\.1/16 up", text)
     assert "NAT exit: 10.77.0.0/16 masquerade" in text
     assert "container iso" in text and "--network none" in text
+    assert "published 0.0.0.0:8080->80/tcp" in ports[web["NetworkSettings"]["HostVeth"]]
     assert all(ch in text for ch in "├└│")
 
 
