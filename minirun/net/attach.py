@@ -90,6 +90,7 @@ def network_steps(net: Network, host: Rtnl, state: dict, done: dict) -> list[Ste
     def ensure_bridge() -> None:
         bridge, created = links.ensure_bridge(host, net.bridge, net.mtu)
         done["bridge"] = "created" if created else "kept"
+        done["bridge-mac"] = bridge.address
         if created:
             sysctl.disable_ipv6(net.bridge)
         links.ensure_address(host, bridge.index, net.gateway_interface, net.bridge)
@@ -108,7 +109,8 @@ def network_steps(net: Network, host: Rtnl, state: dict, done: dict) -> list[Ste
 
     def explain_bridge() -> list[str]:
         commands = [
-            f"ip link add {net.bridge} type bridge",
+            f"ip link add {net.bridge} address {done.get('bridge-mac') or '<fixed 02:… MAC>'} type bridge"
+            "   # a fixed MAC: the gateway's must not change as ports come and go",
             f"ip addr add {net.gateway_interface} dev {net.bridge}",
             f"ip link set {net.bridge} up",
         ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import os
 import socket
 import zlib
 from typing import NamedTuple
@@ -105,7 +106,16 @@ def _newlink(
 def ensure_bridge(ipr: Rtnl, name: str, mtu: int | None = None) -> tuple[Link, bool]:
     """Create bridge `name` if missing; return (link, created). A non-bridge `name` is a Conflict."""
     created = True
-    attrs = [["IFLA_IFNAME", name], ["IFLA_LINKINFO", {"attrs": [["IFLA_INFO_KIND", "bridge"]]}]]
+    # A bridge without an explicit MAC takes the lowest MAC of its ports, so it changes whenever a
+    # container with a lower veth MAC joins; every container's ARP entry for the gateway then points at
+    # a MAC nobody answers to until it expires (seconds of lost DNS, NAT, published ports). A fixed,
+    # locally administered MAC keeps the gateway where it is (CNI's bridge and libnetwork do the same).
+    mac = ":".join(f"{b:02x}" for b in bytes([0x02, *os.urandom(5)]))
+    attrs = [
+        ["IFLA_IFNAME", name],
+        ["IFLA_ADDRESS", mac],
+        ["IFLA_LINKINFO", {"attrs": [["IFLA_INFO_KIND", "bridge"]]}],
+    ]
     if mtu:
         attrs.append(["IFLA_MTU", mtu])
     try:

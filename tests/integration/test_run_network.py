@@ -215,3 +215,25 @@ def test_docker_forward_drop_is_handled(outside, state_dir, docker_forward_drop)
     assert result.stdout.strip() == "pong", result.stderr
     assert listener.communicate(timeout=10)[0].split()[0] == OUTSIDE_HOST_IP
     assert records(state_dir) == []
+
+
+def test_bridge_mac_stays_put_as_ports_come_and_go(state_dir, fresh_bridge):
+    """A bridge without a fixed MAC takes its lowest port's: containers' ARP entries for the gateway would
+    go stale whenever a container joins (seconds of lost DNS, NAT and published ports)."""
+    procs = [spawn("run", "sleep", "30")]
+    wait_running(state_dir)
+    mac = host_links_mac("minirun0")
+    assert int(mac.split(":")[0], 16) & 0x02  # locally administered: ours, not a port's
+    procs += [spawn("run", "sleep", "30") for _ in range(6)]
+    wait_running(state_dir, count=7)
+    assert host_links_mac("minirun0") == mac
+    for record in records(state_dir):
+        os.kill(record["pid"], signal.SIGKILL)
+    for proc in procs:
+        proc.wait(timeout=10)
+
+
+def host_links_mac(name: str) -> str:
+    with IPRoute() as ipr:
+        (link,) = ipr.get_links(ifname=name)
+        return link.get_attr("IFLA_ADDRESS")
