@@ -165,3 +165,10 @@ def test_user_network_beside_docker(outside, docker_forward_drop):
     assert minirun("network", "rm", "dock").returncode == 0
     chain = subprocess.run(["nft", "list", "chain", "ip", "filter", "DOCKER-USER"], capture_output=True, text=True)
     assert "network=dock" not in chain.stdout  # its accepts went with it
+
+
+def test_network_mtu_applies_to_its_bridge_and_containers():
+    assert minirun("network", "create", "--mtu", "1400", "small").returncode == 0
+    assert host_links()["mr-small"]["mtu"] == 1400
+    inside = minirun("run", "--rm", "--network", "small", "cat", "/sys/class/net/eth0/mtu")
+    assert inside.stdout.strip() == "1400"

@@ -255,3 +255,14 @@ def test_without_shared_pid_namespace_members_are_isolated():
     member("nopid", "sleep", "31", detach=True)
     names = [name for name, _ in _process_states(a)]
     assert names.count("sleep") == 1  # only its own
+
+
+def test_pod_stop_stops_members_and_keeps_the_pod():
+    member("stopme", "sleep", "30", detach=True)
+    member("stopme", "sh", "-c", "trap 'exit 0' TERM; while :; do sleep 0.05; done", detach=True)
+    result = minirun("pod", "stop", "-t", "1", "stopme")
+    assert result.returncode == 0 and result.stdout == "stopme\n"
+    document = pod_inspect("stopme")
+    assert [m["Status"].split()[0] for m in document["Members"]] == ["Exited", "Exited"]
+    assert document["State"] == "Exited" and document["IPAddress"]  # the pod keeps its address
+    assert "minirun-stopme" in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
