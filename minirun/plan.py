@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from minirun.errors import StepError
+from minirun.errors import StepError, TeardownError
 
 Undo = Callable[[], object]
 
@@ -96,6 +96,22 @@ def run_plan(
             narrator.step(step, seconds)
         if os.environ.get(FAULT_INJECTION_ENV) == step.name:
             raise StepError(index, len(steps), step.name, RuntimeError(f"failure injected by {FAULT_INJECTION_ENV}"))
+
+
+def run_best_effort(steps: list[Step], what: str, narrator: Narrator | None = None) -> None:
+    """Teardown: run every step even if some fail (already gone counts as done); raise TeardownError
+    listing all failures at the end (netavark's NetavarkErrorList, CNI DEL)."""
+    errors = []
+    for step in steps:
+        started = time.perf_counter()
+        try:
+            step.apply()
+        except Exception as exc:  # collect and carry on
+            errors.append(f"{step.name}: {exc}")
+        if narrator is not None:
+            narrator.step(step, time.perf_counter() - started)
+    if errors:
+        raise TeardownError(what, errors)
 
 
 def _guarded(name: str, inverse: Undo) -> None:

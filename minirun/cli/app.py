@@ -29,6 +29,14 @@ app = typer.Typer(
 
 _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []}
 DEBUG = typer.Option(False, "--debug", help="show a traceback when minirun itself fails")
+EXPLAIN = typer.Option(False, "--explain", help="print each step as the commands a person would type")
+VERBOSE = typer.Option(False, "-v", "--verbose", help="log each step with its duration")
+
+
+def _narrator(explain: bool, verbose: bool):
+    from minirun.plan import Narrator
+
+    return Narrator(explain=explain, verbose=verbose) if explain or verbose else None
 
 
 @app.command("run", help=RUN_SUMMARY + " See 'minirun run --help'.", context_settings=_PASSTHROUGH)
@@ -195,12 +203,15 @@ def kill_cmd(
 def rm_cmd(
     refs: list[str] = typer.Argument(..., metavar="CONTAINER..."),
     force: bool = typer.Option(False, "-f", "--force", help="kill a running container first"),
+    explain: bool = EXPLAIN,
+    verbose: bool = VERBOSE,
     debug: bool = DEBUG,
 ) -> None:
     """Remove containers and everything they owned (record, log, name, address)."""
     from minirun.runtime import lifecycle
 
-    _each_container(refs, lambda record: lifecycle.remove(record, force), debug)
+    narrator = _narrator(explain, verbose)
+    _each_container(refs, lambda record: lifecycle.remove(record, force, narrator), debug)
 
 
 @app.command("gc")
@@ -302,12 +313,15 @@ def pod_inspect_cmd(name: str = typer.Argument(..., metavar="NAME"), debug: bool
 def pod_rm_cmd(
     names: list[str] = typer.Argument(..., metavar="NAME..."),
     force: bool = typer.Option(False, "-f", "--force", help="stop running members first"),
+    explain: bool = EXPLAIN,
+    verbose: bool = VERBOSE,
     debug: bool = DEBUG,
 ) -> None:
     """Remove pods: members, address, veth, pinned namespaces and records."""
     from minirun.runtime import pod
 
-    _each(names, lambda name: pod.remove(name, force), debug)
+    narrator = _narrator(explain, verbose)
+    _each(names, lambda name: pod.remove(name, force, narrator), debug)
 
 
 @pod_app.command("stop")
@@ -436,11 +450,17 @@ def network_inspect_cmd(name: str = typer.Argument(..., metavar="NAME"), debug: 
 
 
 @network_app.command("rm")
-def network_rm_cmd(names: list[str] = typer.Argument(..., metavar="NAME..."), debug: bool = DEBUG) -> None:
+def network_rm_cmd(
+    names: list[str] = typer.Argument(..., metavar="NAME..."),
+    explain: bool = EXPLAIN,
+    verbose: bool = VERBOSE,
+    debug: bool = DEBUG,
+) -> None:
     """Remove networks that no container or pod uses: bridge, rules, records."""
     from minirun.runtime import networks
 
-    _each(names, networks.remove, debug)
+    narrator = _narrator(explain, verbose)
+    _each(names, lambda name: networks.remove(name, narrator), debug)
 
 
 @app.command("version")

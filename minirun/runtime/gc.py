@@ -24,6 +24,7 @@ from typing import Any
 from minirun import paths
 from minirun.errors import TeardownError
 from minirun.kernel import proc
+from minirun.plan import Narrator, Step, run_best_effort
 from minirun.runtime import state
 
 LINK_GRACE_SECONDS = 2.0
@@ -57,50 +58,87 @@ def kill_container(record: dict[str, Any], timeout: float = 2.0) -> None:
         time.sleep(0.005)
 
 
-def release_resources(record: dict[str, Any], *, host_rtnl=None, defer_link_check: bool = False) -> list[str]:
-    """Kill what still runs, release the address, make sure the host veth is gone. Raises TeardownError.
+def release_resources(
+    record: dict[str, Any], *, host_rtnl=None, defer_link_check: bool = False, narrator: Narrator | None = None
+) -> list[str]:
+    """Kill what still runs, release the address and ports, make sure the host veth is gone.
 
-    The host veth dies with the container's netns, but the kernel destroys a netns asynchronously (10-20 ms
-    here, an RCU grace period or two). With defer_link_check the caller does not wait for that: a detached
-    verifier process watches the veth and deletes it if it lingers, and the caller returns at once.
+    Every step runs even if another failed; raises TeardownError listing the failures. The host veth dies
+    with the container's netns, but the kernel destroys a netns asynchronously (10-20 ms here, an RCU
+    grace period or two). With defer_link_check the caller does not wait for that: a detached verifier
+    process watches the veth and deletes it if it lingers, and the caller returns at once.
     """
+    removed: list[str] = []
+    steps = release_steps(record, removed, host_rtnl=host_rtnl, defer_link_check=defer_link_check)
+    run_best_effort(steps, f"teardown of container {record['id']} was incomplete", narrator)
+    return removed
+
+
+def release_steps(
+    record: dict[str, Any], removed: list[str], *, host_rtnl=None, defer_link_check: bool = False
+) -> list[Step]:
     from minirun.net import ipam, links
 
-    removed: list[str] = []
-    errors: list[str] = []
     container_id = record["id"]
-    kill_container(record)
+    pid = record.get("pid")
+    steps = [
+        Step(
+            "stop",
+            lambda: kill_container(record),
+            lambda: (
+                [f"kill -KILL {pid}   # PID 1: the kernel then kills its whole PID namespace"]
+                if pid
+                else ["# never started"]
+            ),
+        )
+    ]
     net = record.get("network")
-    if net:
+    address = (net or {}).get("address", "").split("/")[0]
+    if net and address:
         store = ipam.AddressStore(paths.ipam_dir(net["name"]))
-        address = net.get("address", "").split("/")[0]
-        try:
-            if address and store.release(address, container_id):
-                removed.append(f"address {address}")
-        except OSError as exc:
-            errors.append(f"release address {address}: {exc}")
-    if record.get("ports"):
-        from minirun.net import firewall
 
-        try:
+        def release_address() -> None:
+            if store.release(address, container_id):
+                removed.append(f"address {address}")
+
+        steps.append(Step("address", release_address, lambda: [f"rm {store.directory}/{address}   # back in the pool"]))
+    if record.get("ports"):
+
+        def unpublish() -> None:
+            from minirun.net import firewall
+
             if firewall.remove_ports(container_id):
                 removed.append("published ports")
-        except Exception as exc:  # noqa: BLE001 - collect and carry on
-            errors.append(f"remove published ports: {exc}")
+
+        steps.append(
+            Step(
+                "ports",
+                unpublish,
+                lambda: [
+                    f"nft delete rule inet minirun <chain> handle <h>   # each rule tagged "
+                    f'"minirun port owner={container_id}" (nft -a list table inet minirun)'
+                ],
+            )
+        )
     if record.get("network_mode", "bridge") == "bridge":
         veth = (net or {}).get("host_veth") or links.host_veth_name(container_id)
-        try:
+
+        def veth_gone() -> None:
             ipr = _host_rtnl(host_rtnl)
             if links.get_link(ipr, veth) is not None:
                 if defer_link_check:
                     _verify_link_gone_in_background(ipr, veth)
                 elif remove_lingering_link(ipr, veth):
                     removed.append(f"link {veth}")
-        except Exception as exc:  # noqa: BLE001 - collect and carry on
-            errors.append(f"delete link {veth}: {exc}")
-    if errors:
-        raise TeardownError(f"teardown of container {container_id} was incomplete", errors)
-    return removed
+
+        steps.append(
+            Step(
+                "veth",
+                veth_gone,
+                lambda: [f"# {veth} goes with the container's netns; if it lingers: ip link delete {veth}"],
+            )
+        )
+    return steps
 
 
 def forget(record: dict[str, Any]) -> list[str]:
@@ -111,14 +149,23 @@ def forget(record: dict[str, Any]) -> list[str]:
     return [f"record {record['id']}"]
 
 
-def teardown(record: dict[str, Any], *, host_rtnl=None, defer_link_check: bool = False) -> list[str]:
+def teardown(
+    record: dict[str, Any], *, host_rtnl=None, defer_link_check: bool = False, narrator: Narrator | None = None
+) -> list[str]:
     """End a container that has exited: release everything; keep it as exited unless it is auto-removed."""
     removed = []
     try:
-        removed = release_resources(record, host_rtnl=host_rtnl, defer_link_check=defer_link_check)
+        removed = release_resources(record, host_rtnl=host_rtnl, defer_link_check=defer_link_check, narrator=narrator)
     finally:
         if record.get("auto_remove", True):
             removed += forget(record)
+            if narrator is not None:
+                files = [
+                    paths.container_record(record["id"]),
+                    paths.name_claim(record.get("name", "")),
+                    record.get("log") or "",
+                ]
+                narrator.step(Step("records", lambda: None, lambda: [f"rm -f {' '.join(f for f in files if f)}"]))
         elif os.path.exists(paths.container_record(record["id"])):  # not removed meanwhile by `rm -f`
             record["status"] = "exited"
             record.setdefault("exit_code", EXIT_STATUS_LOST)

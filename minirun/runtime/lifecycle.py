@@ -334,7 +334,7 @@ def stop(record: dict[str, Any], timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
     wait_exited(record, timeout=5)
 
 
-def remove(record: dict[str, Any], force: bool) -> None:
+def remove(record: dict[str, Any], force: bool, narrator=None) -> None:
     if is_running(record):
         if not force:
             raise MinirunError(
@@ -348,4 +348,4 @@ def remove(record: dict[str, Any], force: bool) -> None:
     if current is None:
         return
     current["auto_remove"] = True
-    gc.teardown(current)
+    gc.teardown(current, narrator=narrator)

@@ -12,7 +12,7 @@ from typing import Any
 from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.net import network as netdefs
-from minirun.plan import Narrator, run_plan
+from minirun.plan import Narrator, Step, run_best_effort, run_plan
 from minirun.runtime import state
 
 # Where automatic subnets come from: /16s after the default network's 10.77/16, clear of Podman's 10.88/16
@@ -112,7 +112,7 @@ def users(network: netdefs.Network) -> list[str]:
     return names
 
 
-def remove(name: str) -> None:
+def remove(name: str, narrator: Narrator | None = None) -> None:
     network = netdefs.load(name)
     if network is None:
         if name in netdefs.RESERVED:
@@ -122,9 +122,34 @@ def remove(name: str) -> None:
         in_use = users(network)
         if in_use:
             raise MinirunError(f"network {name} is in use by {', '.join(in_use)}", hint="remove those first", code=1)
-        _remove_kernel_objects(network)
-        state.remove_file(netdefs.record_path(name))
-        shutil.rmtree(paths.ipam_dir(name), ignore_errors=True)
+        run_best_effort(removal_steps(network), f"removal of network {name} was incomplete", narrator)
+
+
+def removal_steps(network: netdefs.Network) -> list[Step]:
+    from minirun.net import firewall, links, rtnl
+
+    def delete_bridge() -> None:
+        with rtnl.Rtnl() as host:
+            links.delete_link(host, network.bridge)
+
+    def forget() -> None:
+        state.remove_file(netdefs.record_path(network.name))
+        shutil.rmtree(paths.ipam_dir(network.name), ignore_errors=True)
+
+    return [
+        Step(
+            "rules",
+            lambda: firewall.remove_network(network),
+            lambda: [
+                f"nft delete chain inet minirun {firewall.masquerade_chain(network)}",
+                f'nft delete element inet minirun {firewall.BRIDGE_SET} {{ "{network.bridge}" }}',
+                f'nft delete rule ... # every rule tagged "{firewall.tag(network)}" '
+                f'or "{firewall.isolation_tag(network)}"',
+            ],
+        ),
+        Step("bridge", delete_bridge, lambda: [f"ip link delete {network.bridge}"]),
+        Step("records", forget, lambda: [f"rm -r {netdefs.record_path(network.name)} {paths.ipam_dir(network.name)}"]),
+    ]
 
 
 def inspect(name: str) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
-from minirun.plan import Narrator, Step, run_plan
+from minirun.plan import Narrator, Step, run_best_effort, run_plan
 from minirun.runtime import state
 from minirun.spec import validate_pod_name as validate_name
 
@@ -335,7 +335,7 @@ def unpin(target: str) -> None:
     state.remove_file(target)
 
 
-def remove(name: str, force: bool) -> list[str]:
+def remove(name: str, force: bool, narrator: Narrator | None = None) -> list[str]:
     """`pod rm`: refuses while members run unless force (then kills them); releases everything."""
     from minirun.runtime import gc, lifecycle
 
@@ -353,48 +353,86 @@ def remove(name: str, force: bool) -> list[str]:
     for member in members(name):
         member = state.load(member["id"]) or member
         member["auto_remove"] = True
-        gc.teardown(member)
-    return release(pod)
+        gc.teardown(member, narrator=narrator)
+    return release(pod, narrator)
 
 
-def release(pod: dict[str, Any]) -> list[str]:
+def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
     """Stop the pod's init, unpin the namespaces (the kernel then deletes the veth with the netns), release
-    the address."""
-    from minirun.net import ipam, rtnl
+    the address, forget the record. Every step runs even if another failed."""
+    from minirun.net import ipam, links, rtnl
     from minirun.runtime import gc
 
-    removed = []
+    removed: list[str] = []
+    name = pod["name"]
     infra = pod.get("infra") or {}
-    if infra and proc.is_alive(infra["pid"], infra.get("started")):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(infra["pid"], signal.SIGKILL)  # its PID namespace, and every member in it, goes too
-        removed.append(f"pod init {infra['pid']}")
-    if pod.get("ports"):
+    network = pod.get("network") or {}
+    veth = network.get("host_veth") or links.host_veth_name(pod["id"])
+    address = (network.get("address") or "").split("/")[0]
+    store = ipam.AddressStore(paths.ipam_dir(network.get("name", "minirun")))
+    pins = sorted({*pod.get("pins", {}).values(), *(os.path.join(paths.pod_pin_dir(name), ns) for ns in SHAREABLE)})
+    if "net" in pod.get("pins", {}) or pod.get("status") == "creating":
+        pins.append(paths.netns_pin(name))
+
+    def stop_init() -> None:
+        if infra and proc.is_alive(infra["pid"], infra.get("started")):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(infra["pid"], signal.SIGKILL)  # its PID namespace, and every member in it, goes too
+            removed.append(f"pod init {infra['pid']}")
+
+    def unpublish() -> None:
         from minirun.net import firewall
 
-        if firewall.remove_ports(pod["id"]):
+        if pod.get("ports") and firewall.remove_ports(pod["id"]):
             removed.append("published ports")
-    for target in pod.get("pins", {}).values():
-        unpin(target)
-    for ns in SHAREABLE:  # a pin made before a crash recorded it
-        unpin(os.path.join(paths.pod_pin_dir(pod["name"]), ns))
-    if "net" in pod.get("pins", {}) or pod.get("status") == "creating":
-        unpin(paths.netns_pin(pod["name"]))
-    with contextlib.suppress(OSError):
-        os.rmdir(paths.pod_pin_dir(pod["name"]))
-    network = pod.get("network")
-    from minirun.net import links
 
-    veth = (network or {}).get("host_veth") or links.host_veth_name(pod["id"])
-    with rtnl.Rtnl() as ipr:
-        if gc.remove_lingering_link(ipr, veth):
-            removed.append(f"link {veth}")
-    store_dir = paths.ipam_dir((network or {}).get("name", "minirun"))
-    address = ((network or {}).get("address") or "").split("/")[0]
-    if address and ipam.AddressStore(store_dir).release(address, pod["id"]):
-        removed.append(f"address {address}")
-    state.remove_file(paths.pod_record(pod["name"]))
-    removed.append(f"pod {pod['name']}")
+    def unpin_all() -> None:
+        for target in pins:
+            unpin(target)
+        with contextlib.suppress(OSError):
+            os.rmdir(paths.pod_pin_dir(name))
+
+    def veth_gone() -> None:
+        with rtnl.Rtnl() as ipr:
+            if gc.remove_lingering_link(ipr, veth):
+                removed.append(f"link {veth}")
+
+    def release_address() -> None:
+        if address and store.release(address, pod["id"]):
+            removed.append(f"address {address}")
+
+    def forget() -> None:
+        state.remove_file(paths.pod_record(name))
+        removed.append(f"pod {name}")
+
+    pinned = sorted(pod.get("pins", {}).values())
+    steps = [
+        Step(
+            "pins",
+            unpin_all,
+            lambda: [
+                *(f"umount {p} && rm {p}" for p in pinned),
+                f"# for the net pin that is what `ip netns delete {paths.NETNS_PREFIX}{name}` does",
+            ],
+        ),
+        Step(
+            "veth",
+            veth_gone,
+            lambda: [f"# {veth} goes with the last reference to the netns; if it lingers: ip link delete {veth}"],
+        ),
+        Step("address", release_address, lambda: [f"rm {store.directory}/{address}"] if address else []),
+        Step("record", forget, lambda: [f"rm {paths.pod_record(name)}"]),
+    ]
+    if pod.get("ports"):
+        steps.insert(
+            0,
+            Step(
+                "ports", unpublish, lambda: [f'nft delete rule ... # the rules tagged "minirun port owner={pod["id"]}"']
+            ),
+        )
+    if infra:
+        steps.insert(0, Step("init", stop_init, lambda: [f"kill -KILL {infra.get('pid')}   # the pod's PID 1 (tini)"]))
+    run_best_effort(steps, f"removal of pod {name} was incomplete", narrator)
     return removed
 
 

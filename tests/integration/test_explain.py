@@ -81,3 +81,20 @@ def test_verbose_logs_each_step_with_its_duration():
     assert re.search(r"^minirun: step 1: namespaces \(\d+\.\d ms\)$", result.stderr, re.M)
     assert re.search(r"^minirun: step 2: loopback \(\d+\.\d ms\)$", result.stderr, re.M)
     assert "    unshare" not in result.stderr  # -v alone: no commands
+
+
+def test_removals_explain_what_they_undo(state_dir):
+    assert minirun("run", "-d", "--name", "gone", "-p", "8080:80", "sleep", "30").returncode == 0
+    address = minirun("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "gone").stdout.strip()
+    removed = minirun("rm", "-f", "--explain", "gone")
+    assert removed.returncode == 0 and removed.stdout == "gone\n"
+    steps = re.findall(r"^minirun: step \d+: (\S+)", removed.stderr, re.M)
+    assert steps == ["stop", "address", "ports", "veth", "records"]
+    assert f"ipam/minirun/{address}   # back in the pool" in removed.stderr
+    assert minirun("pod", "create", "pexp").returncode == 0
+    pod_rm = minirun("pod", "rm", "--explain", "pexp")
+    assert "umount /run/netns/minirun-pexp && rm /run/netns/minirun-pexp" in pod_rm.stderr
+    assert "ip netns delete minirun-pexp" in pod_rm.stderr
+    assert minirun("network", "create", "nexp").returncode == 0
+    net_rm = minirun("network", "rm", "--explain", "nexp")
+    assert "ip link delete mr-nexp" in net_rm.stderr and "nft delete chain inet minirun masq-nexp" in net_rm.stderr
