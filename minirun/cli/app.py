@@ -215,13 +215,13 @@ def rm_cmd(
 
 
 @app.command("gc")
-def gc_cmd(debug: bool = DEBUG) -> None:
+def gc_cmd(explain: bool = EXPLAIN, verbose: bool = VERBOSE, debug: bool = DEBUG) -> None:
     """Release what killed launchers left behind (addresses, veths, records) and print it."""
     from minirun.net.network import all_networks
     from minirun.runtime import gc
 
     def collect() -> list[str]:
-        removed = gc.reconcile()
+        removed = gc.reconcile(_narrator(explain, verbose))
         for network in all_networks():
             removed += gc.remove_orphan_links(network.bridge)
         return removed

@@ -204,7 +204,7 @@ def _warn(exc: TeardownError) -> None:
     print(f"minirun: warning: {exc.msg}", file=sys.stderr)
 
 
-def reconcile() -> list[str]:
+def reconcile(narrator: Narrator | None = None) -> list[str]:
     """Deal with what dead owners left behind. Cheap when there is nothing to do (a few listdirs)."""
     # Snapshot reservations and claims BEFORE the records: a run writes its record first, so anything
     # listed here that lacks a record was really orphaned.
@@ -214,7 +214,7 @@ def reconcile() -> list[str]:
     if pods:
         from minirun.runtime import pod
 
-        removed_pods = pod.reconcile()
+        removed_pods = pod.reconcile(narrator)
         pods = _pod_ids()
     else:
         removed_pods = []
@@ -234,7 +234,7 @@ def reconcile() -> list[str]:
         if record.get("status") == "exited" or state.owner_alive(record):
             continue
         try:
-            removed += _reconcile_orphan(record)
+            removed += _reconcile_orphan(record, narrator)
         except TeardownError as exc:
             _warn(exc)
     holders = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | pods
@@ -248,16 +248,16 @@ def reconcile() -> list[str]:
     return removed
 
 
-def _reconcile_orphan(record: dict[str, Any]) -> list[str]:
+def _reconcile_orphan(record: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
     label = f"(container {record['id']})"
     if record.get("status") == "creating" or not record.get("detached"):
         record["auto_remove"] = True  # never finished starting, or a foreground run whose launcher died
-        return [f"{item} {label}" for item in teardown(record)]
+        return [f"{item} {label}" for item in teardown(record, narrator=narrator)]
     if container_alive(record):
         return []  # detached and still running: its supervisor died, the container did not
     record["exit_code"] = record.get("exit_code", EXIT_STATUS_LOST)
     record["finished"] = record.get("finished") or state.now_iso()
-    items = teardown(record)
+    items = teardown(record, narrator=narrator)
     return [f"{item} {label}" for item in items] + ([] if record.get("auto_remove") else [f"exited {label}"])
 
 

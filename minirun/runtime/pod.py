@@ -507,11 +507,11 @@ def inspect(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def reconcile() -> list[str]:
+def reconcile(narrator: Narrator | None = None) -> list[str]:
     """Pods whose creation was interrupted (their creator died) are rolled back."""
     removed = []
     for pod in all_pods():
         owner = pod.get("owner")
         if pod.get("status") == "creating" and owner and not proc.is_alive(owner["pid"], owner["started"]):
-            removed += [f"{item} (interrupted pod {pod['name']})" for item in release(pod)]
+            removed += [f"{item} (interrupted pod {pod['name']})" for item in release(pod, narrator)]
     return removed

@@ -107,3 +107,15 @@ def test_gc_removes_a_veth_on_the_bridge_that_no_container_owns(state_dir):
     assert "vethdeadbeef" not in links and record["network"]["host_veth"] in links
     os.kill(record["pid"], signal.SIGKILL)
     proc.wait(timeout=10)
+
+
+def test_gc_explain_shows_the_teardown_of_a_dead_launchers_container(state_dir):
+    proc = spawn("run", "--name", "lost", "sleep", "60")
+    (record,) = wait_running(state_dir)
+    proc.kill()
+    proc.wait()
+    wait_for(lambda: not os.path.exists(f"/proc/{record['pid']}"), what="container gone")
+    result = minirun("gc", "--explain")
+    assert result.returncode == 0
+    assert "minirun: step" in result.stderr and f"rm {state_dir}/ipam/minirun/" in result.stderr
+    assert f"removed record {record['id']}" in result.stdout
