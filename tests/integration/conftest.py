@@ -225,3 +225,22 @@ table ip filter {
     )
     yield
     subprocess.run(["nft", "delete", "table", "ip", "filter"], capture_output=True)
+
+
+def remove_everything() -> None:
+    """What a test made through minirun: containers, then pods, then user networks (in that order, since
+    each of those refuses removal while the next depends on it)."""
+    ids = minirun("ps", "-a", "-q").stdout.split()
+    if ids:
+        minirun("rm", "-f", *ids)
+    for row in minirun("pod", "ls", "--format", "json").stdout.splitlines():
+        minirun("pod", "rm", "-f", json.loads(row)["Name"])
+    for row in minirun("network", "ls", "--format", "json").stdout.splitlines():
+        if json.loads(row)["Name"] != "minirun":
+            minirun("network", "rm", json.loads(row)["Name"])
+
+
+@pytest.fixture
+def clean_slate():
+    yield
+    remove_everything()

@@ -56,9 +56,8 @@ def remove_all() -> None:
 
 
 @pytest.fixture(autouse=True)
-def _clean_up_containers():
+def _clean_up(clean_slate):
     yield
-    remove_all()
 
 
 def test_detached_server_keeps_serving_and_is_reachable_over_the_bridge():

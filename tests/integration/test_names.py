@@ -11,15 +11,8 @@ from tests.integration.conftest import PYTHON, minirun
 
 
 @pytest.fixture(autouse=True)
-def _clean_up():
+def _clean_up(clean_slate):
     yield
-    ids = minirun("ps", "-a", "-q").stdout.split()
-    if ids:
-        minirun("rm", "-f", *ids)
-    for row in minirun("pod", "ls", "--format", "json").stdout.splitlines():
-        minirun("pod", "rm", "-f", json.loads(row)["Name"])
-    for name in ("app", "other"):
-        minirun("network", "rm", name)
 
 
 def address(ref: str) -> str:

@@ -22,15 +22,8 @@ CLIENT = "import socket,sys; print(socket.create_connection((sys.argv[1], 80), t
 
 
 @pytest.fixture(autouse=True)
-def _clean_up():
+def _clean_up(clean_slate):
     yield
-    ids = minirun("ps", "-a", "-q").stdout.split()
-    if ids:
-        minirun("rm", "-f", *ids)
-    for row in minirun("network", "ls", "--format", "json").stdout.splitlines():
-        name = json.loads(row)["Name"]
-        if name != "minirun":
-            minirun("network", "rm", name)
 
 
 def serve(name: str, network: str) -> str:

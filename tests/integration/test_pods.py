@@ -39,13 +39,8 @@ while True:
 
 
 @pytest.fixture(autouse=True)
-def _clean_up():
+def _clean_up(clean_slate):
     yield
-    ids = minirun("ps", "-a", "-q").stdout.split()
-    if ids:
-        minirun("rm", "-f", *ids)
-    for row in minirun("pod", "ls", "--format", "json").stdout.splitlines():
-        minirun("pod", "rm", "-f", json.loads(row)["Name"])
 
 
 def member(pod: str, *args: str, detach: bool = False) -> subprocess.CompletedProcess:
