@@ -19,7 +19,7 @@ from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.plan import Narrator, Step, Timing, run_plan
-from minirun.runtime import child, gc, launch, lifecycle, names, state
+from minirun.runtime import child, gc, launch, names, state
 from minirun.runtime.privileges import require_root
 from minirun.spec import ContainerSpec, container_env
 
@@ -115,7 +115,7 @@ def create(
         if spec.ports:
             from minirun.net.ports import check_free
 
-            check_free(spec.ports, lifecycle.published_ports())
+            check_free(spec.ports, _published_ports())
     timings.append(Timing("validate", time.perf_counter() - clock))
 
     container_id = container_id or new_container_id()
@@ -212,7 +212,7 @@ def create(
                     store,
                     container_id,
                     spec.ports,
-                    lambda: lifecycle.published_ports(exclude=container_id),
+                    lambda: _published_ports(exclude=container_id),
                 )
             else:
                 steps = attach.loopback_steps(container_rtnl, ns_label)
@@ -229,6 +229,13 @@ def create(
         started.close_netns_handles()
         undo.pop_all()  # from here on the container runs; teardown (not rollback) cleans up
     return Created(record, started, host_rtnl, timings, _exec_step(cfg))
+
+
+def _published_ports(exclude: str | None = None) -> dict:
+    # Imported here: only runs that publish ports pay for the lifecycle module (~4 ms).
+    from minirun.runtime import lifecycle
+
+    return lifecycle.published_ports(exclude=exclude)
 
 
 def _resolver_for(network_name: str | None, dry_run: bool) -> str | None:
