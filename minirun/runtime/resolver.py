@@ -4,8 +4,10 @@ One UDP socket per user network on its gateway address, port 53; containers on t
 resolv.conf naming it. A name is looked up in the live records at query time, so a container started
 after the querier resolves too: a container's name and hostname, a pod's name and hostname, a pod
 member's name (-> the pod's address). Only names on the network the query arrived on are answered; the
-default network has no resolver (as Docker's default bridge). Other names get NXDOMAIN: minirun does not
-forward queries to the host's resolvers (so no query ever leaves the machine from here).
+default network has no resolver (as Docker's default bridge). Other names are forwarded to the host's
+resolvers (the nameservers of the host's resolv.conf, as Docker's embedded DNS does), except on
+--internal networks and when MINIRUN_DNS_FORWARD=0 (the test suite sets it: no query of its own may
+leave the machine); MINIRUN_DNS_UPSTREAM names another resolv.conf to take the upstreams from.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 
 from minirun import paths
 from minirun.net import dns
@@ -74,7 +77,36 @@ def lookup(network_name: str, name: str) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def answer(network_name: str, packet: bytes) -> bytes:
+FORWARD_ENV = "MINIRUN_DNS_FORWARD"
+UPSTREAM_ENV = "MINIRUN_DNS_UPSTREAM"
+FORWARD_TIMEOUT = 2.0
+
+
+# systemd-resolved's stub (127.0.0.53) in /etc/resolv.conf: its real upstreams are listed here.
+RESOLVED_UPSTREAMS = "/run/systemd/resolve/resolv.conf"
+
+
+def _nameservers(path: str) -> list[str]:
+    try:
+        with open(path) as f:
+            return [p[1] for p in (line.split() for line in f) if len(p) >= 2 and p[0] == "nameserver"]
+    except OSError:
+        return []
+
+
+def upstreams() -> list[str]:
+    """Where names minirun does not know are forwarded: the host's nameservers (loopback ones are the
+    host's own stub, which answers on the host only: then systemd-resolved's upstream list is used)."""
+    if os.environ.get(FORWARD_ENV) == "0":
+        return []
+    found = [s for s in _nameservers(os.environ.get(UPSTREAM_ENV) or "/etc/resolv.conf") if not s.startswith("127.")]
+    if not found and not os.environ.get(UPSTREAM_ENV):
+        found = [s for s in _nameservers(RESOLVED_UPSTREAMS) if not s.startswith("127.")]
+    return found
+
+
+def answer(network_name: str, packet: bytes) -> bytes | None:
+    """The reply to `packet`, or None when it must be forwarded upstream."""
     try:
         query = dns.parse_query(packet)
     except ValueError:
@@ -82,7 +114,29 @@ def answer(network_name: str, packet: bytes) -> bytes:
     if query.qclass != dns.CLASS_IN:
         return dns.build_response(query, [], dns.NOTIMP)
     addresses = lookup(network_name, query.name)
-    return dns.build_response(query, addresses, dns.NOERROR if addresses else dns.NXDOMAIN)
+    if addresses:
+        return dns.build_response(query, addresses)
+    network = netdefs.load(network_name)
+    if network is not None and not network.internal and upstreams():
+        return None
+    return dns.build_response(query, [], dns.NXDOMAIN)
+
+
+def forward(packet: bytes, reply_to, sock: socket.socket) -> None:
+    """Ask the upstreams in turn; relay the first answer. Runs in its own short-lived thread."""
+    for server in upstreams():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as upstream:
+            upstream.settimeout(FORWARD_TIMEOUT)
+            try:
+                upstream.sendto(packet, (server, DNS_PORT))
+                reply, _ = upstream.recvfrom(65535)
+            except OSError:
+                continue
+        with contextlib.suppress(OSError):
+            sock.sendto(reply, reply_to)
+        return
+    with contextlib.suppress(OSError):
+        sock.sendto(dns.error_response(packet, dns.SERVFAIL), reply_to)
 
 
 class Resolver:
@@ -121,7 +175,12 @@ class Resolver:
     def serve_one(self, sock: socket.socket, network_name: str) -> None:
         with contextlib.suppress(OSError):
             packet, peer = sock.recvfrom(4096)
-            sock.sendto(answer(network_name, packet), peer)
+            reply = answer(network_name, packet)
+            if reply is None:
+                # Upstreams may be slow: never block the supervisor's loop on them.
+                threading.Thread(target=forward, args=(packet, peer, sock), daemon=True).start()
+            else:
+                sock.sendto(reply, peer)
 
     def close(self) -> None:
         for sock in self.sockets.values():

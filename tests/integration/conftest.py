@@ -28,8 +28,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "state"
     monkeypatch.setenv("MINIRUN_STATE_DIR", str(path))
-    for var in ("MINIRUN_SUBNET", "MINIRUN_NFT", "MINIRUN_TEST_FAIL_AFTER_STEP", "MINIRUN_DEBUG"):
+    for var in (
+        "MINIRUN_SUBNET",
+        "MINIRUN_NFT",
+        "MINIRUN_TEST_FAIL_AFTER_STEP",
+        "MINIRUN_DEBUG",
+        "MINIRUN_DNS_UPSTREAM",
+    ):
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MINIRUN_DNS_FORWARD", "0")
     return path
 
 

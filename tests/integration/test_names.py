@@ -4,6 +4,7 @@ query in these tests can leave the machine - unknown names get NXDOMAIN, nothing
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
@@ -64,3 +65,35 @@ def test_default_network_has_no_resolver():
         host = f.read()
     inside = minirun("run", "--rm", "cat", "/etc/resolv.conf").stdout
     assert inside == host and "minirun" not in inside
+
+
+FAKE_UPSTREAM = """
+import socket, struct
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("198.51.100.2", 53))
+print("upstream", flush=True)
+while True:
+    query, peer = s.recvfrom(512)
+    ident, _flags = struct.unpack_from("!HH", query)
+    question = query[12:]
+    answer = struct.pack("!HHHIH", 0xC00C, 1, 1, 5, 4) + bytes([192, 0, 2, 99])  # one A record
+    s.sendto(struct.pack("!HHHHHH", ident, 0x8180, 1, 1, 0, 0) + question + answer, peer)
+"""
+
+
+def test_unknown_names_are_forwarded_to_the_upstreams(outside, tmp_path):
+    """The upstream is a fake resolver in the test's own outside namespace: nothing leaves the machine."""
+    upstream = subprocess.Popen(
+        ["ip", "netns", "exec", outside, PYTHON, "-c", FAKE_UPSTREAM], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert upstream.stdout.readline().strip() == "upstream"
+        resolv = tmp_path / "upstream.conf"
+        resolv.write_text("nameserver 198.51.100.2\n")
+        env = {"MINIRUN_DNS_FORWARD": "1", "MINIRUN_DNS_UPSTREAM": str(resolv)}
+        assert minirun("network", "create", "app").returncode == 0
+        assert minirun("run", "-d", "--network", "app", "--name", "asker", "sleep", "30", env=env).returncode == 0
+        assert "Address: 192.0.2.99" in nslookup("asker", "example.test")  # forwarded, answered upstream
+        assert f"Address: {address('asker')}" in nslookup("asker", "asker")  # own names still answered here
+    finally:
+        upstream.kill()
