@@ -44,13 +44,7 @@ def parse_share(text: str) -> tuple[str, ...]:
 
 
 def load(name: str) -> dict[str, Any] | None:
-    try:
-        with open(paths.pod_record(name)) as f:
-            import json
-
-            return json.load(f)
-    except FileNotFoundError:
-        return None
+    return state.read_json(paths.pod_record(name))
 
 
 def all_pods() -> list[dict[str, Any]]:

@@ -102,12 +102,18 @@ def save(record: dict[str, Any]) -> None:
     write_atomic(paths.container_record(record["id"]), record)
 
 
-def load(container_id: str) -> dict[str, Any] | None:
+def read_json(path: str) -> dict[str, Any] | None:
+    """A record, or None when it does not exist. Raises ValueError for one that is not JSON."""
     try:
-        with open(paths.container_record(container_id)) as f:
+        with open(path) as f:
             return json.load(f)
     except FileNotFoundError:
         return None
+
+
+def load(container_id: str) -> dict[str, Any] | None:
+    try:
+        return read_json(paths.container_record(container_id))
     except ValueError:
         return {"id": container_id, "corrupt": True}
 
