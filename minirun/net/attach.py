@@ -65,8 +65,13 @@ def check_subnet_free(host: Rtnl, network: Network) -> None:
         if route.dst.prefixlen == 0 or (own_index is not None and route.oif == own_index):
             continue
         if route.dst.overlaps(network.subnet):
+            # Named after the dump, not before it: a concurrent first run may have just created our bridge
+            # (and its route) after the lookup above. A device gone meanwhile took its route with it.
+            dev = next((lk.name for lk in links.list_links(host) if lk.index == route.oif), None)
+            if route.oif is not None and dev in (network.bridge, None):
+                continue
             via = f" via {route.gateway}" if route.gateway else ""
-            dev = next((lk.name for lk in links.list_links(host) if lk.index == route.oif), route.oif)
+            dev = dev or "(no device)"
             raise ConfigError(
                 f"network {network.name} ({network.subnet}) overlaps the host route {route.dst}{via} dev {dev}",
                 hint="remove that route or give minirun another subnet",
