@@ -13,6 +13,19 @@ def state_root() -> str:
     return os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR
 
 
+# Images outlive reboots (unlike the state root), as Docker's /var/lib/docker does.
+DATA_DIR_ENV = "MINIRUN_DATA_DIR"
+DEFAULT_DATA_DIR = "/var/lib/minirun"
+
+
+def data_root() -> str:
+    return os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
+
+
+def images_dir() -> str:
+    return os.path.join(data_root(), "images")
+
+
 def containers_dir() -> str:
     return os.path.join(state_root(), "containers")
 

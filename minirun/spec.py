@@ -38,6 +38,16 @@ class ContainerSpec(NamedTuple):
     dry_run: bool = False
     verbose: bool = False
     ports: tuple = ()  # of minirun.net.ports.PortMapping
+    image: str | None = None
+    entrypoint: str | None = None
+    read_only: bool = False
+    user: str | None = None  # UID[:GID] or a name from the image's (or host's) /etc/passwd
+    dns: tuple[str, ...] = ()
+    add_hosts: tuple[tuple[str, str], ...] = ()
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    security_opts: tuple[str, ...] = ()
 
 
 def validate_name(name: str) -> str:
@@ -95,8 +105,13 @@ def validate_mtu(mtu: int | None) -> int | None:
     return mtu
 
 
-def container_env(spec: ContainerSpec, hostname: str) -> dict[str, str]:
-    """The command's environment: Docker's defaults, then the user's -e in order (later wins)."""
-    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname, "HOME": "/root"}
+def container_env(
+    spec: ContainerSpec, hostname: str, image_env: tuple[str, ...] = (), home: str = "/root"
+) -> dict[str, str]:
+    """The command's environment, as Docker builds it: PATH (the image's, else the default), HOSTNAME, the
+    image's Env, HOME (the user's), then the user's -e in order (later wins)."""
+    env = {"PATH": DEFAULT_PATH, "HOSTNAME": hostname}
+    env.update(item.split("=", 1) for item in image_env if "=" in item)
+    env.setdefault("HOME", home)
     env.update(dict(spec.env))
     return env

@@ -33,6 +33,8 @@ def pytest_configure(config: pytest.Config) -> None:
     # A private /run: minirun's default state root and `ip netns` names live there.
     k.mount("tmpfs", "/run", "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=755")
     os.makedirs("/run/netns", exist_ok=True)
+    # Images go to the sandbox's /run too (built once per session), never to the machine's /var/lib/minirun.
+    os.environ["MINIRUN_DATA_DIR"] = "/run/minirun-data"
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
 

@@ -105,6 +105,8 @@ def exec_command(args: list[str]) -> int:
             request.workdir,
             tty=request.tty,
             interactive=request.interactive,
+            user=request.user,
+            privileged=request.privileged,
         )
 
     return _guarded(args, action, exec_args.help_text)

@@ -463,6 +463,99 @@ def network_rm_cmd(
     _each(names, lambda name: networks.remove(name, narrator), debug)
 
 
+image_app = typer.Typer(
+    help="Images: root filesystems built from a recipe or imported from 'docker save' and OCI archives.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+app.add_typer(image_app, name="image")
+
+
+@image_app.command("build")
+def image_build_cmd(
+    recipe: str = typer.Argument(..., metavar="DIR|NAME"),
+    tag: str = typer.Option(None, "-t", "--tag", help="store it as NAME[:TAG] (default: the recipe's name)"),
+    debug: bool = DEBUG,
+) -> None:
+    """Build an image from a recipe directory (image.toml + rootfs/) or a shipped recipe's name."""
+    from minirun.runtime import images
+
+    image = _managed(lambda: images.build(recipe, tag), debug)
+    typer.echo(f"sha256:{image.id} {image.name}")
+
+
+@image_app.command("import")
+def image_import_cmd(
+    source: str = typer.Argument(..., metavar="FILE|-"),
+    name: str = typer.Option(None, "--name", help="store it as NAME[:TAG] (default: the name the archive gives)"),
+    debug: bool = DEBUG,
+) -> None:
+    """Import a 'docker save' tarball or an OCI image layout (directory or tar); - reads stdin."""
+    from minirun.runtime import images
+
+    image, devices = _managed(lambda: images.import_archive(source, name), debug)
+    if devices:
+        typer.echo(f"minirun: note: skipped {devices} device node(s): a container gets its own /dev", err=True)
+    typer.echo(f"sha256:{image.id} {image.name}")
+
+
+@image_app.command("ls")
+def image_ls_cmd(fmt: str = typer.Option("table", "--format", help="table or json"), debug: bool = DEBUG) -> None:
+    """List images: REPOSITORY, TAG, IMAGE ID, CREATED, SIZE."""
+    from minirun.runtime import images, lifecycle
+
+    if fmt not in ("table", "json"):
+        report(MinirunError(f'unknown --format "{fmt}"', hint="use table or json"), debug=debug)
+        raise typer.Exit(2)
+    rows = _managed(images.rows, debug)
+    if fmt == "json":
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    import datetime
+
+    now = datetime.datetime.now(datetime.UTC)
+    _table(
+        ("REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"),
+        [
+            (
+                r["Repository"],
+                r["Tag"],
+                r["ID"],
+                f"{lifecycle.human_duration(lifecycle.seconds_since(r['CreatedAt'], now))} ago",
+                _human_size(r["Size"]),
+            )
+            for r in rows
+        ],
+    )
+
+
+def _human_size(size: int) -> str:
+    """Docker's units: decimal, up to two decimals (4.26MB)."""
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            break
+        value /= 1000
+    return f"{value:.2f}".rstrip("0").rstrip(".") + unit
+
+
+@image_app.command("inspect")
+def image_inspect_cmd(refs: list[str] = typer.Argument(..., metavar="IMAGE..."), debug: bool = DEBUG) -> None:
+    """Show images as JSON, in Docker's shape (Id, RepoTags, Created, Size, Config, RootFS)."""
+    from minirun.runtime import images
+
+    typer.echo(json.dumps(_managed(lambda: [images.inspect(ref) for ref in refs], debug), indent=4))
+
+
+@image_app.command("rm")
+def image_rm_cmd(refs: list[str] = typer.Argument(..., metavar="IMAGE..."), debug: bool = DEBUG) -> None:
+    """Remove images: untag NAME (deleting the image with its last tag), or delete an ID and all its tags."""
+    from minirun.runtime import images
+
+    _each(refs, images.remove, debug)
+
+
 @app.command("version")
 def version_cmd() -> None:
     """Print minirun's version."""

@@ -14,6 +14,8 @@ OPTIONS = (
     Option(("-t", "--tty"), "tty", None, "give the command a pseudo-terminal"),
     Option(("-e", "--env"), "env", "KEY=VALUE", "set an environment variable (repeatable)", repeat=True),
     Option(("-w", "--workdir"), "workdir", "DIR", "working directory inside the container"),
+    Option(("-u", "--user"), "user", "UID[:GID]", "run as this user (default: the container's)"),
+    Option(("--privileged",), "privileged", None, "all capabilities and no seccomp for this command"),
     Option(("--debug",), "debug", None, "show a traceback when minirun itself fails"),
     Option(("-h", "--help"), "help", None, "show this help"),
 )
@@ -28,6 +30,8 @@ class ExecRequest(NamedTuple):
     workdir: str | None
     tty: bool
     interactive: bool
+    user: str | None = None
+    privileged: bool = False
 
 
 def help_text() -> str:
@@ -49,4 +53,6 @@ def parse(args: list[str], host_env: dict[str, str] | None = None) -> ExecReques
         workdir=values.get("workdir"),
         tty=bool(values.get("tty")),
         interactive=bool(values.get("interactive")),
+        user=values.get("user"),
+        privileged=bool(values.get("privileged")),
     )

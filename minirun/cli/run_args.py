@@ -39,6 +39,26 @@ OPTIONS = (
         "publish a container port on the host (repeatable)",
         repeat=True,
     ),
+    Option(("--image",), "image", "IMAGE", "run in IMAGE's filesystem (see 'minirun image ls'; default: the host's)"),
+    Option(("--entrypoint",), "entrypoint", "CMD", "override the image's Entrypoint"),
+    Option(("--read-only",), "read_only", None, "mount the image's root filesystem read-only"),
+    Option(("-u", "--user"), "user", "UID[:GID]", "run as this user (a name from the image's /etc/passwd, or ids)"),
+    Option(("--dns",), "dns", "IP", "nameserver for the container's /etc/resolv.conf (repeatable)", repeat=True),
+    Option(
+        ("--add-host",), "add_host", "NAME:IP", "add a line to the container's /etc/hosts (repeatable)", repeat=True
+    ),
+    Option(("--cap-add",), "cap_add", "CAP", "add a Linux capability (NET_ADMIN, ..., ALL; repeatable)", repeat=True),
+    Option(
+        ("--cap-drop",), "cap_drop", "CAP", "drop a Linux capability (ALL drops every one; repeatable)", repeat=True
+    ),
+    Option(("--privileged",), "privileged", None, "all capabilities, no seccomp, no masked paths, rw /sys"),
+    Option(
+        ("--security-opt",),
+        "security_opt",
+        "OPT",
+        "no-new-privileges[=true|false], seccomp=unconfined (repeatable)",
+        repeat=True,
+    ),
     Option(("--init",), "init", None, "run an init (tini) as PID 1 that forwards signals and reaps zombies"),
     Option(("--rm",), "remove", None, "remove a detached container when it exits (foreground runs always are)"),
     Option(("--explain",), "explain", None, "print each step as the commands a person would type, as it runs"),
@@ -49,7 +69,7 @@ OPTIONS = (
     Option(("-h", "--help"), "help", None, "show this help"),
 )
 
-USAGE = "Usage: minirun run [OPTIONS] CMD [ARGS...]"
+USAGE = "Usage: minirun run [OPTIONS] [--image IMAGE] CMD [ARGS...]"
 SUMMARY = "Run CMD in new net, uts, ipc, pid and mount namespaces, on the minirun0 bridge (like docker run)."
 
 
@@ -73,8 +93,8 @@ def parse(args: list[str], host_env: dict[str, str] | None = None) -> ContainerS
     """Parse `minirun run` arguments into a validated ContainerSpec; raise ConfigError or HelpRequested."""
     host_env = dict(os.environ) if host_env is None else host_env
     values, command = parse_options(args, OPTIONS, "run")
-    if not command:
-        raise ConfigError("no command given", hint="usage: minirun run [OPTIONS] CMD [ARGS...]")
+    if not command and not values.get("image"):
+        raise ConfigError("no command given", hint="usage: minirun run [OPTIONS] CMD [ARGS...] (or give --image)")
     return _to_spec(values, tuple(command), host_env)
 
 
@@ -117,8 +137,22 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
         raise ConfigError("--explain cannot follow a detached run", hint="use --dry-run, or run in the foreground")
     if detach and values.get("tty"):
         raise ConfigError("-t with -d is not supported yet", hint="run detached without -t, then 'minirun exec -it'")
+    from minirun.fs.etcfiles import parse_add_host, validate_dns
+
+    if values.get("read_only") and not values.get("image"):
+        raise ConfigError("--read-only needs --image", hint="it makes the image's root read-only: add --image NAME")
     return ContainerSpec(
         command=command,
+        image=values.get("image"),
+        entrypoint=values.get("entrypoint"),
+        read_only=bool(values.get("read_only")),
+        user=values.get("user"),
+        dns=tuple(validate_dns(v) for v in values["dns"]),
+        add_hosts=tuple(parse_add_host(v) for v in values["add_host"]),
+        cap_add=tuple(values["cap_add"]),
+        cap_drop=tuple(values["cap_drop"]),
+        privileged=bool(values.get("privileged")),
+        security_opts=tuple(values["security_opt"]),
         name=validate_name(name) if name is not None else None,
         hostname=validate_hostname(hostname) if hostname is not None else None,
         env=env,

@@ -1,8 +1,10 @@
 """The container's first process, between fork and exec. Everything here runs in the child.
 
 Order (nsjail's containProc, rubber-docker's contain): parent-death signal -> unshare -> hand the launcher a
-netlink socket inside the new netns -> hostname -> mounts -> wait for "go" -> default signal state -> stdio
-(log file or pty) -> close stray descriptors -> chdir -> exec. Any failure is written to the error pipe and
+netlink socket inside the new netns -> hostname -> mounts (the image's overlay and pivot_root, or the host's
+tree; /proc, /sys, /dev, /etc files, masked paths) -> wait for "go" -> default signal state -> stdio (log
+file or pty) -> close stray descriptors -> confine (bounding set, user, capabilities, no_new_privs,
+seccomp last) -> chdir -> exec. Any failure is written to the error pipe and
 the child exits 125; an exec failure exits 127 (not found) or 126 (not executable), as Docker's do.
 """
 
@@ -41,8 +43,15 @@ class ChildConfig(NamedTuple):
     # A pod member joins the pod's pinned namespaces (nsfs paths with their CLONE_* type) instead of
     # creating those; its hostname then is the pod's.
     join: tuple[tuple[str, int], ...] = ()
-    # On a user network: its resolver's resolv.conf, bind-mounted over /etc/resolv.conf.
-    resolv_conf: str | None = None
+    # The directory holding the container's (or its pod's) hostname, hosts and resolv.conf, bind-mounted
+    # over /etc's.
+    etc_dir: str | None = None
+    # With --image: the overlay to pivot into (minirun.fs.rootfs.ImageRoot); None keeps the host's tree.
+    image_root: object = None
+    # minirun.security.SecurityProfile; None only in unit tests that exercise the bare mechanics.
+    security: object = None
+    # (uid, gid, supplementary gids) to switch to before exec; None stays root.
+    user: tuple[int, int, tuple[int, ...]] | None = None
 
 
 class ChildPipes(NamedTuple):
@@ -57,7 +66,14 @@ def main(cfg: ChildConfig, pipes: ChildPipes) -> None:
     try:
         _setup(cfg, pipes)
         exec_command(
-            cfg.command, cfg.env, cfg.workdir, pipes.error_out, stdio=cfg.stdio, controlling_tty=cfg.controlling_tty
+            cfg.command,
+            cfg.env,
+            cfg.workdir,
+            pipes.error_out,
+            stdio=cfg.stdio,
+            controlling_tty=cfg.controlling_tty,
+            security=cfg.security,
+            user=cfg.user,
         )
     except BaseException as exc:  # noqa: BLE001 - a forked child must never unwind into the launcher's code
         code = report_failure(exc, pipes.error_out)
@@ -90,12 +106,16 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes) -> None:
         k.sethostname(cfg.hostname)
     # Private propagation first: nothing we mount below may show up on the host.
     k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
-    k.mount("proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
-    if cfg.new_netns or joined & k.CLONE_NEWNET:
-        # A sysfs mounted from inside the new netns shows its own links in /sys/class/net (as `ip netns exec`).
-        k.mount("sysfs", "/sys", "sysfs", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
-    if cfg.resolv_conf and os.path.exists("/etc/resolv.conf"):
-        k.mount(cfg.resolv_conf, "/etc/resolv.conf", None, k.MS_BIND)
+    from minirun.fs import rootfs
+
+    confined = cfg.security is None or not cfg.security.privileged
+    if cfg.image_root is not None:
+        console = cfg.stdio[0] if cfg.controlling_tty and cfg.stdio else None
+        rootfs.enter_image(cfg.image_root, cfg.etc_dir, confined=confined, console_fd=console)
+    else:
+        rootfs.enter_host(cfg.etc_dir, confined=confined, own_sysfs=cfg.new_netns or bool(joined & k.CLONE_NEWNET))
+    if cfg.security is not None:
+        import minirun.security  # noqa: F401 - loaded while the launcher attaches the network, not after "go"
     if os.read(pipes.go_in, 1) != GO:
         os._exit(0)  # the launcher gave up (its setup failed and rolled back): leave quietly
     os.close(pipes.go_in)
@@ -109,8 +129,14 @@ def exec_command(
     *,
     stdio: tuple[int, int, int] | None = None,
     controlling_tty: bool = False,
+    security=None,
+    user: tuple[int, int, tuple[int, ...]] | None = None,
 ) -> None:
-    """The last steps before exec, shared by `run` and `exec`. Only returns by raising."""
+    """The last steps before exec, shared by `run` and `exec`. Only returns by raising.
+
+    Confinement comes last (capabilities, no_new_privs, seccomp: minirun.security.confine), so that
+    everything before it may still use root's powers, and the working directory is entered as the user.
+    """
     reset_signals()
     if stdio is not None:
         if controlling_tty:
@@ -119,6 +145,13 @@ def exec_command(
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
     _close_stray_fds(keep={0, 1, 2, error_out})
+    if security is not None:
+        from minirun.security import confine
+
+        try:
+            confine(security, user)
+        except OSError as exc:
+            raise _Failure(EXIT_MINIRUN_FAILED, f"cannot confine the command: {exc}") from None
     if workdir:
         try:
             os.chdir(workdir)

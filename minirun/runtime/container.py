@@ -19,9 +19,9 @@ from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.plan import Narrator, Step, Timing, run_plan
-from minirun.runtime import child, gc, launch, names, state
+from minirun.runtime import child, gc, launch, names, sandbox, state
 from minirun.runtime.privileges import require_root
-from minirun.spec import ContainerSpec, container_env
+from minirun.spec import ContainerSpec
 
 INIT_CANDIDATES = ("/usr/bin/tini", "/usr/bin/tini-static", "/usr/bin/docker-init")
 _NSENTER_FLAG = {k.CLONE_NEWNET: "net", k.CLONE_NEWUTS: "uts", k.CLONE_NEWIPC: "ipc"}
@@ -80,13 +80,9 @@ def create(
     require_root()
     if not dry_run:
         gc.reconcile()
-    if spec.workdir and not os.path.isdir(spec.workdir):
-        raise MinirunError(f"working directory {spec.workdir} does not exist", hint="pass an existing -w directory")
-    command = (init_binary(), "--", *spec.command) if spec.init else spec.command
-
     network = None
     host_rtnl = None
-    resolv_conf = None
+    resolver = None
     pod = None
     join: tuple[tuple[str, int], ...] = ()
     pid_namespace = None
@@ -102,13 +98,13 @@ def create(
         pod = pods.ensure(spec.pod, quiet=detached)
         join = pods.join_paths(pod)
         pid_namespace = pods.pid_namespace(pod)
-        resolv_conf = _resolver_for((pod.get("network") or {}).get("name"), dry_run)
+        resolver = _resolver_for((pod.get("network") or {}).get("name"), dry_run)
     elif spec.network not in ("none", "host"):
         from minirun.net import attach, firewall, rtnl
         from minirun.net import network as netdefs
 
         network = netdefs.resolve(spec.network)
-        resolv_conf = _resolver_for(network.name, dry_run)
+        resolver = _resolver_for(network.name, dry_run)
         firewall.nft_binary()
         host_rtnl = rtnl.Rtnl()
         attach.check_subnet_free(host_rtnl, network)
@@ -116,19 +112,20 @@ def create(
             from minirun.net.ports import check_free
 
             check_free(spec.ports, _published_ports())
-    timings.append(Timing("validate", time.perf_counter() - clock))
-
     container_id = container_id or new_container_id()
     name = spec.name or names.generate(container_id)
     hostname = pod["hostname"] if pod else spec.hostname or container_id
-    env = container_env(spec, hostname)
+    view = sandbox.plan(spec, spec.command, container_id, hostname, pod=pod, resolver=resolver)
+    command = (init_binary(), "--", *view.command) if spec.init else view.command
+    env = view.env
+    timings.append(Timing("validate", time.perf_counter() - clock))
     record: dict[str, Any] = {
         "id": container_id,
         "name": name,
         "hostname": hostname,
-        "command": list(spec.command),
+        "command": list(view.command),
         "env": [f"{key}={value}" for key, value in env.items()],
-        "workdir": spec.workdir,
+        "workdir": view.workdir,
         "created": state.now_iso(),
         "status": "creating",
         "owner": owner_identity(),
@@ -142,15 +139,19 @@ def create(
         "tty": spec.tty,
         "log": log_path,
         "ports": [list(mapping) for mapping in spec.ports],
+        **view.record_fields(),
     }
     cfg = child.ChildConfig(
         command=command,
         env=env,
         hostname=hostname,
-        workdir=spec.workdir,
+        workdir=view.workdir,
         new_netns=pod is None and spec.network != "host",
         join=join,
-        resolv_conf=resolv_conf,
+        etc_dir=view.etc_dir,
+        image_root=view.image_root,
+        security=view.security,
+        user=view.user,
         stdio=stdio,
         controlling_tty=controlling_tty,
         die_with_parent=not detached,
@@ -185,6 +186,10 @@ def create(
         undo.callback(state.remove_file, paths.container_record(container_id))
         state.claim_name(name, container_id)
         undo.callback(state.release_name, name, container_id)
+        if not view.shared_etc:
+            undo.callback(sandbox.remove_container_dir, container_id)
+        pod_address = (pod.get("network") or {}).get("address", "").split("/")[0] if pod else None
+        sandbox.materialize(view, hostname, pod_address or None)
 
         run_plan([namespaces], undo, timings, narrator)
         started = forked[0]
@@ -223,6 +228,7 @@ def create(
         )
         if network is not None:
             record["network"] = attachment.as_record()
+            sandbox.set_address(view, hostname, attachment.as_record()["address"].split("/")[0])
         state.save(record)
         if netns_fd >= 0:
             os.close(netns_fd)
@@ -239,19 +245,17 @@ def _published_ports(exclude: str | None = None) -> dict:
 
 
 def _resolver_for(network_name: str | None, dry_run: bool) -> str | None:
-    """A user network's resolv.conf, with its resolver running; None on the default network (no DNS)."""
+    """A user network's resolver address (its gateway), running; None on the default network (no DNS)."""
     from minirun.net import network as netdefs
 
     if not network_name or network_name == netdefs.DEFAULT_NETWORK:
         return None
-    from minirun.runtime import client, resolver
+    from minirun.runtime import client
 
     network = netdefs.resolve(network_name)
-    if dry_run:
-        return resolver.resolv_conf_path(network)
-    path = resolver.ensure_resolv_conf(network)
-    client.ensure_resolver()
-    return path
+    if not dry_run:
+        client.ensure_resolver()
+    return str(network.gateway)
 
 
 def _explain_namespaces(cfg: child.ChildConfig, pid_namespace: str | None, forked: list) -> list[str]:
@@ -272,15 +276,29 @@ def _explain_namespaces(cfg: child.ChildConfig, pid_namespace: str | None, forke
     lines.append(f"{prefix}unshare {' '.join(unshare)} sh   # the container's first process: host PID {pid}")
     if k.CLONE_NEWUTS not in joined:
         lines.append(f"hostname {cfg.hostname}")
+    if cfg.image_root is not None:
+        from minirun.fs import rootfs
+
+        confined = cfg.security is None or not cfg.security.privileged
+        lines += rootfs.explain_image(cfg.image_root, cfg.etc_dir, confined)
+        return lines
     if cfg.new_netns or k.CLONE_NEWNET in joined:
         lines.append("mount -t sysfs sysfs /sys   # /sys/class/net now lists this netns's links")
+    if cfg.etc_dir:
+        lines.append(f"mount --bind {cfg.etc_dir}/hosts /etc/hosts   # and hostname, resolv.conf (as ip netns exec)")
     return lines
 
 
 def _exec_step(cfg: child.ChildConfig) -> Step:
     def explain() -> list[str]:
         where = f"cd {cfg.workdir} && " if cfg.workdir else ""
-        return [f"{where}exec {shlex.join(cfg.command)}   # as PID 1 (see 'minirun run --help' for exit codes)"]
+        lines = []
+        if cfg.security is not None:
+            lines.append(f"# confine: {cfg.security.describe()}")
+        if cfg.user is not None:
+            lines.append(f"setpriv --reuid {cfg.user[0]} --regid {cfg.user[1]} --clear-groups ...   # --user")
+        lines.append(f"{where}exec {shlex.join(cfg.command)}   # as PID 1 (see 'minirun run --help' for exit codes)")
+        return lines
 
     return Step("exec", lambda: None, explain)
 

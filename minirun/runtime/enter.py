@@ -16,6 +16,7 @@ import sys
 from typing import NamedTuple
 
 from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError, NotFound
+from minirun.fs import rootfs, users  # before the fork: inside an image minirun cannot import them
 from minirun.kernel import syscalls as k
 from minirun.runtime import child, gc, launch, lifecycle
 from minirun.runtime.privileges import require_root
@@ -40,6 +41,8 @@ class Target(NamedTuple):
     # shows the pod's links.
     own_mount_ns: bool
     label: str
+    security: dict | None = None  # the container's SecurityProfile record (None: the default profile)
+    user: tuple[int, int, tuple[int, ...]] | None = None
 
 
 def _target(ref: str) -> Target:
@@ -58,7 +61,17 @@ def _target(ref: str) -> Target:
     pid = record["pid"]
     env = dict(item.split("=", 1) for item in record.get("env", []) if "=" in item)
     namespaces = tuple((f"/proc/{pid}/ns/{name}", flag) for name, flag in _CONTAINER_NAMESPACES)
-    return Target(namespaces, f"/proc/{pid}/ns/pid", env, record.get("workdir") or "/", False, record["name"])
+    user = record.get("user")
+    return Target(
+        namespaces,
+        f"/proc/{pid}/ns/pid",
+        env,
+        record.get("workdir") or "/",
+        False,
+        record["name"],
+        record.get("security"),
+        (user[0], user[1], tuple(user[2])) if user else None,
+    )
 
 
 def exec_in(
@@ -69,7 +82,11 @@ def exec_in(
     *,
     tty: bool = False,
     interactive: bool = False,
+    user: str | None = None,
+    privileged: bool = False,
 ) -> int:
+    """Like `docker exec`: the command gets the container's confinement (its capabilities, no_new_privs,
+    seccomp) and user, unless --privileged or --user say otherwise."""
     require_root()
     gc.reconcile()
     try:
@@ -82,6 +99,9 @@ def exec_in(
     except FileNotFoundError:
         raise MinirunError(f"{target.label} is not running") from None
     full_env = {**target.env, **dict(env)}
+    from minirun.security import SecurityProfile, profile_from_options
+
+    security = profile_from_options(privileged=True) if privileged else SecurityProfile.from_record(target.security)
 
     pty = None
     if tty:
@@ -97,7 +117,10 @@ def exec_in(
             k.setns(pidns, k.CLONE_NEWPID)
         child_pid = os.fork()
         if child_pid == 0:
-            _child(namespaces, target.own_mount_ns, command, full_env, workdir or target.workdir, error_out, pty)
+            identity = Identity(security, target.user, user)
+            _child(
+                namespaces, target.own_mount_ns, command, full_env, workdir or target.workdir, error_out, pty, identity
+            )
     finally:
         if child_pid != 0:
             k.setns(own_pidns, k.CLONE_NEWPID)
@@ -120,7 +143,13 @@ def exec_in(
             pty.finish()
 
 
-def _child(namespaces, own_mount_ns, command, env, cwd, error_out, pty) -> None:
+class Identity(NamedTuple):
+    security: object  # minirun.security.SecurityProfile
+    user: tuple[int, int, tuple[int, ...]] | None  # the container's
+    requested: str | None  # exec --user, resolved inside the container's mount namespace
+
+
+def _child(namespaces, own_mount_ns, command, env, cwd, error_out, pty, identity: Identity) -> None:
     """Never returns."""
     code = EXIT_MINIRUN_FAILED
     try:
@@ -129,9 +158,13 @@ def _child(namespaces, own_mount_ns, command, env, cwd, error_out, pty) -> None:
         if own_mount_ns:
             k.unshare(k.CLONE_NEWNS)
             k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
-            k.mount("sysfs", "/sys", "sysfs", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
-            # the /proc of the PID namespace we are in (the pod's, when it shares one)
-            k.mount("proc", "/proc", "proc", k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC)
+            # the /proc of the PID namespace we are in (the pod's, when it shares one), the pod's /sys
+            rootfs.enter_host(None, confined=not identity.security.privileged, own_sysfs=True)
+        user = identity.user
+        if identity.requested:
+            resolved = users.resolve(identity.requested, "/")  # setns(mnt) made the container's root ours
+            user = resolved.ids()
+            env = {**env, "HOME": resolved.home}
         child.exec_command(
             command,
             env,
@@ -139,6 +172,8 @@ def _child(namespaces, own_mount_ns, command, env, cwd, error_out, pty) -> None:
             error_out,
             stdio=pty.child_stdio if pty else None,
             controlling_tty=pty is not None,
+            security=identity.security,
+            user=user,
         )
     except BaseException as exc:  # noqa: BLE001 - a forked child must never unwind into the launcher's code
         with contextlib.suppress(Exception):

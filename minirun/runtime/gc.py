@@ -142,10 +142,17 @@ def release_steps(
 
 
 def forget(record: dict[str, Any]) -> list[str]:
-    """Remove the record, the name claim and the log."""
+    """Remove the record, the name claim, the log and the container's directory (its image layer)."""
+    from minirun.runtime import sandbox
+
     state.remove(record)
     if record.get("log"):
         state.remove_file(record["log"])
+    sandbox.remove_container_dir(record["id"])
+    if record.get("image"):
+        from minirun.runtime import images
+
+        images.prune_unused()
     return [f"record {record['id']}"]
 
 
@@ -218,11 +225,12 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
         pods = _pod_ids()
     else:
         removed_pods = []
+    directories = _container_dirs()
     records = state.all_records()
     removed = removed_pods + [
         f"temp file {name}" for d in (paths.containers_dir(), paths.names_dir()) for name in state.sweep_temp_files(d)
     ]
-    if not records and not reservations and not claims:
+    if not records and not reservations and not claims and not directories:
         return removed
     known = set()
     for record in records:
@@ -237,6 +245,11 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
             removed += _reconcile_orphan(record, narrator)
         except TeardownError as exc:
             _warn(exc)
+    for orphan in directories - known:
+        from minirun.runtime import sandbox
+
+        if sandbox.remove_container_dir(orphan):
+            removed.append(f"directory of container {orphan}")
     holders = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | pods
     for network, addresses in reservations.items():
         if any(owner not in holders for owner in addresses.values()):
@@ -277,6 +290,16 @@ def remove_orphan_links(bridge: str) -> list[str]:
             if orphan and links.delete_link(ipr, link.name):
                 removed.append(f"link {link.name} (on {bridge}, no container)")
     return removed
+
+
+def _container_dirs() -> set[str]:
+    """Container ids with a directory (a run writes its record before making its directory)."""
+    try:
+        entries = os.scandir(paths.containers_dir())
+    except FileNotFoundError:
+        return set()
+    with entries:
+        return {e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)}
 
 
 def _pod_ids() -> set[str]:

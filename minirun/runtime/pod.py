@@ -396,6 +396,9 @@ def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
             removed.append(f"address {address}")
 
     def forget() -> None:
+        from minirun.runtime import sandbox
+
+        sandbox.remove_pod_etc(name)
         state.remove_file(paths.pod_record(name))
         removed.append(f"pod {name}")
 
@@ -415,7 +418,7 @@ def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
             lambda: [f"# {veth} goes with the last reference to the netns; if it lingers: ip link delete {veth}"],
         ),
         Step("address", release_address, lambda: [f"rm {store.directory}/{address}"] if address else []),
-        Step("record", forget, lambda: [f"rm {paths.pod_record(name)}"]),
+        Step("record", forget, lambda: [f"rm -r {paths.pod_record(name)} {paths.pods_dir()}/{name}.etc"]),
     ]
     if pod.get("ports"):
         steps.insert(

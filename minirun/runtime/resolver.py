@@ -17,35 +17,11 @@ import os
 import socket
 import threading
 
-from minirun import paths
 from minirun.net import dns
 from minirun.net import network as netdefs
 from minirun.runtime import state
 
 DNS_PORT = 53
-
-
-def resolv_conf_path(network: netdefs.Network) -> str:
-    return os.path.join(paths.state_root(), "networks", f"{network.name}.resolv.conf")
-
-
-def ensure_resolv_conf(network: netdefs.Network) -> str:
-    """The resolv.conf bind-mounted over /etc/resolv.conf in containers on `network`."""
-    path = resolv_conf_path(network)
-    text = f"# minirun: the resolver of network {network.name}\nnameserver {network.gateway}\noptions ndots:0\n"
-    try:
-        with open(path) as f:
-            if f.read() == text:
-                return path
-    except FileNotFoundError:
-        pass
-    tmp = f"{path}.{os.getpid()}.tmp"
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-    return path
 
 
 def lookup(network_name: str, name: str) -> list[str]:

@@ -138,6 +138,8 @@ def leak_check(state_dir: Path):
         claims = list((state_dir / "names").glob("*")) if (state_dir / "names").is_dir() else []
         pods = list((state_dir / "pods").glob("*")) if (state_dir / "pods").is_dir() else []
         netns = [n for n in os.listdir("/run/netns") if n.startswith("minirun-")] if os.path.isdir("/run/netns") else []
+        containers = state_dir / "containers"
+        pods += [p for p in containers.iterdir() if p.is_dir()] if containers.is_dir() else []  # upper dirs, /etc
         with open("/proc/self/mounts") as f:
             pins = [line.split()[1] for line in f if str(state_dir) in line or "/run/netns/minirun-" in line]
         return links, ipam_reservations(state_dir), records(state_dir), claims, pods, netns, pins
@@ -251,3 +253,11 @@ def remove_everything() -> None:
 def clean_slate():
     yield
     remove_everything()
+
+
+@pytest.fixture(scope="session")
+def busybox_image() -> str:
+    """The busybox image, built once per session from images/busybox through the CLI; returns its name."""
+    built = minirun("image", "build", "busybox")
+    assert built.returncode == 0, built.stderr
+    return "busybox"

@@ -189,7 +189,13 @@ def test_mounts_stay_inside(tmp_path):
     target = tmp_path / "mnt"
     target.mkdir()
     result = minirun(
-        "run", "--network", "none", "sh", "-c", f"mount -t tmpfs none {target} && grep -c {target} /proc/self/mounts"
+        "run",
+        "--privileged",
+        "--network",
+        "none",
+        "sh",
+        "-c",
+        f"mount -t tmpfs none {target} && grep -c {target} /proc/self/mounts",
     )
     assert result.returncode == 0 and result.stdout.strip() == "1"
     with open("/proc/self/mounts") as f:

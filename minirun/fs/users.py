@@ -1,0 +1,69 @@
+"""--user and an image's User, resolved against the container's own /etc/passwd and /etc/group (runc's
+user.GetExecUser rules): a name must exist there, a number need not (gid 0 and home / then)."""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from minirun.errors import ConfigError
+
+
+class ExecUser(NamedTuple):
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+
+    def ids(self) -> tuple[int, int, tuple[int, ...]]:
+        return self.uid, self.gid, self.groups
+
+
+def resolve(user: str, etc_root: str) -> ExecUser:
+    """`user` is NAME|UID[:GROUP|GID]; `etc_root` the directory whose etc/passwd and etc/group count."""
+    who, _, group = user.partition(":")
+    if not who or (":" in user and not group):
+        raise ConfigError(f'invalid --user "{user}"', hint="use --user UID[:GID] or NAME[:GROUP]")
+    passwd = _entries(etc_root, "etc/passwd", 7)
+    groups = _entries(etc_root, "etc/group", 4)
+    entry = next((e for e in passwd if e[0] == who or (who.isdigit() and e[2] == who)), None)
+    if entry is None and not who.isdigit():
+        raise ConfigError(
+            f"unable to find user {who}: no matching entries in passwd file",
+            hint="give a numeric --user UID[:GID], or a user the image's /etc/passwd has",
+        )
+    uid = int(entry[2]) if entry else int(who)
+    gid = int(entry[3]) if entry and entry[3].isdigit() else 0
+    home = entry[5] if entry and entry[5] else "/"
+    if group:
+        found = next((g for g in groups if g[0] == group or (group.isdigit() and g[2] == group)), None)
+        if found is None and not group.isdigit():
+            raise ConfigError(
+                f"unable to find group {group}: no matching entries in group file",
+                hint="give a numeric GID, or a group the image's /etc/group has",
+            )
+        gid = int(found[2]) if found else int(group)
+    name = entry[0] if entry else None
+    supplementary = tuple(
+        int(g[2]) for g in groups if name and g[2].isdigit() and name in g[3].split(",") and int(g[2]) != gid
+    )
+    if uid > 0xFFFFFFFE or gid > 0xFFFFFFFE:
+        raise ConfigError(f'invalid --user "{user}": id out of range', hint="use ids below 4294967295")
+    return ExecUser(uid, gid, supplementary, home)
+
+
+def _entries(root: str, relative: str, fields: int) -> list[list[str]]:
+    path = os.path.join(root, relative)
+    if root != "/" and not os.path.realpath(path).startswith(os.path.realpath(root) + os.sep):
+        return []  # an image's symlink out of its root must not make us read the host's files
+    try:
+        with open(path, errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        parts = line.split(":")
+        if len(parts) == fields and not line.startswith("#"):
+            found.append(parts)
+    return found

@@ -1,0 +1,144 @@
+"""What a container sees and may do, decided before it forks: its image (or the host's tree), command,
+environment, user, /etc files and security profile. Validation only, except `materialize`, which writes
+the container's directory (its /etc files and overlay dirs) and is undone with it."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from typing import Any, NamedTuple
+
+from minirun import paths
+from minirun.errors import ConfigError, MinirunError
+from minirun.fs import etcfiles
+from minirun.spec import ContainerSpec, container_env
+
+
+class Sandbox(NamedTuple):
+    command: tuple[str, ...]
+    env: dict[str, str]
+    workdir: str | None
+    image: Any  # minirun.fs.images.Image or None
+    image_root: Any  # minirun.fs.rootfs.ImageRoot or None
+    etc_dir: str
+    shared_etc: bool  # the pod's files, not this container's
+    security: Any  # minirun.security.SecurityProfile
+    user: tuple[int, int, tuple[int, ...]] | None
+    name_options: etcfiles.NameOptions
+    resolv_text: str
+
+    def record_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {
+            "security": self.security.as_record(),
+            "user": list(self.user[:2]) + [list(self.user[2])] if self.user else None,
+            "etc_dir": self.etc_dir,
+        }
+        if self.image is not None:
+            fields["image"] = {"id": self.image.id, "name": self.image.name}
+            fields["read_only"] = self.image_root.read_only
+        return fields
+
+
+def container_dir(container_id: str) -> str:
+    return os.path.join(paths.containers_dir(), container_id)
+
+
+def pod_etc_dir(pod_name: str) -> str:
+    return os.path.join(paths.pods_dir(), f"{pod_name}.etc")
+
+
+def plan(
+    spec: ContainerSpec,
+    command: tuple[str, ...],
+    container_id: str,
+    hostname: str,
+    *,
+    pod: dict[str, Any] | None,
+    resolver: str | None,
+) -> Sandbox:
+    """Resolve and validate everything about the container's view; raise MinirunError, change nothing."""
+    from minirun.security import profile_from_options
+
+    security = profile_from_options(spec.cap_add, spec.cap_drop, spec.privileged, spec.security_opts)
+    image = image_root = None
+    etc_root = "/"
+    workdir = spec.workdir
+    image_env: tuple[str, ...] = ()
+    user_spec = spec.user
+    if spec.image is not None:
+        from minirun.fs import images, rootfs
+
+        image = images.resolve(spec.image)
+        config = image.config
+        entrypoint = tuple(shlex.split(spec.entrypoint)) if spec.entrypoint is not None else config.entrypoint
+        # Docker: --entrypoint drops the image's Cmd too; the user's CMD replaces Cmd, never Entrypoint.
+        arguments = command or (config.cmd if spec.entrypoint is None else ())
+        command = (*entrypoint, *arguments)
+        if not command:
+            raise ConfigError(
+                f"image {image.name} has no Cmd or Entrypoint and no command was given",
+                hint=f"add one: minirun run --image {spec.image} CMD",
+            )
+        image_env = config.env
+        workdir = workdir or config.workdir or None
+        user_spec = user_spec or config.user or None
+        etc_root = image.rootfs
+        image_root = rootfs.image_root(container_dir(container_id), image.rootfs, spec.read_only)
+    elif spec.entrypoint is not None:
+        command = (*shlex.split(spec.entrypoint), *command)
+    elif workdir and not os.path.isdir(workdir):
+        raise MinirunError(f"working directory {workdir} does not exist", hint="pass an existing -w directory")
+    if workdir and not workdir.startswith("/"):
+        raise ConfigError(f'working directory "{workdir}" is not absolute', hint="give -w an absolute path")
+    user = home = None
+    if user_spec:
+        from minirun.fs import users
+
+        resolved = users.resolve(user_spec, etc_root)
+        user, home = resolved.ids(), resolved.home
+        if resolved.uid == 0 and resolved.gid == 0 and not resolved.groups:
+            user = None  # root: nothing to switch
+    env = container_env(spec, hostname, image_env, home or "/root")
+    options = etcfiles.NameOptions(spec.dns, spec.add_hosts)
+    shared = pod is not None and not spec.dns and not spec.add_hosts
+    etc_dir = pod_etc_dir(pod["name"]) if shared else os.path.join(container_dir(container_id), "etc")
+    return Sandbox(
+        command, env, workdir, image, image_root, etc_dir, shared, security, user, options, _resolv(spec, resolver)
+    )
+
+
+def _resolv(spec: ContainerSpec, resolver: str | None) -> str:
+    path, text = etcfiles.host_resolv_conf()
+    if spec.network == "host" and not spec.dns and spec.pod is None:
+        return text  # the host's own netns: its loopback resolvers are reachable
+    return etcfiles.resolv_conf(text, etcfiles.NameOptions(spec.dns, spec.add_hosts), resolver)
+
+
+def materialize(sandbox: Sandbox, hostname: str, address: str | None) -> None:
+    """Write the /etc files (the address is filled in later, by `set_address`, once IPAM gave one) and the
+    overlay's dirs."""
+    etcfiles.write_all(sandbox.etc_dir, hostname, address, sandbox.resolv_text, sandbox.name_options)
+    if sandbox.image_root is not None:
+        from minirun.fs import rootfs
+
+        rootfs.prepare_dirs(sandbox.image_root)
+
+
+def set_address(sandbox: Sandbox, hostname: str, address: str) -> None:
+    etcfiles.write_in_place(
+        os.path.join(sandbox.etc_dir, "hosts"), etcfiles.hosts(hostname, address, sandbox.name_options)
+    )
+
+
+def remove_container_dir(container_id: str) -> bool:
+    """The container's upper dir, overlay scratch and /etc files. "Already gone" is success."""
+    directory = container_dir(container_id)
+    if not os.path.lexists(directory):
+        return False
+    shutil.rmtree(directory, ignore_errors=True)
+    return True
+
+
+def remove_pod_etc(pod_name: str) -> None:
+    shutil.rmtree(pod_etc_dir(pod_name), ignore_errors=True)
