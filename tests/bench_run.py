@@ -104,6 +104,12 @@ def main() -> None:
 
     results["seed script (ip + nft, bash)"] = measure(["bash", "-c", SEED_SCRIPT], args.runs)
     results["minirun run --rm true"] = measure([MINIRUN, "run", "--rm", "true"], args.runs)
+    os.environ["MINIRUN_DATA_DIR"] = "/run/minirun-bench-data"  # the sandbox's tmpfs, not /var/lib/minirun
+    subprocess.run([MINIRUN, "image", "build", "busybox"], check=True, stdout=subprocess.DEVNULL)
+    results["minirun run --rm --image busybox true"] = measure(
+        [MINIRUN, "run", "--rm", "--image", "busybox", "true"], args.runs
+    )
+    results["minirun run --rm --privileged true"] = measure([MINIRUN, "run", "--rm", "--privileged", "true"], args.runs)
     results["minirun run --network none true"] = measure([MINIRUN, "run", "--network", "none", "true"], args.runs)
     subprocess.run([MINIRUN, "pod", "create", "bench"], check=True, stdout=subprocess.DEVNULL)
     results["minirun run --rm --pod bench true"] = measure(

@@ -112,6 +112,11 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes) -> None:
     if cfg.image_root is not None:
         console = cfg.stdio[0] if cfg.controlling_tty and cfg.stdio else None
         rootfs.enter_image(cfg.image_root, cfg.etc_dir, confined=confined, console_fd=console)
+        if cfg.workdir:
+            # Docker creates a missing working directory in the container's layer (not with --read-only:
+            # chdir then reports it)
+            with contextlib.suppress(OSError):
+                os.makedirs(cfg.workdir, mode=0o755, exist_ok=True)
     else:
         rootfs.enter_host(cfg.etc_dir, confined=confined, own_sysfs=cfg.new_netns or bool(joined & k.CLONE_NEWNET))
     if cfg.security is not None:

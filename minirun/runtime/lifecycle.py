@@ -112,7 +112,7 @@ def ps_rows(show_all: bool) -> list[dict[str, Any]]:
             {
                 "ID": record["id"],
                 "Names": record.get("name", ""),
-                "Image": record.get("image") or "-",
+                "Image": image_label(record),
                 "Command": " ".join(record.get("command", [])).replace("\n", " "),
                 "CreatedAt": record.get("created", ""),
                 "RunningFor": f"{human_duration(seconds_since(record.get('created'), now))} ago",
@@ -181,8 +181,10 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
             "Cmd": record.get("command", []),
             "WorkingDir": record.get("workdir") or "",
             "Tty": bool(record.get("tty")),
-            "Image": record.get("image") or "",
+            "Image": image_label(record, default=""),
+            "User": "{}:{}".format(*record["user"][:2]) if record.get("user") else "",
         },
+        "Image": f"sha256:{record['image']['id']}" if record.get("image") else "",
         "HostConfig": {
             "NetworkMode": f"pod:{record['pod']}"
             if record.get("pod")
@@ -191,6 +193,10 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
             ),
             "AutoRemove": bool(record.get("auto_remove")),
             "Init": bool(record.get("init")),
+            "Privileged": bool((record.get("security") or {}).get("privileged")),
+            "ReadonlyRootfs": bool(record.get("read_only")),
+            "CapabilitiesEffective": (record.get("security") or {}).get("capabilities", []),
+            "SecurityOpt": _security_opts(record.get("security") or {}),
         },
         "NetworkSettings": {
             "IPAddress": address if running else "",
@@ -206,6 +212,23 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
         "LogPath": record.get("log") or "",
         "Pod": record.get("pod") or "",
     }
+
+
+def image_label(record: dict[str, Any], default: str = "-") -> str:
+    """The image a container runs, as `ps` shows it: its name, or its short id once untagged."""
+    image = record.get("image")
+    if not image:
+        return default
+    return image.get("name") or image.get("id", "")[:12]
+
+
+def _security_opts(security: dict[str, Any]) -> list[str]:
+    if not security:
+        return []
+    opts = [f"no-new-privileges={'true' if security.get('no_new_privs', True) else 'false'}"]
+    if security.get("seccomp") == "unconfined":
+        opts.append("seccomp=unconfined")
+    return opts
 
 
 def _mac_address(pid: int) -> str:

@@ -513,3 +513,45 @@ def test_stale_staging_dirs_are_swept(store: Path, tmp_path: Path):
     fresh.mkdir()
     assert import_bytes(docker_save([LAYER_1]), tmp_path).returncode == 0
     assert not stale.exists() and fresh.exists()
+
+
+# --- imported images run --------------------------------------------------------------------------------
+
+BUSYBOX = Path("/bin/busybox")
+RUNNABLE_LAYER_1 = tar_of(
+    member("bin/", tarfile.DIRTYPE, mode=0o755),
+    member("bin/busybox", data=BUSYBOX.read_bytes() if BUSYBOX.exists() else b"", mode=0o755),
+    member("bin/sh", tarfile.SYMTYPE, link="/bin/busybox"),
+    member(
+        "bin/app", data=b'#!/bin/sh\necho "app $*"; busybox id -u; pwd; echo "$MODE"; busybox ls /etc\n', mode=0o755
+    ),
+    member("etc/", tarfile.DIRTYPE, mode=0o755),
+    member("etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000:app:/home/app:/bin/sh\n"),
+    member("etc/keep", data=b"kept\n"),
+    member("etc/gone", data=b"whited out\n"),
+)
+RUNNABLE_LAYER_2 = tar_of(member("etc/.wh.gone"), member("srv/", tarfile.DIRTYPE, mode=0o755))
+
+
+@pytest.mark.skipif(not BUSYBOX.exists(), reason="needs Debian's busybox-static")
+@pytest.mark.parametrize("form", ["docker-save", "oci-directory"])
+def test_imported_images_run_with_their_config(store: Path, tmp_path: Path, form: str):
+    """The config's Entrypoint, Cmd, Env, WorkingDir and User are the run's defaults; the whiteout holds."""
+    layers = [RUNNABLE_LAYER_1, RUNNABLE_LAYER_2]
+    if form == "docker-save":
+        imported = import_bytes(docker_save(layers, tags=("run/app:1",)), tmp_path)
+        name = "run/app:1"
+    else:
+        imported = minirun("image", "import", str(write_dir(oci_layout_files(layers), tmp_path / "layout")))
+        name = "oci/app:2.0"
+    assert imported.returncode == 0, imported.stderr
+    result = minirun("run", "--rm", "--image", name)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:4] == ["app serve --port 80", "1000", "/srv", "test"], result.stdout
+    assert "keep" in lines[4:] and "gone" not in lines[4:]
+    # a CMD replaces the image's Cmd but keeps its Entrypoint; --entrypoint replaces both
+    assert minirun("run", "--rm", "--image", name, "other").stdout.splitlines()[0] == "app other"
+    entry = minirun("run", "--rm", "--image", name, "--entrypoint", "/bin/busybox", "echo", "direct")
+    assert entry.stdout == "direct\n", entry.stderr
+    assert minirun("image", "rm", name).returncode == 0
