@@ -13,15 +13,12 @@ by-id/ and tags/ happens under one flock, so a failed or killed build leaves not
 from __future__ import annotations
 
 import contextlib
-import datetime
 import fcntl
-import hashlib
 import json
 import os
 import re
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -29,6 +26,8 @@ from typing import Any, NamedTuple
 from minirun import paths
 from minirun.errors import ConfigError, Conflict, MinirunError, NotFound
 from minirun.filelock import exclusive
+
+# hashlib, datetime and tempfile are imported where images are written: `run --image` only reads the store.
 
 UsedBy = Callable[[str], list[str]]
 
@@ -217,6 +216,8 @@ def names_of(image_id: str) -> list[str]:
 def staging() -> Iterator[Stage]:
     """A private directory inside the store for assembling one image; removed on the way out, whatever
     happens. Holding a flock on it tells `sweep_staging` in other processes that it is in use."""
+    import tempfile
+
     os.makedirs(paths.images_dir(), mode=0o700, exist_ok=True)
     sweep_staging()
     directory = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=paths.images_dir())
@@ -270,6 +271,9 @@ def commit(stage: Stage, name: str, config: dict[str, Any], used_by: UsedBy, sou
     identical one already there), point the tag at it, then delete what is no longer tagged or used.
 
     `config` holds Docker's field names: Env, Cmd, Entrypoint, WorkingDir, User."""
+    import datetime
+    import hashlib
+
     name = normalize_name(name)
     config = {
         "Env": list(config.get("Env") or []),
@@ -388,6 +392,8 @@ def remove(ref: str, used_by: UsedBy) -> None:
 def tree_digest(root: str) -> tuple[str, int]:
     """A sha256 over every entry's path, type, mode, owner and content (not mtimes, so a rebuild of the same
     files has the same digest), and the tree's size in bytes (hardlinked files counted once)."""
+    import hashlib
+
     digest = hashlib.sha256()
     contents: dict[tuple[int, int], str] = {}
     size = 0
@@ -418,6 +424,8 @@ def tree_digest(root: str) -> tuple[str, int]:
 
 
 def _file_sha256(path: str) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     with os.fdopen(fd, "rb") as f:

@@ -64,7 +64,7 @@ def main(cfg: ChildConfig, pipes: ChildPipes) -> None:
     """Never returns."""
     code = EXIT_MINIRUN_FAILED
     try:
-        _setup(cfg, pipes)
+        prepared = _setup(cfg, pipes)
         exec_command(
             cfg.command,
             cfg.env,
@@ -74,13 +74,15 @@ def main(cfg: ChildConfig, pipes: ChildPipes) -> None:
             controlling_tty=cfg.controlling_tty,
             security=cfg.security,
             user=cfg.user,
+            prepared=prepared,
         )
     except BaseException as exc:  # noqa: BLE001 - a forked child must never unwind into the launcher's code
         code = report_failure(exc, pipes.error_out)
     os._exit(code)
 
 
-def _setup(cfg: ChildConfig, pipes: ChildPipes) -> None:
+def _setup(cfg: ChildConfig, pipes: ChildPipes):
+    """Everything before "go"; returns the prepared seccomp filter (or None)."""
     if cfg.die_with_parent:
         # If the launcher dies (even by SIGKILL) the container dies with it, so the next `minirun` can
         # reclaim everything it owned: a foreground container does not outlive its `minirun run`.
@@ -119,11 +121,15 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes) -> None:
                 os.makedirs(cfg.workdir, mode=0o755, exist_ok=True)
     else:
         rootfs.enter_host(cfg.etc_dir, confined=confined, own_sysfs=cfg.new_netns or bool(joined & k.CLONE_NEWNET))
+    prepared = None
     if cfg.security is not None:
-        import minirun.security  # noqa: F401 - loaded while the launcher attaches the network, not after "go"
+        from minirun.security import prepare
+
+        prepared = prepare(cfg.security)  # while the launcher attaches the network, not after "go"
     if os.read(pipes.go_in, 1) != GO:
         os._exit(0)  # the launcher gave up (its setup failed and rolled back): leave quietly
     os.close(pipes.go_in)
+    return prepared
 
 
 def exec_command(
@@ -136,6 +142,7 @@ def exec_command(
     controlling_tty: bool = False,
     security=None,
     user: tuple[int, int, tuple[int, ...]] | None = None,
+    prepared=None,
 ) -> None:
     """The last steps before exec, shared by `run` and `exec`. Only returns by raising.
 
@@ -154,7 +161,7 @@ def exec_command(
         from minirun.security import confine
 
         try:
-            confine(security, user)
+            confine(security, user, prepared)
         except OSError as exc:
             raise _Failure(EXIT_MINIRUN_FAILED, f"cannot confine the command: {exc}") from None
     if workdir:

@@ -128,6 +128,6 @@ def _parse_bool(opt: str, value: str | None) -> bool:
     )
 
 
-from minirun.security.confine import confine, preload  # noqa: E402 - confine.py needs nothing from here at runtime
+from minirun.security.confine import confine, preload, prepare  # noqa: E402 - confine.py needs nothing from here at runtime
 
-__all__ = ["SecurityProfile", "confine", "default_profile", "preload", "profile_from_options"]
+__all__ = ["SecurityProfile", "confine", "default_profile", "preload", "prepare", "profile_from_options"]

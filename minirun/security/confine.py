@@ -28,8 +28,22 @@ if TYPE_CHECKING:
     from minirun.security import SecurityProfile
 
 
-def confine(profile: SecurityProfile, user: tuple[int, int, tuple[int, ...]] | None) -> None:
-    """Runs in the child just before exec. `user` is (uid, gid, supplementary gids), None to stay root.
+def prepare(profile: SecurityProfile):
+    """Build the profile's seccomp filter ahead of `confine` (in the child, before it waits for "go");
+    None when the profile has none. Raises OSError like confine."""
+    if not profile.seccomp:
+        return None
+    from minirun.security import seccomp
+
+    try:
+        return seccomp.Prepared(profile.capabilities)
+    except OSError as exc:
+        raise OSError(exc.errno, f"build the seccomp filter: {exc.strerror or exc}") from exc
+
+
+def confine(profile: SecurityProfile, user: tuple[int, int, tuple[int, ...]] | None, prepared=None) -> None:
+    """Runs in the child just before exec. `user` is (uid, gid, supplementary gids), None to stay root;
+    `prepared` the filter `prepare` built, if it was called.
 
     Raises OSError (errno and which step) if the kernel refuses a step: then the command must not run.
     """
@@ -49,7 +63,7 @@ def confine(profile: SecurityProfile, user: tuple[int, int, tuple[int, ...]] | N
             _step(_prctl.prctl, f"drop {_name(cap)} from the bounding set", _prctl.PR_CAPBSET_DROP, cap)
     seccomp_first = profile.seccomp and not profile.no_new_privs
     if seccomp_first:
-        _step(seccomp.load, "load the seccomp filter", profile.capabilities)
+        _step(seccomp.load, "load the seccomp filter", profile.capabilities, prepared)
     uid = 0
     if user is not None:
         uid, gid, groups = user
@@ -65,7 +79,7 @@ def confine(profile: SecurityProfile, user: tuple[int, int, tuple[int, ...]] | N
     if profile.no_new_privs:
         _step(_prctl.prctl, "set no_new_privs", _prctl.PR_SET_NO_NEW_PRIVS, 1)
     if profile.seccomp and not seccomp_first:
-        _step(seccomp.load, "load the seccomp filter", profile.capabilities)
+        _step(seccomp.load, "load the seccomp filter", profile.capabilities, prepared)
 
 
 def preload(profile: SecurityProfile) -> None:

@@ -225,15 +225,27 @@ def kernel_version() -> tuple[int, int]:
     return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
-def load(caps: Iterable[str]) -> None:
+class Prepared:
+    """A filter built (libseccomp context) but not loaded yet: the child builds it while the launcher is
+    still attaching the network, so only seccomp_load() is left for the path to exec."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, caps: Iterable[str]) -> None:
+        self.ctx = _build(library(), rules(caps))
+
+
+def load(caps: Iterable[str], prepared: Prepared | None = None) -> None:
     """Runs in the child: install the filter on the calling thread (and what it execs). Needs
     no_new_privs or CAP_SYS_ADMIN in the effective set."""
     lib = library()
-    ctx = _build(lib, rules(caps))
+    ctx = prepared.ctx if prepared is not None else _build(lib, rules(caps))
     try:
         _check(lib.seccomp_load(ctx), "seccomp_load")
     finally:
         lib.seccomp_release(ctx)
+        if prepared is not None:
+            prepared.ctx = None
 
 
 def pseudo_code(caps: Iterable[str]) -> str:
