@@ -19,6 +19,13 @@ EXPECTED = {
     "04-pod-localhost.sh": ["hello over localhost, from the pod mate", "127.0.0.1:8080", "refused at"],
     "05-inspect.sh": ["inet 10.77.", "default via 10.77.0.1", "minirun0 (bridge"],
     "06-compare-docker.sh": [],
+    "07-images-and-confinement.sh": [
+        "overlay / overlay",
+        "10.77.0.99\tdb",
+        "NoNewPrivs:\t1",
+        "uid=1000",
+        "images demo done.",
+    ],
 }
 
 

@@ -180,6 +180,9 @@ def test_privileged(busybox_image):
     ours = status_fields(Path("/proc/self/status").read_text())  # every capability minirun itself may hold
     assert int(status["CapEff"], 16) == int(ours["CapBnd"], 16)
     assert status["Seccomp"] == "0" and "mounted" in result.stdout
+    mounts = run_image(busybox_image, "cat", "/proc/self/mounts", options=("--privileged",)).stdout
+    assert " /proc/sys " not in mounts and " /sys/firmware " not in mounts  # no masked or read-only paths
+    assert re.search(r"^sysfs /sys sysfs rw", mounts, re.M)
 
 
 PYTHON_SYSCALL = (
@@ -254,6 +257,8 @@ def test_pod_members_share_the_pods_etc_files(busybox_image, state_dir):
     first = minirun("run", "-d", "--pod", "imgpod", "--name", "a", "--image", busybox_image, "sleep", "60")
     assert first.returncode == 0, first.stderr
     try:
+        status = status_fields(minirun("exec", "a", "cat", "/proc/self/status").stdout)
+        assert int(status["CapEff"], 16) == DOCKER_DEFAULT_CAPS and status["Seccomp"] == "2"  # members are confined
         hosts = minirun(
             "run", "--rm", "--pod", "imgpod", "--image", busybox_image, "cat", "/etc/hosts", "/etc/hostname"
         )
