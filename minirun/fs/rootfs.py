@@ -157,7 +157,8 @@ def _populate_dev(dev: str, console_fd: int | None) -> None:
         # As Docker with -t: the pty the command got is also /dev/console.
         console = os.path.join(dev, "console")
         _ensure_regular_file(console)
-        k.mount(f"/proc/self/fd/{console_fd}", console, None, k.MS_BIND)
+        # By path: the descriptor's own mount belongs to the launcher's mount namespace, not this copy of it.
+        k.mount(os.ttyname(console_fd), console, None, k.MS_BIND)
 
 
 def _ensure_dir(path: str) -> None:

@@ -188,6 +188,9 @@ def create(
         undo.callback(state.release_name, name, container_id)
         if not view.shared_etc:
             undo.callback(sandbox.remove_container_dir, container_id)
+        if view.image is not None and not os.path.isdir(view.image.rootfs):
+            # Removed (rebuilt and pruned) after we resolved it; from now on our record keeps it in use.
+            raise MinirunError(f"image {spec.image} was removed while the container started", hint="run it again")
         pod_address = (pod.get("network") or {}).get("address", "").split("/")[0] if pod else None
         sandbox.materialize(view, hostname, pod_address or None)
 

@@ -51,7 +51,8 @@ class Launch:
 
     def release(self) -> str:
         """Let the child exec. Returns '' when exec succeeded, else the child's failure report."""
-        os.write(self.go_out, child.GO)
+        with contextlib.suppress(BrokenPipeError):  # the child failed before "go": its report says why
+            os.write(self.go_out, child.GO)
         os.close(self.go_out)
         failure = os.read(self.error_in, 4096).decode(errors="replace")
         os.close(self.error_in)

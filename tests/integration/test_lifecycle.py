@@ -311,3 +311,13 @@ def test_fifty_detached_containers_listed_then_removed(state_dir):
     removed = minirun("rm", "-f", *ids, timeout=300)
     assert removed.returncode == 0 and removed.stdout.split() == ids
     assert records(state_dir) == [] and ipam_reservations(state_dir) == []
+
+
+def test_run_it_with_an_image(busybox_image):
+    """The pty is the command's terminal and the image's /dev/console, as with `docker run -it`."""
+    code, shown = _pty_session(
+        ["run", "--rm", "-it", "--image", busybox_image],  # the image's Cmd: sh
+        [b"stty size; ls -l /dev/console; test -e /etc/os-release || echo image-root\n", b"exit 5\n"],
+    )
+    assert code == 5, shown
+    assert "33 77" in shown and "image-root" in shown and "/dev/console" in shown
