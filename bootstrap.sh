@@ -10,8 +10,9 @@ case "$mode" in demo|test) ;; *) echo "usage: $0 demo|test" >&2; exit 2 ;; esac
 [ "$(id -u)" = 0 ] || { echo "bootstrap.sh: run as root (minirun creates namespaces, links and nft rules)" >&2; exit 1; }
 
 # nftables: NAT; iproute2: the demo's and tests' own `ip` commands; python3-venv/-dev, gcc, libcap-dev:
-# building python-prctl in the virtualenv; busybox-static: a small toolbox the examples use; tini: --init.
-packages=(nftables iproute2 python3 python3-venv python3-dev gcc libcap-dev busybox-static procps util-linux tini)
+# building python-prctl in the virtualenv; busybox-static: the busybox image and the examples; tini: --init;
+# libseccomp2: the containers' seccomp filter.
+packages=(nftables iproute2 python3 python3-venv python3-dev gcc libcap-dev busybox-static procps util-linux tini libseccomp2)
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
