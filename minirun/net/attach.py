@@ -88,9 +88,10 @@ def loopback_steps(container: Rtnl, ns_label: str) -> list[Step]:
     ]
 
 
-def network_steps(net: Network, host: Rtnl, state: dict, done: dict) -> list[Step]:
+def network_steps(net: Network, host: Rtnl, state: dict, done: dict, *, gateway: bool = True) -> list[Step]:
     """The host side a network needs, shared by every container on it (docker0's setup): the bridge with
-    the gateway address, IP forwarding, masquerade and isolation rules. Converging, and never undone."""
+    the gateway address, IP forwarding, masquerade and isolation rules. Converging, and never undone.
+    `gateway=False`: a bridge without an address (CNI's bridge plugin with isGateway false)."""
 
     def ensure_bridge() -> None:
         bridge, created = links.ensure_bridge(host, net.bridge, net.mtu)
@@ -98,7 +99,8 @@ def network_steps(net: Network, host: Rtnl, state: dict, done: dict) -> list[Ste
         done["bridge-mac"] = bridge.address
         if created:
             sysctl.disable_ipv6(net.bridge)
-        links.ensure_address(host, bridge.index, net.gateway_interface, net.bridge)
+        if gateway:
+            links.ensure_address(host, bridge.index, net.gateway_interface, net.bridge)
         if not bridge.up:
             links.set_up(host, bridge.index, net.bridge)
         state["bridge_index"] = bridge.index

@@ -97,6 +97,19 @@ class AddressStore:
                 self._write_last(addr)
                 return addr
 
+    def claim(self, addr: ipaddress.IPv4Address, owner: str, ifname: str = "eth0") -> bool:
+        """Reserve exactly `addr` for `owner` (a requested address: CNI's IP=); False if someone holds it."""
+        with self.locked():
+            try:
+                fd = os.open(
+                    os.path.join(self.directory, str(addr)), os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+                )
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{owner}\n{ifname}")
+            return True
+
     def release(self, addr: ipaddress.IPv4Address | str, owner: str | None = None) -> bool:
         """Release `addr` (only if held by `owner`, when given). Already free is success."""
         path = os.path.join(self.directory, str(addr))
