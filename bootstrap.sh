@@ -13,6 +13,11 @@ case "$mode" in demo|test) ;; *) echo "usage: $0 demo|test" >&2; exit 2 ;; esac
 # building python-prctl in the virtualenv; busybox-static: the busybox image and the examples; tini: --init;
 # libseccomp2: the containers' seccomp filter.
 packages=(nftables iproute2 python3 python3-venv python3-dev gcc libcap-dev busybox-static procps util-linux tini libseccomp2)
+# test mode: the real CNI callers tests/integration/test_cni_runtimes.py drives (Podman 4.3, containerd 1.6 + runc,
+# the reference CNI plugins), and Debian's Go + libcni to build cnitool from Debian's source package.
+if [ "$mode" = test ]; then
+  packages+=(podman containerd runc containernetworking-plugins golang-go golang-github-appc-cni-dev)
+fi
 missing=()
 for p in "${packages[@]}"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -30,6 +35,13 @@ extra=""; [ "$mode" = test ] && extra="[test]"
 # An editable install is compiled on first import only, and never where PYTHONDONTWRITEBYTECODE is set:
 # compile now, or every start pays ~20 ms to compile minirun again.
 .venv/bin/python -m compileall -q minirun >/dev/null
+if [ "$mode" = test ]; then
+  # The CRI client the tests generate from containerd's api.proto; then cnitool and that client are built
+  # from Debian's source packages into /var/cache/minirun-tests now, while apt can reach the mirror (the
+  # tests run in a namespace with no route out; they build them there too, through the machine's namespace).
+  .venv/bin/pip install -q --disable-pip-version-check grpcio grpcio-tools
+  .venv/bin/python -m tests.cni_runtimes.tools || echo "bootstrap.sh: could not build cnitool / the CRI client yet" >&2
+fi
 ln -sf "$PWD/.venv/bin/minirun" /usr/local/bin/minirun
 
 if [ "$mode" = demo ]; then
