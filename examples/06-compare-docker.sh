@@ -4,7 +4,7 @@
 # Exits 77 (skipped) when no Docker engine runs here.
 set -euo pipefail
 . "$(dirname "$0")/lib.sh"
-PROBE='echo "hostname: $(hostname)"; echo "pid: $$"; ip -br addr; ip route'
+PROBE='echo "hostname: $(hostname)"; echo "pid: $$"; ip -o addr; ip route'
 
 if ! command -v docker >/dev/null || ! docker info >/dev/null 2>&1; then
   echo "skipped: no Docker engine here (install docker.io and start it to compare)"

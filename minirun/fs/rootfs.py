@@ -40,7 +40,6 @@ DEV_LINKS = (
     ("stdin", "/proc/self/fd/0"),
     ("stdout", "/proc/self/fd/1"),
     ("stderr", "/proc/self/fd/2"),
-    ("core", "/proc/kcore"),
     ("ptmx", "pts/ptmx"),
 )
 _PROC_FLAGS = k.MS_NOSUID | k.MS_NODEV | k.MS_NOEXEC
@@ -85,7 +84,7 @@ def enter_image(root: ImageRoot, etc_dir: str | None, *, confined: bool, console
     if etc_dir:
         bind_etc_files(etc_dir, os.path.join(m, "etc"), create_missing=True)
     if confined:
-        mask_paths(m)
+        mask_paths(m, null_device=os.path.join(m, "dev/null"))
     os.chdir(m)
     # pivot_root(".", ".") stacks the old root under the new one; unmounting "." then detaches it, so no
     # path leads back to the host's tree (runc's trick: no put_old directory needed in the image).
@@ -119,7 +118,10 @@ def bind_etc_files(etc_dir: str, target_etc: str, *, create_missing: bool) -> No
         k.mount(source, target, None, k.MS_BIND)
 
 
-def mask_paths(root: str) -> None:
+def mask_paths(root: str, null_device: str = "/dev/null") -> None:
+    """Docker's masked paths (files covered by a null device, dirs by an empty read-only tmpfs) and
+    read-only ones. With an image, the null device is the container's own, as in Docker: the host's
+    devtmpfs (and its size) does not show in the container's mount table."""
     for path in MASKED_PATHS:
         target = os.path.join(root, path.lstrip("/"))
         try:
@@ -129,7 +131,7 @@ def mask_paths(root: str) -> None:
         if is_dir:
             k.mount("tmpfs", target, "tmpfs", k.MS_RDONLY)
         else:
-            k.mount("/dev/null", target, None, k.MS_BIND)
+            k.mount(null_device, target, None, k.MS_BIND)
     for path in READONLY_PATHS:
         target = os.path.join(root, path.lstrip("/"))
         if not os.path.lexists(target):

@@ -44,7 +44,9 @@ def resolve(user: str, etc_root: str) -> ExecUser:
             )
         gid = int(found[2]) if found else int(group)
     name = entry[0] if entry else None
-    supplementary = tuple(
+    # The primary group first, then the groups listing the user (runc does the same: `id` in Docker shows
+    # groups=0(root) for --user 1000).
+    supplementary = (gid,) + tuple(
         int(g[2]) for g in groups if name and g[2].isdigit() and name in g[3].split(",") and int(g[2]) != gid
     )
     if uid > 0xFFFFFFFE or gid > 0xFFFFFFFE:

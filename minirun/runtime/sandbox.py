@@ -97,7 +97,7 @@ def plan(
 
         resolved = users.resolve(user_spec, etc_root)
         user, home = resolved.ids(), resolved.home
-        if resolved.uid == 0 and resolved.gid == 0 and not resolved.groups:
+        if resolved.uid == 0 and resolved.gid == 0 and resolved.groups == (0,):
             user = None  # root: nothing to switch
     env = container_env(spec, hostname, image_env, home or "/root")
     options = etcfiles.NameOptions(spec.dns, spec.add_hosts)
