@@ -69,7 +69,10 @@ def plan(
     if spec.image is not None:
         from minirun.fs import images, rootfs
 
-        image = images.resolve(spec.image)
+        try:
+            image = images.resolve(spec.image)
+        except MinirunError as exc:  # `run` exits 125 when minirun itself fails (image commands exit 1)
+            raise MinirunError(exc.msg, hint=exc.hint) from None
         config = image.config
         entrypoint = tuple(shlex.split(spec.entrypoint)) if spec.entrypoint is not None else config.entrypoint
         # Docker: --entrypoint drops the image's Cmd too; the user's CMD replaces Cmd, never Entrypoint.

@@ -41,6 +41,8 @@ def test_image_defaults_and_exit_codes(busybox_image):
     result = minirun("run", "--rm", "-i", "--image", busybox_image, input="echo from-default-cmd\n")
     assert result.returncode == 0 and result.stdout.strip() == "from-default-cmd", result.stderr
     assert run_image(busybox_image, "/etc/passwd").returncode == 126
+    no_image = minirun("run", "--rm", "--image", "no-such-image", "true")
+    assert no_image.returncode == 125 and 'no such image "no-such-image"' in no_image.stderr
     missing = run_image(busybox_image, "no-such-command")
     assert missing.returncode == 127 and "no-such-command" in missing.stderr
 
