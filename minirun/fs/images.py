@@ -282,7 +282,10 @@ def commit(stage: Stage, name: str, config: dict[str, Any], used_by: UsedBy, sou
         "WorkingDir": config.get("WorkingDir") or "",
         "User": config.get("User") or "",
     }
-    digest, size = tree_digest(stage.rootfs)
+    try:
+        digest, size = tree_digest(stage.rootfs)
+    except OSError as exc:  # e.g. a path deeper than PATH_MAX: the layers were applied, but we cannot walk it
+        raise MinirunError(f"cannot read the image's files back: {exc.strerror} ({exc.filename})") from None
     image_id = hashlib.sha256(json.dumps({"config": config, "rootfs": digest}, sort_keys=True).encode()).hexdigest()
     metadata = {
         "id": image_id,

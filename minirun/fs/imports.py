@@ -256,7 +256,15 @@ def _runtime_config(config: Any, where: str) -> dict[str, Any]:
     runtime = config.get("config") or {}
     if not isinstance(runtime, dict):
         raise ConfigError(f'{where}: "config" is not a JSON object', hint=_CORRUPT_HINT)
-    return {key: runtime.get(key) for key in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User")}
+    found = {key: runtime.get(key) for key in ("Env", "Cmd", "Entrypoint", "WorkingDir", "User")}
+    for key in ("Env", "Cmd", "Entrypoint"):
+        value = found[key]
+        if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            raise ConfigError(f'{where}: config "{key}" is not a list of strings', hint=_CORRUPT_HINT)
+    for key in ("WorkingDir", "User"):
+        if found[key] is not None and not isinstance(found[key], str):
+            raise ConfigError(f'{where}: config "{key}" is not a string', hint=_CORRUPT_HINT)
+    return found
 
 
 def _diff_ids(config: dict[str, Any], count: int, where: str) -> list[str | None]:

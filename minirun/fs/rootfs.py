@@ -10,6 +10,7 @@ Nothing here is visible on the host: the caller has made every mount private fir
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from typing import NamedTuple
@@ -71,8 +72,16 @@ def prepare_dirs(root: ImageRoot) -> None:
         os.makedirs(path, mode=0o755, exist_ok=True)
 
 
-def enter_image(root: ImageRoot, etc_dir: str | None, *, confined: bool, console_fd: int | None = None) -> None:
-    """Mount the overlay and everything inside it, pivot into it, and detach the host's tree."""
+def enter_image(
+    root: ImageRoot,
+    etc_dir: str | None,
+    *,
+    confined: bool,
+    console_fd: int | None = None,
+    workdir: str | None = None,
+) -> None:
+    """Mount the overlay and everything inside it, pivot into it, and detach the host's tree. A missing
+    `workdir` is created in the container's layer, as Docker does (before a --read-only remount)."""
     m = root.merged
     k.mount("overlay", m, "overlay", 0, f"lowerdir={root.lower},upperdir={root.upper},workdir={root.work}")
     for name in ("proc", "sys", "dev", "etc"):
@@ -91,6 +100,10 @@ def enter_image(root: ImageRoot, etc_dir: str | None, *, confined: bool, console
     k.pivot_root(".", ".")
     k.umount2(".", k.MNT_DETACH)
     os.chdir("/")
+    if workdir:
+        # Only now: before pivot_root an image's symlink could have led the mkdir onto the host's tree.
+        with contextlib.suppress(OSError):  # e.g. a file in the way: chdir reports it
+            os.makedirs(workdir, mode=0o755, exist_ok=True)
     if root.read_only:
         k.mount(None, "/", None, k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY)
 

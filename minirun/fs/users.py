@@ -55,9 +55,9 @@ def resolve(user: str, etc_root: str) -> ExecUser:
 
 
 def _entries(root: str, relative: str, fields: int) -> list[list[str]]:
-    path = os.path.join(root, relative)
-    if root != "/" and not os.path.realpath(path).startswith(os.path.realpath(root) + os.sep):
-        return []  # an image's symlink out of its root must not make us read the host's files
+    path = os.path.join(root, relative) if root == "/" else _inside(root, relative)
+    if path is None:
+        return []
     try:
         with open(path, errors="replace") as f:
             lines = f.read().splitlines()
@@ -69,3 +69,30 @@ def _entries(root: str, relative: str, fields: int) -> list[list[str]]:
         if len(parts) == fields and not line.startswith("#"):
             found.append(parts)
     return found
+
+
+def _inside(root: str, relative: str, max_links: int = 40) -> str | None:
+    """`relative` resolved as the container will see it: symlinks followed with `root` as /, `..` stopping
+    at it (what openat2's RESOLVE_IN_ROOT does), so an image's `etc/passwd -> /etc/passwd.real` works and
+    no link leads to the host's files. None when it cannot be resolved."""
+    parts = [p for p in relative.split("/") if p not in ("", ".")]
+    done: list[str] = []
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if done:
+                done.pop()
+            continue
+        candidate = os.path.join(root, *done, part)
+        if not os.path.islink(candidate):
+            done.append(part)
+            continue
+        links += 1
+        if links > max_links:
+            return None
+        target = os.readlink(candidate)
+        if target.startswith("/"):
+            done = []
+        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+    return os.path.join(root, *done)

@@ -113,12 +113,7 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes):
     confined = cfg.security is None or not cfg.security.privileged
     if cfg.image_root is not None:
         console = cfg.stdio[0] if cfg.controlling_tty and cfg.stdio else None
-        rootfs.enter_image(cfg.image_root, cfg.etc_dir, confined=confined, console_fd=console)
-        if cfg.workdir:
-            # Docker creates a missing working directory in the container's layer (not with --read-only:
-            # chdir then reports it)
-            with contextlib.suppress(OSError):
-                os.makedirs(cfg.workdir, mode=0o755, exist_ok=True)
+        rootfs.enter_image(cfg.image_root, cfg.etc_dir, confined=confined, console_fd=console, workdir=cfg.workdir)
     else:
         rootfs.enter_host(cfg.etc_dir, confined=confined, own_sysfs=cfg.new_netns or bool(joined & k.CLONE_NEWNET))
     prepared = None

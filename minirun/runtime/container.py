@@ -299,7 +299,11 @@ def _exec_step(cfg: child.ChildConfig) -> Step:
         if cfg.security is not None:
             lines.append(f"# confine: {cfg.security.describe()}")
         if cfg.user is not None:
-            lines.append(f"setpriv --reuid {cfg.user[0]} --regid {cfg.user[1]} --clear-groups ...   # --user")
+            uid, gid, groups = cfg.user
+            lines.append(
+                f"setpriv --reuid {uid} --regid {gid} --groups {','.join(map(str, groups))}"
+                "   # the user and its groups, from the container's /etc/passwd and /etc/group"
+            )
         lines.append(f"{where}exec {shlex.join(cfg.command)}   # as PID 1 (see 'minirun run --help' for exit codes)")
         return lines
 

@@ -161,10 +161,12 @@ def _child(namespaces, own_mount_ns, command, env, cwd, error_out, pty, identity
             # the /proc of the PID namespace we are in (the pod's, when it shares one), the pod's /sys
             rootfs.enter_host(None, confined=not identity.security.privileged, own_sysfs=True)
         user = identity.user
-        if identity.requested:
-            resolved = users.resolve(identity.requested, "/")  # setns(mnt) made the container's root ours
+        if identity.requested or user is None:
+            # setns(mnt) made the container's root ours (a pod's: the host's); root's groups come from there too
+            resolved = users.resolve(identity.requested or "0", "/")
             user = resolved.ids()
-            env = {**env, "HOME": resolved.home}
+            if identity.requested:
+                env = {**env, "HOME": resolved.home}
         child.exec_command(
             command,
             env,

@@ -182,7 +182,7 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
             "WorkingDir": record.get("workdir") or "",
             "Tty": bool(record.get("tty")),
             "Image": image_label(record, default=""),
-            "User": "{}:{}".format(*record["user"][:2]) if record.get("user") else "",
+            "User": record.get("user_spec") or "",
         },
         "Image": f"sha256:{record['image']['id']}" if record.get("image") else "",
         "HostConfig": {

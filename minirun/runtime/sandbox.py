@@ -25,6 +25,7 @@ class Sandbox(NamedTuple):
     shared_etc: bool  # the pod's files, not this container's
     security: Any  # minirun.security.SecurityProfile
     user: tuple[int, int, tuple[int, ...]] | None
+    user_spec: str | None  # what --user (or the image's User) said; None: the default, root
     name_options: etcfiles.NameOptions
     resolv_text: str
 
@@ -32,6 +33,7 @@ class Sandbox(NamedTuple):
         fields: dict[str, Any] = {
             "security": self.security.as_record(),
             "user": list(self.user[:2]) + [list(self.user[2])] if self.user else None,
+            "user_spec": self.user_spec,
             "etc_dir": self.etc_dir,
         }
         if self.image is not None:
@@ -94,20 +96,28 @@ def plan(
         raise MinirunError(f"working directory {workdir} does not exist", hint="pass an existing -w directory")
     if workdir and not workdir.startswith("/"):
         raise ConfigError(f'working directory "{workdir}" is not absolute', hint="give -w an absolute path")
-    user = home = None
-    if user_spec:
-        from minirun.fs import users
+    from minirun.fs import users
 
-        resolved = users.resolve(user_spec, etc_root)
-        user, home = resolved.ids(), resolved.home
-        if resolved.uid == 0 and resolved.gid == 0 and resolved.groups == (0,):
-            user = None  # root: nothing to switch
+    # Root too: its groups come from the container's /etc/group, never from minirun's own process.
+    resolved = users.resolve(user_spec or "0", etc_root)
+    user, home = resolved.ids(), resolved.home
     env = container_env(spec, hostname, image_env, home or "/root")
     options = etcfiles.NameOptions(spec.dns, spec.add_hosts)
     shared = pod is not None and not spec.dns and not spec.add_hosts
     etc_dir = pod_etc_dir(pod["name"]) if shared else os.path.join(container_dir(container_id), "etc")
     return Sandbox(
-        command, env, workdir, image, image_root, etc_dir, shared, security, user, options, _resolv(spec, resolver)
+        command,
+        env,
+        workdir,
+        image,
+        image_root,
+        etc_dir,
+        shared,
+        security,
+        user,
+        user_spec,
+        options,
+        _resolv(spec, resolver),
     )
 
 

@@ -47,6 +47,11 @@ ALWAYS_REFUSED: tuple[str, ...] = (
     "request_key",
     # a classic kernel-exploit primitive (stalls the kernel on a page fault)
     "userfaultfd",
+    # io_uring: a large kernel attack surface that bypasses per-syscall filtering; Docker >= 25 and
+    # containerd refuse it by default (moby#46762)
+    "io_uring_setup",
+    "io_uring_enter",
+    "io_uring_register",
     # Docker does not allow pivot_root even with CAP_SYS_ADMIN
     "pivot_root",
     # move another process's pages between NUMA nodes

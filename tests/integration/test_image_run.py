@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import host_links, minirun, records, wait_running
+from tests.integration.conftest import MINIRUN, host_links, minirun, records, wait_running
 
 DOCKER_DEFAULT_CAPS = 0x00000000A80425FB  # Docker's 14 default capabilities
 CAP_NET_ADMIN = 12
@@ -191,12 +191,12 @@ PYTHON_SYSCALL = (
     "import ctypes, sys; libc = ctypes.CDLL(None, use_errno=True); "
     "r = libc.syscall(int(sys.argv[1]), 0, 0, 0, 0, 0); print(r, ctypes.get_errno())"
 )
-SYS_KEYCTL, SYS_ADD_KEY = 250, 248
+SYS_KEYCTL, SYS_ADD_KEY, SYS_IO_URING_SETUP = 250, 248, 425
 
 
 @pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="needs the host's python3")
 def test_blocked_syscalls_return_eperm():
-    for number in (SYS_KEYCTL, SYS_ADD_KEY):
+    for number in (SYS_KEYCTL, SYS_ADD_KEY, SYS_IO_URING_SETUP):
         result = minirun("run", "--rm", "/usr/bin/python3", "-c", PYTHON_SYSCALL, str(number))
         assert result.stdout.split() == ["-1", "1"], (number, result.stdout, result.stderr)  # EPERM
     userns = minirun("run", "--rm", "unshare", "--user", "true")
@@ -220,6 +220,10 @@ def test_masked_and_read_only_paths(busybox_image):
     # masked files are covered by the container's own /dev/null: nothing of the host's devtmpfs shows
     mounts = run_image(busybox_image, "cat", "/proc/self/mounts").stdout
     assert re.search(r"^tmpfs /proc/timer_list tmpfs", mounts, re.M) and "devtmpfs" not in mounts
+    # what the kernel shows, not what root happens to be refused: read-only /proc/sys and /sys, masked dirs
+    assert re.search(r"^proc /proc/sys proc ro,", mounts, re.M), mounts
+    assert re.search(r"^sysfs /sys sysfs ro,", mounts, re.M), mounts
+    assert re.search(r"^tmpfs /sys/firmware tmpfs ro", mounts, re.M), mounts
 
 
 def test_user_identity(busybox_image):
@@ -276,3 +280,24 @@ def test_pod_members_share_the_pods_etc_files(busybox_image, state_dir):
         minirun("pod", "rm", "-f", "imgpod")
     assert not (state_dir / "pods" / "imgpod.etc").exists()
     assert not records(state_dir)
+
+
+def test_root_gets_the_containers_groups_not_minirun_s(busybox_image, state_dir):
+    """Supplementary groups of the process that started minirun (here: disk, 4242) never reach a container."""
+    as_disk = ["setpriv", "--groups", "6,4242", MINIRUN]
+    inside = subprocess.run([*as_disk, "run", "--rm", "--image", busybox_image, "id"], capture_output=True, text=True)
+    assert inside.stdout == "uid=0(root) gid=0(root) groups=0(root),10(wheel)\n", inside.stderr  # Docker's
+    plain = subprocess.run([*as_disk, "run", "--rm", "id", "-G"], capture_output=True, text=True)
+    assert plain.stdout.split() == ["0"], plain.stderr
+    started = minirun("run", "-d", "--image", busybox_image, "sleep", "60")
+    try:
+        wait_running(state_dir)
+        execd = subprocess.run([*as_disk, "exec", started.stdout.strip(), "id", "-G"], capture_output=True, text=True)
+        assert execd.stdout.split() == ["0", "10"], execd.stderr
+    finally:
+        minirun("rm", "-f", started.stdout.strip())
+
+
+def test_read_only_root_still_gets_its_working_directory(busybox_image):
+    result = run_image(busybox_image, "pwd", options=("--read-only", "-w", "/made/here"))
+    assert result.returncode == 0 and result.stdout == "/made/here\n", result.stderr
