@@ -102,6 +102,9 @@ def _ipam_range(ipam: dict) -> dict:
         first = ranges[0][0]
         if not isinstance(first, dict):
             raise _invalid("ipam.ranges[0][0]", "expected an object with a subnet")
+        for i, range_set in enumerate(ranges):
+            if not isinstance(range_set, list) or not all(isinstance(r, dict) for r in range_set):
+                raise _invalid(f"ipam.ranges[{i}]", "expected a list of range objects")
         ipv4 = [r for rs in ranges for r in rs if isinstance(r, dict) and ":" not in str(r.get("subnet", ""))]
         chosen = ipv4[0] if ipv4 else first
         return {**chosen, "_field": "ipam.ranges[0][0]"}
@@ -141,7 +144,10 @@ def parse_port_mappings(items: Any) -> tuple[PortMapping, ...]:
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 65535:
                 raise _invalid(f"{field}.{key}", f"expected a port 1-65535, got {value!r}")
             ports.append(value)
-        proto = (get("protocol") or "tcp").lower()
+        proto = get("protocol") or "tcp"
+        if not isinstance(proto, str):
+            raise _invalid(f"{field}.protocol", f"expected tcp or udp, got {proto!r}")
+        proto = proto.lower()
         if proto not in ("tcp", "udp"):
             raise _invalid(f"{field}.protocol", f"expected tcp or udp, got {proto!r}")
         found.append(PortMapping(str(address), ports[0], ports[1], proto))
@@ -164,7 +170,8 @@ def parse(config: dict[str, Any], params: Params | None = None) -> Conf:
 
     ipam = config.get("ipam")
     if not isinstance(ipam, dict):
-        raise _invalid("ipam", "missing", '"ipam": {"type": "host-local", "subnet": "10.244.0.0/24"}')
+        problem = "missing" if ipam is None else f"expected an object, got {ipam!r}"
+        raise _invalid("ipam", problem, '"ipam": {"type": "host-local", "subnet": "10.244.0.0/24"}')
     data_dir = ipam.get("dataDir", DEFAULT_DATA_DIR)
     if not isinstance(data_dir, str) or not data_dir.startswith("/"):
         raise _invalid("ipam.dataDir", f"expected an absolute path, got {data_dir!r}")
@@ -191,7 +198,9 @@ def parse(config: dict[str, Any], params: Params | None = None) -> Conf:
     for i, route in enumerate(raw_routes):
         if not isinstance(route, dict):
             raise _invalid(f"ipam.routes[{i}]", "expected an object with dst")
-        if ":" in str(route.get("dst", "")):
+        if not isinstance(route.get("dst"), str):
+            raise _invalid(f"ipam.routes[{i}].dst", f"expected a CIDR string, got {route.get('dst')!r}")
+        if ":" in route["dst"]:
             continue  # IPv6 route: nothing of ours to route it
         try:
             dst = ipaddress.IPv4Network(route.get("dst"), strict=False)
@@ -200,7 +209,9 @@ def parse(config: dict[str, Any], params: Params | None = None) -> Conf:
         gw = _address(route["gw"], f"ipam.routes[{i}].gw") if route.get("gw") else None
         routes.append(Route(dst, gw))
 
-    dns = config.get("dns") or ipam.get("dns") or {}
+    dns = config.get("dns")
+    if dns is None:
+        dns = ipam.get("dns") or {}
     if not isinstance(dns, dict):
         raise _invalid("dns", "expected an object with nameservers, domain, search, options")
     runtime = config.get("runtimeConfig") or {}
@@ -210,9 +221,10 @@ def parse(config: dict[str, Any], params: Params | None = None) -> Conf:
 
     args = params.args if params is not None else {}
     ip = None
-    requested = args.get("IP") or next(
-        (a for a in runtime.get("ips") or [] if isinstance(a, str) and ":" not in a), None
-    )
+    wanted_ips = runtime.get("ips") or []
+    if not isinstance(wanted_ips, list) or not all(isinstance(a, str) for a in wanted_ips):
+        raise _invalid("runtimeConfig.ips", f"expected a list of address strings, got {wanted_ips!r}")
+    requested = args.get("IP") or next((a for a in wanted_ips if ":" not in a), None)
     if requested:
         field = "CNI_ARGS IP" if args.get("IP") else "runtimeConfig.ips"
         ip = _address(requested.split(",")[0], field)

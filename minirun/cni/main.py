@@ -56,9 +56,29 @@ def run(environ: dict[str, str], data: bytes) -> dict | None:
     return None
 
 
+# Beyond the network lock's own timeout, the whole command gets this long before it answers "try again":
+# the firewall and ports locks it may also wait for are shared with minirun and other networks.
+SPARE_SECONDS = 3.0
+
+
+def _deadline() -> None:
+    import signal
+
+    from minirun.cni.protocol import ERR_TRY_AGAIN, lock_timeout
+
+    def expired(signum, frame) -> None:
+        # Raised wherever the command is: a half-done ADD rolls back through its undo stack.
+        raise CniError(ERR_TRY_AGAIN, "timed out waiting for a lock (another minirun or CNI call holds it)")
+
+    signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, lock_timeout() + SPARE_SECONDS)
+
+
 def main() -> None:
     data = b"" if sys.stdin is None or sys.stdin.isatty() else sys.stdin.buffer.read()
     try:
+        if os.environ.get("CNI_COMMAND") != "VERSION":
+            _deadline()  # in the plugin's own process only (run() is also called by tests)
         answer = run(dict(os.environ), data)
     except CniError as exc:
         version = protocol.error_version(_lenient_version(data))

@@ -33,6 +33,7 @@ from minirun.cni.protocol import (
     ERR_UNKNOWN_CONTAINER,
     CniError,
     Params,
+    lock_timeout,
     prev_addresses,
 )
 from minirun.cni.store import LockTimeout, Store
@@ -43,18 +44,9 @@ from minirun.net.netns import rtnl_in
 from minirun.net.rtnl import NetlinkError, Rtnl
 from minirun.plan import Step, run_plan
 
-LOCK_TIMEOUT_ENV = "MINIRUN_CNI_LOCK_TIMEOUT"
 TIMINGS_ENV = "MINIRUN_CNI_TIMINGS"  # set: ADD logs how long each step took, on stderr
-DEFAULT_LOCK_TIMEOUT = 30.0  # seconds; kubelet's own CNI call timeout is minutes, a stuck lock is a bug
 DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
 RT_SCOPE_LINK = 253
-
-
-def lock_timeout() -> float:
-    try:
-        return float(os.environ.get(LOCK_TIMEOUT_ENV) or DEFAULT_LOCK_TIMEOUT)
-    except ValueError:
-        return DEFAULT_LOCK_TIMEOUT
 
 
 @contextlib.contextmanager
@@ -175,7 +167,9 @@ def cmd_add(conf: Conf, params: Params) -> dict[str, Any]:
                     "ADD is not idempotent: DEL the attachment first, or choose another CNI_IFNAME",
                 )
             stale = store.load(params.container_id, params.ifname)
-            if stale is not None:  # an ADD whose DEL never came, and whose interface is gone: release it first
+            if stale is not None:
+                _refuse_if_live_elsewhere(stale, params)
+                # an ADD whose DEL never came (or that was killed half-way): release what it left first
                 teardown(conf, store, host, params.container_id, params.ifname, stale, [])
             try:
                 return _add(conf, params, store, host, container, netns_fd)
@@ -190,6 +184,27 @@ def cmd_add(conf: Conf, params: Params) -> dict[str, Any]:
                 container.close()
 
 
+def _refuse_if_live_elsewhere(stale: dict[str, Any], params: Params) -> None:
+    """The same container id and ifname still attached in another live netns: never tear that down."""
+    other = stale.get("netns")
+    if not other or other == params.netns or not os.path.exists(other):
+        return
+    try:
+        elsewhere = rtnl_in(other)
+    except OSError:
+        return  # not a netns any more
+    try:
+        live = links.get_link(elsewhere, params.ifname) is not None
+    finally:
+        elsewhere.close()
+    if live:
+        raise CniError(
+            ERR_IFACE_EXISTS,
+            f"{params.container_id} ({params.ifname}) is already attached in {other}",
+            "DEL that attachment first",
+        )
+
+
 def _add(conf: Conf, params: Params, store: Store, host: Rtnl, container: Rtnl, netns_fd: int) -> dict[str, Any]:
     net, cid, ifname = conf.network, params.container_id, params.ifname
     addresses = address_store(conf, store)
@@ -202,6 +217,25 @@ def _add(conf: Conf, params: Params, store: Store, host: Rtnl, container: Rtnl, 
 
     wanted = {"bridge"} | ({"ip-forward"} if conf.is_gateway else set()) | ({"nat"} if conf.ip_masq else set())
     steps = [s for s in attach.network_steps(net, host, state, done, gateway=conf.is_gateway) if s.name in wanted]
+
+    def intent() -> object:
+        # Written before anything is made, so DEL and GC know this attachment's veth and port rules even
+        # when this ADD is killed half-way (its address they find by owner in IPAM).
+        store.save(
+            {
+                "containerID": cid,
+                "ifname": ifname,
+                "netns": params.netns,
+                "network": conf.name,
+                "bridge": net.bridge,
+                "hostVeth": host_veth,
+                "ports": [list(m) for m in conf.ports],
+                "portOwner": owner,
+                "status": "creating",
+                "created": time.time(),
+            }
+        )
+        return lambda: store.remove(cid, ifname)
 
     def reserve() -> object:
         if conf.ip is not None:
@@ -220,7 +254,17 @@ def _add(conf: Conf, params: Params, store: Store, host: Rtnl, container: Rtnl, 
         except KernelError as exc:
             # Our derived name is taken on the host while CNI_IFNAME is absent from the netns: the leftover of
             # an attachment of the same id whose netns died without a DEL. It is ours to replace.
-            if exc.errno != errno.EEXIST or not links.delete_link(host, host_veth):
+            if exc.errno != errno.EEXIST:
+                raise
+            other = next(
+                (r for r in store.records() if r.get("hostVeth") == host_veth and r.get("containerID") != cid),
+                None,
+            )
+            if other is not None:  # two ids whose hash collides: never take another pod's link
+                raise CniError(
+                    ERR_PLUGIN, f"host veth name {host_veth} is taken by {other['containerID']} (hash collision)"
+                ) from None
+            if not links.delete_link(host, host_veth):
                 raise
             links.add_veth_pair(host, host_veth, ifname, netns_fd, mtu=conf.mtu, master=state["bridge_index"])
         return lambda: links.delete_link(host, host_veth)
@@ -274,12 +318,13 @@ def _add(conf: Conf, params: Params, store: Store, host: Rtnl, container: Rtnl, 
                 "ipMasq": conf.ip_masq,
                 "ports": [list(m) for m in conf.ports],
                 "portOwner": owner,
+                "status": "ready",
                 "created": time.time(),
             }
         )
-        return lambda: store.remove(cid, ifname)
 
     steps += [
+        Step("intent", intent),
         Step("ipam", reserve),
         Step("veth", create_veth),
         Step("veth-up", host_end_up),
@@ -357,10 +402,11 @@ def teardown(
             errors.append(f"{what}: {exc.msg if isinstance(exc, MinirunError) else exc}")
 
     def release_addresses() -> None:
-        wanted = [record["address"].split("/", 1)[0]] if record else list(prev)
-        if not wanted:  # no record and no prevResult: what IPAM holds for this (container, ifname)
-            wanted = [a for a, (o, i) in _reservations(addresses).items() if o == cid and i in (ifname, "")]
-        for addr in wanted:
+        # The recorded or prevResult address, and anything else IPAM holds for (container, ifname): an ADD
+        # killed before its record was complete reserved one that neither names.
+        wanted = {(record or {}).get("address", "").split("/", 1)[0], *prev}
+        wanted |= {a for a, (o, i) in _reservations(addresses).items() if o == cid and i in (ifname, "")}
+        for addr in wanted - {""}:
             addresses.release(addr, cid)
 
     attempt("release address", release_addresses)
@@ -401,7 +447,8 @@ def cmd_gc(conf: Conf, config: dict[str, Any]) -> None:
     """Release every attachment of this network that is not in cni.dev/valid-attachments."""
     valid = config.get("cni.dev/valid-attachments", [])
     if not isinstance(valid, list) or not all(
-        isinstance(a, dict) and isinstance(a.get("containerID"), str) for a in valid
+        isinstance(a, dict) and isinstance(a.get("containerID"), str) and isinstance(a.get("ifname", ""), str)
+        for a in valid
     ):
         raise CniError(ERR_INVALID_CONFIG, "cni.dev/valid-attachments: expected a list of {containerID, ifname}")
     keep = {(a["containerID"], a.get("ifname", "")) for a in valid}
@@ -437,8 +484,11 @@ def cmd_check(conf: Conf, params: Params, config: dict[str, Any]) -> None:
         record = store.load(cid, ifname)
         if record is None:
             raise CniError(ERR_UNKNOWN_CONTAINER, f"no attachment of {cid} ({ifname}) on network {conf.name}")
+        if record.get("status") == "creating":
+            raise CniError(ERR_CHECK, f"the ADD of {cid} ({ifname}) never finished", "DEL it and ADD again")
         if not os.path.exists(params.netns):
-            raise CniError(ERR_UNKNOWN_CONTAINER, f"the network namespace {params.netns} does not exist")
+            # not 3 ("unknown container": no DEL needed): the address and rules are still held
+            raise CniError(ERR_CHECK, f"the network namespace {params.netns} does not exist", "DEL the attachment")
         address = ipaddress.IPv4Interface(record["address"])
         prev = prev_addresses(config, ifname)
         if prev and str(address.ip) not in prev:
@@ -483,8 +533,11 @@ def cmd_check(conf: Conf, params: Params, config: dict[str, Any]) -> None:
 
                     tag = portdefs.owner_tag(record["portOwner"])
                     found = sum(1 for i in ruleset if (i.get("rule") or {}).get("comment") == tag)
-                    if found < len(record["ports"]):
-                        raise fail(f"port rules of {cid} are missing ({found} of at least {len(record['ports'])})")
+                    mappings = tuple(portdefs.PortMapping(*m) for m in record["ports"])
+                    rendered = portdefs.render_mappings(record["portOwner"], str(address.ip), mappings)
+                    expected = sum(1 for line in rendered.splitlines() if line.startswith("add rule"))
+                    if found != expected:
+                        raise fail(f"port rules of {cid}: {found} in table inet minirun, {expected} expected")
         finally:
             container.close()
             host.close()

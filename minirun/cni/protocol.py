@@ -9,6 +9,7 @@ containerd 1.6 reject a 1.1.0 result, so a 1.0.0 configuration never gets one.
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, NamedTuple
 
 BASE_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0")
@@ -17,6 +18,17 @@ ALL_VERSIONS = (*BASE_VERSIONS, V11)
 DEFAULT_VERSION = "1.0.0"
 
 # Error codes (SPEC.md, "Error"); >= 100 are this plugin's own.
+LOCK_TIMEOUT_ENV = "MINIRUN_CNI_LOCK_TIMEOUT"
+DEFAULT_LOCK_TIMEOUT = 30.0  # seconds; kubelet's own CNI call timeout is minutes, a stuck lock is a bug
+
+
+def lock_timeout() -> float:
+    try:
+        return float(os.environ.get(LOCK_TIMEOUT_ENV) or DEFAULT_LOCK_TIMEOUT)
+    except ValueError:
+        return DEFAULT_LOCK_TIMEOUT
+
+
 ERR_INCOMPATIBLE_VERSION = 1
 ERR_UNSUPPORTED_FIELD = 2
 ERR_UNKNOWN_CONTAINER = 3
@@ -157,6 +169,8 @@ def check_version(config: dict[str, Any], command: str) -> str:
         )
     if command in ("GC", "STATUS") and _version_key(version) < _version_key(V11):
         raise CniError(ERR_INCOMPATIBLE_VERSION, f"config version {version} does not allow {command} (needs {V11})")
+    if command == "CHECK" and _version_key(version) < _version_key("0.4.0"):
+        raise CniError(ERR_INCOMPATIBLE_VERSION, f"config version {version} does not allow CHECK (needs 0.4.0)")
     return version
 
 

@@ -568,3 +568,80 @@ def test_parallel_adds_get_distinct_addresses(data_dir: Path, netns) -> None:
     for i, path in enumerate(spaces):
         ok(cni("DEL", conflist(data_dir), netns=path, cid=f"p{i}"))
     assert_nothing_left(data_dir)
+
+
+# ------------------------------------------------------------------------------------------------ review fixes
+
+
+def test_an_add_killed_half_way_is_released_by_gc_and_del(data_dir: Path, netns) -> None:
+    """An ADD killed after its veth and port rules but before its final record left a "creating" record
+    (written first) and an IPAM file: GC and DEL release the veth, the port rules and the address."""
+    conf = conflist(data_dir, runtimeConfig={"portMappings": [{"hostPort": 18094, "containerPort": 80}]})
+    for cid, name in (("k1", "ka"), ("k2", "kb")):
+        ok(cni("ADD", conf, netns=netns(name), cid=cid))
+        record_path = data_dir / "cnitest" / "attachments" / f"{cid}@eth0.json"
+        record = json.loads(record_path.read_text())
+        crashed = {k: v for k, v in record.items() if k not in ("address", "mac", "routes")}
+        record_path.write_text(json.dumps({**crashed, "status": "creating"}))
+    assert len(veths()) == 2 and "owner=cni:k1:eth0" in nft_ruleset()
+    error(cni("CHECK", conf, netns="/run/netns/ka", cid="k1"), 103)  # the ADD never finished
+    gc = {**conflist(data_dir, version="1.1.0"), "cni.dev/valid-attachments": [{"containerID": "k2", "ifname": "eth0"}]}
+    ok(cni("GC", gc, cid="", ifname="", netns=""))
+    assert len(veths()) == 1 and "owner=cni:k1:eth0" not in nft_ruleset()
+    assert len(reservations(data_dir)) == 1
+    ok(cni("DEL", conf, netns="", cid="k2"))  # no prevResult, no address in the record: found by owner
+    assert_nothing_left(data_dir)
+
+
+def test_the_same_attachment_live_in_another_netns_is_refused(data_dir: Path, netns) -> None:
+    conf = conflist(data_dir)
+    ok(cni("ADD", conf, netns=netns("first"), cid="c1"))
+    error(cni("ADD", conf, netns=netns("second"), cid="c1"), 101)
+    ok(cni("CHECK", conf, netns="/run/netns/first", cid="c1"))  # the first one was not touched
+    ok(cni("DEL", conf, netns="/run/netns/first", cid="c1"))
+    assert_nothing_left(data_dir)
+
+
+def test_check_needs_040_and_sees_a_missing_dnat_rule(data_dir: Path, netns) -> None:
+    error(cni("CHECK", conflist(data_dir, version="0.3.1"), netns="/run/netns/x", cid="c1"), 1)
+    conf = conflist(data_dir, runtimeConfig={"portMappings": [{"hostPort": 18095, "containerPort": 80}]})
+    ok(cni("ADD", conf, netns=netns("a"), cid="c1"))
+    ok(cni("CHECK", conf, netns="/run/netns/a", cid="c1"))
+    found = json.loads(
+        subprocess.run(
+            ["nft", "-j", "-a", "list", "chain", "inet", "minirun", "ports-prerouting"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    handle = next(i["rule"]["handle"] for i in found["nftables"] if "rule" in i and "18095" in json.dumps(i))
+    subprocess.run(["nft", "delete", "rule", "inet", "minirun", "ports-prerouting", "handle", str(handle)], check=True)
+    assert "port rules" in error(cni("CHECK", conf, netns="/run/netns/a", cid="c1"), 103)["msg"]
+    ok(cni("DEL", conf, netns="/run/netns/a", cid="c1"))
+    assert_nothing_left(data_dir)
+
+
+def test_a_held_firewall_lock_is_try_again_not_a_hang(data_dir: Path, netns, state_dir: Path) -> None:
+    lock = state_dir / "firewall.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        body = error(cni("ADD", conflist(data_dir), netns=netns("a"), env={"MINIRUN_CNI_LOCK_TIMEOUT": "0.2"}), 11)
+        assert "timed out" in body["msg"]
+    assert_nothing_left(data_dir)
+
+
+@pytest.mark.parametrize(
+    "change,field",
+    [
+        ({"ipam": {"type": "host-local", "ranges": [[{"subnet": "10.125.9.0/24"}], 5]}}, "ipam.ranges[1]"),
+        ({"runtimeConfig": {"portMappings": [{"hostPort": 1, "containerPort": 2, "protocol": 5}]}}, "protocol"),
+        ({"ipam": {"type": "host-local", "subnet": "10.125.9.0/24", "routes": [{"dst": 5}]}}, "routes[0].dst"),
+        ({"runtimeConfig": {"ips": "10.125.9.9"}}, "runtimeConfig.ips"),
+        ({"ipam": [1]}, "ipam"),
+    ],
+)
+def test_bad_config_values_are_invalid_config(data_dir: Path, change: dict, field: str) -> None:
+    conf = {**conflist(data_dir), **change}
+    assert field in error(cni("ADD", conf, netns="/run/netns/none", cid="c1"), 7)["msg"]
