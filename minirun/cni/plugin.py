@@ -519,6 +519,11 @@ def cmd_check(conf: Conf, params: Params, config: dict[str, Any]) -> None:
             bridge = links.get_link(host, record["bridge"])
             if bridge is None or bridge.kind != "bridge":
                 raise fail(f"the bridge {record['bridge']} is missing")
+            if conf.is_gateway:
+                if conf.network.gateway_interface not in links.addresses(host, bridge.index):
+                    raise fail(f"the bridge {bridge.name} lacks the gateway address {conf.network.gateway_interface}")
+                if sysctl.read("net.ipv4.ip_forward") != "1":
+                    raise fail("IP forwarding is off on the host (net.ipv4.ip_forward=0)")
             veth = links.get_link(host, record["hostVeth"])
             if veth is None:
                 raise fail(f"the host veth {record['hostVeth']} is missing")

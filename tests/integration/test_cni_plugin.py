@@ -645,3 +645,17 @@ def test_a_held_firewall_lock_is_try_again_not_a_hang(data_dir: Path, netns, sta
 def test_bad_config_values_are_invalid_config(data_dir: Path, change: dict, field: str) -> None:
     conf = {**conflist(data_dir), **change}
     assert field in error(cni("ADD", conf, netns="/run/netns/none", cid="c1"), 7)["msg"]
+
+
+def test_check_sees_the_gateway_address_and_forwarding(data_dir: Path, netns) -> None:
+    conf = conflist(data_dir)
+    ok(cni("ADD", conf, netns=netns("a"), cid="c1"))
+    subprocess.run(["sysctl", "-qw", "net.ipv4.ip_forward=0"], check=True)
+    try:
+        assert "forwarding" in error(cni("CHECK", conf, netns="/run/netns/a", cid="c1"), 103)["msg"]
+    finally:
+        subprocess.run(["sysctl", "-qw", "net.ipv4.ip_forward=1"], check=True)
+    subprocess.run(["ip", "addr", "flush", "dev", "cnitest0"], check=True)
+    assert "gateway address" in error(cni("CHECK", conf, netns="/run/netns/a", cid="c1"), 103)["msg"]
+    ok(cni("DEL", conf, netns="/run/netns/a", cid="c1"))
+    assert_nothing_left(data_dir)
