@@ -231,12 +231,14 @@ def gc_cmd(explain: bool = EXPLAIN, verbose: bool = VERBOSE, debug: bool = DEBUG
         typer.echo(f"removed {item}")
 
 
-pod_app = typer.Typer(
-    help="Pods: shared net, uts and ipc namespaces, one address, members on localhost.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-app.add_typer(pod_app, name="pod")
+def _subapp(name: str, help_text: str) -> typer.Typer:
+    """A command group (`minirun pod ...`): plain help, usage when called bare."""
+    group = typer.Typer(help=help_text, no_args_is_help=True, rich_markup_mode=None)
+    app.add_typer(group, name=name)
+    return group
+
+
+pod_app = _subapp("pod", "Pods: shared net, uts and ipc namespaces, one address, members on localhost.")
 
 
 @pod_app.command("create")
@@ -387,12 +389,7 @@ def topology_cmd(
         raise typer.Exit(2)
 
 
-network_app = typer.Typer(
-    help="User networks: own bridge, subnet and NAT, isolated from each other.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
-)
-app.add_typer(network_app, name="network")
+network_app = _subapp("network", "User networks: own bridge, subnet and NAT, isolated from each other.")
 
 
 @network_app.command("create")
@@ -463,12 +460,9 @@ def network_rm_cmd(
     _each(names, lambda name: networks.remove(name, narrator), debug)
 
 
-image_app = typer.Typer(
-    help="Images: root filesystems built from a recipe or imported from 'docker save' and OCI archives.",
-    no_args_is_help=True,
-    rich_markup_mode=None,
+image_app = _subapp(
+    "image", "Images: root filesystems built from a recipe or imported from 'docker save' and OCI archives."
 )
-app.add_typer(image_app, name="image")
 
 
 @image_app.command("build")

@@ -218,23 +218,22 @@ def _add(conf: Conf, params: Params, store: Store, host: Rtnl, container: Rtnl, 
     wanted = {"bridge"} | ({"ip-forward"} if conf.is_gateway else set()) | ({"nat"} if conf.ip_masq else set())
     steps = [s for s in attach.network_steps(net, host, state, done, gateway=conf.is_gateway) if s.name in wanted]
 
+    # What DEL and GC need to find this attachment's veth and port rules; written before anything is made,
+    # so they find them even when this ADD is killed half-way (its address they find by owner in IPAM).
+    base_record = {
+        "containerID": cid,
+        "ifname": ifname,
+        "netns": params.netns,
+        "network": conf.name,
+        "bridge": net.bridge,
+        "hostVeth": host_veth,
+        "ports": [list(m) for m in conf.ports],
+        "portOwner": owner,
+        "created": time.time(),
+    }
+
     def intent() -> object:
-        # Written before anything is made, so DEL and GC know this attachment's veth and port rules even
-        # when this ADD is killed half-way (its address they find by owner in IPAM).
-        store.save(
-            {
-                "containerID": cid,
-                "ifname": ifname,
-                "netns": params.netns,
-                "network": conf.name,
-                "bridge": net.bridge,
-                "hostVeth": host_veth,
-                "ports": [list(m) for m in conf.ports],
-                "portOwner": owner,
-                "status": "creating",
-                "created": time.time(),
-            }
-        )
+        store.save({**base_record, "status": "creating"})
         return lambda: store.remove(cid, ifname)
 
     def reserve() -> object:
@@ -302,24 +301,16 @@ def _add(conf: Conf, params: Params, store: Store, host: Rtnl, container: Rtnl, 
             firewall.ensure_ports(net, owner, str(info["address"].ip), conf.ports)
         return lambda: remove_port_rules(owner)
 
-    def record() -> object:
+    def record() -> None:
         store.save(
             {
-                "containerID": cid,
-                "ifname": ifname,
-                "netns": params.netns,
-                "network": conf.name,
-                "bridge": net.bridge,
+                **base_record,
                 "address": str(info["address"]),
                 "gateway": str(net.gateway),
-                "hostVeth": host_veth,
                 "mac": info["mac"],
                 "routes": [[str(r.dst), str(r.gw or net.gateway)] for r in routes],
                 "ipMasq": conf.ip_masq,
-                "ports": [list(m) for m in conf.ports],
-                "portOwner": owner,
                 "status": "ready",
-                "created": time.time(),
             }
         )
 
