@@ -98,3 +98,9 @@ def netns_pin(pod: str) -> str:
 
 def ipam_root() -> str:
     return os.path.join(state_root(), "ipam")
+
+
+def hidden_from_containers() -> tuple[str, ...]:
+    """What a container without an image must never see of the host: minirun's records, sockets, logs and
+    images, and every netns pin (another container's network would be one setns away)."""
+    return (state_root(), data_root(), NETNS_DIR)

@@ -39,7 +39,12 @@ OPTIONS = (
         "publish a container port on the host (repeatable)",
         repeat=True,
     ),
-    Option(("--image",), "image", "IMAGE", "run in IMAGE's filesystem (see 'minirun image ls'; default: the host's)"),
+    Option(
+        ("--image",),
+        "image",
+        "IMAGE",
+        "run in IMAGE's filesystem (see 'minirun image ls'; default: the host's, read-only, private /tmp /run /dev)",
+    ),
     Option(("--entrypoint",), "entrypoint", "CMD", "override the image's Entrypoint"),
     Option(("--read-only",), "read_only", None, "mount the image's root filesystem read-only"),
     Option(("-u", "--user"), "user", "UID[:GID]", "run as this user (a name from the image's /etc/passwd, or ids)"),
@@ -51,7 +56,13 @@ OPTIONS = (
     Option(
         ("--cap-drop",), "cap_drop", "CAP", "drop a Linux capability (ALL drops every one; repeatable)", repeat=True
     ),
-    Option(("--privileged",), "privileged", None, "all capabilities, no seccomp, no masked paths, rw /sys"),
+    Option(
+        ("--privileged",),
+        "privileged",
+        None,
+        "all capabilities, no seccomp, no masked paths, rw /sys, devices usable; without --image the host's "
+        "files are WRITABLE",
+    ),
     Option(
         ("--security-opt",),
         "security_opt",

@@ -2,15 +2,19 @@
 
 With an image: an overlay (image below, a per-container upper dir above) becomes the root through
 pivot_root, with a fresh /proc for the PID namespace, a read-only /sys, a minimal /dev and the generated
-/etc files (runc's rootfs_linux.go, nsjail's mnt.cc, in that order). Without one the host's tree stays,
-as under `ip netns exec`: /proc and /sys are remounted and the /etc files bind-mounted over the host's.
-Either way Docker's masked and read-only paths are applied unless the container is privileged.
+/etc files (runc's rootfs_linux.go, nsjail's mnt.cc, in that order). Without one, the host's tree as
+bubblewrap shows it (`--ro-bind / / --dev /dev --proc /proc --tmpfs /tmp`): every host mount read-only,
+private tmpfs at /tmp, /var/tmp and /run, a minimal /dev, and minirun's own state and data hidden.
+Either way Docker's masked and read-only paths are applied unless the container is privileged, and no
+mount the container can write to lets a device node work (nodev): a container with CAP_MKNOD may create
+a node with a host disk's numbers, but opening it fails. The few devices it needs are bound in.
 Nothing here is visible on the host: the caller has made every mount private first.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from typing import NamedTuple
@@ -83,13 +87,14 @@ def enter_image(
     """Mount the overlay and everything inside it, pivot into it, and detach the host's tree. A missing
     `workdir` is created in the container's layer, as Docker does (before a --read-only remount)."""
     m = root.merged
-    k.mount("overlay", m, "overlay", 0, f"lowerdir={root.lower},upperdir={root.upper},workdir={root.work}")
+    nodev = k.MS_NODEV if confined else 0
+    k.mount("overlay", m, "overlay", nodev, f"lowerdir={root.lower},upperdir={root.upper},workdir={root.work}")
     for name in ("proc", "sys", "dev", "etc"):
         _ensure_dir(os.path.join(m, name))
     k.mount("proc", os.path.join(m, "proc"), "proc", _PROC_FLAGS)
     # Read-only as Docker's (rw when privileged); it shows the links of the netns it is mounted from.
     k.mount("sysfs", os.path.join(m, "sys"), "sysfs", _PROC_FLAGS | (k.MS_RDONLY if confined else 0))
-    _populate_dev(os.path.join(m, "dev"), console_fd)
+    _populate_dev(os.path.join(m, "dev"), console_fd, confined=confined)
     if etc_dir:
         bind_etc_files(etc_dir, os.path.join(m, "etc"), create_missing=True)
     if confined:
@@ -105,22 +110,140 @@ def enter_image(
         with contextlib.suppress(OSError):  # e.g. a file in the way: chdir reports it
             os.makedirs(workdir, mode=0o755, exist_ok=True)
     if root.read_only:
-        k.mount(None, "/", None, k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY)
+        # A bind remount sets the mount's flags to exactly these: nodev must be named again.
+        k.mount(None, "/", None, k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY | nodev)
 
 
-def enter_host(etc_dir: str | None, *, confined: bool, own_sysfs: bool) -> None:
-    """No image: the host's tree with this PID namespace's /proc, this netns's /sys and our /etc files."""
+# Without an image: where the container may write (private, empty, gone with it), as bubblewrap's --tmpfs.
+HOST_MODE_TMPFS = (("/tmp", "1777"), ("/var/tmp", "1777"), ("/run", "755"))
+
+
+def enter_host(
+    etc_dir: str | None,
+    *,
+    confined: bool,
+    own_sysfs: bool,
+    hidden: tuple[str, ...] = (),
+    console_fd: int | None = None,
+) -> None:
+    """No image: the host's tree with this PID namespace's /proc, this netns's /sys and our /etc files.
+
+    Confined (not --privileged): every host mount read-only and nodev (submounts too), a minimal /dev,
+    private tmpfs on HOST_MODE_TMPFS, and each path in `hidden` (minirun's state and data roots, the
+    netns pins) covered by an empty read-only tmpfs when it is not already under one of those.
+    Privileged: the host's tree as it is, writable, as under `ip netns exec`.
+    """
+    if not confined:
+        k.mount("proc", "/proc", "proc", _PROC_FLAGS)
+        if own_sysfs:
+            k.mount("sysfs", "/sys", "sysfs", _PROC_FLAGS)
+        if etc_dir:
+            bind_etc_files(etc_dir, "/etc", create_missing=False)
+        return
+    cwd = _current_dir()
+    read_only_tree("/")
     k.mount("proc", "/proc", "proc", _PROC_FLAGS)
     if own_sysfs:
         # A sysfs mounted from inside the new netns shows its own links in /sys/class/net (as `ip netns exec`).
-        k.mount("sysfs", "/sys", "sysfs", _PROC_FLAGS | (k.MS_RDONLY if confined else 0))
+        k.mount("sysfs", "/sys", "sysfs", _PROC_FLAGS | k.MS_RDONLY)
     if etc_dir:
-        bind_etc_files(etc_dir, "/etc", create_missing=False)
-    if confined:
-        mask_paths("/")
+        # Before /run and /tmp are covered: the generated files live in minirun's state root. The binds stay
+        # writable, as Docker's /etc/hosts is.
+        bind_etc_files(etc_dir, "/etc", create_missing=False, writable=True)
+    covered = []
+    for path, mode in HOST_MODE_TMPFS:
+        if os.path.isdir(path) and not os.path.islink(path):
+            k.mount("tmpfs", path, "tmpfs", k.MS_NOSUID | k.MS_NODEV, f"mode={mode}")
+            covered.append(path)
+    # The new /dev is put together beside the host's and then moved over it: a -t console is bound by
+    # path, and that path (the host's /dev/pts/N) must still be visible while it is.
+    staging = os.path.join(covered[-1] if covered else "/dev", ".minirun-dev")
+    os.mkdir(staging, 0o755)
+    _populate_dev(staging, console_fd, confined=True)
+    k.mount(staging, "/dev", None, k.MS_MOVE)
+    os.rmdir(staging)
+    for path in hidden:
+        if not any(_is_within(path, top) for top in covered) and os.path.isdir(path):
+            k.mount("tmpfs", path, "tmpfs", k.MS_RDONLY | _PROC_FLAGS, "mode=755,size=4k")
+    mask_paths("/")
+    # The inherited working directory still points into the old, uncovered tree: enter the same path in
+    # the new view (it may now be an empty tmpfs, or gone).
+    try:
+        os.chdir(cwd or "/")
+    except OSError:
+        os.chdir("/")
 
 
-def bind_etc_files(etc_dir: str, target_etc: str, *, create_missing: bool) -> None:
+def enter_minimal_root(files: dict[str, str], scratch: str = "/tmp") -> None:
+    """Make a read-only tmpfs holding only `files` (name in the new root -> host path, each bound
+    read-only) this mount namespace's root, and detach the host's tree: no path, /proc/PID/root
+    included, leads from this process back to the host's files. The caller made propagation private."""
+    k.mount("tmpfs", scratch, "tmpfs", k.MS_NOSUID | k.MS_NODEV, "mode=755,size=16k")
+    for name, source in files.items():
+        target = os.path.join(scratch, name)
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o755))
+        k.mount(source, target, None, k.MS_BIND)
+        k.mount(None, target, None, k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY | k.MS_NOSUID | k.MS_NODEV)
+    os.chdir(scratch)
+    k.pivot_root(".", ".")
+    k.umount2(".", k.MNT_DETACH)
+    os.chdir("/")
+    k.mount(None, "/", None, k.MS_REMOUNT | k.MS_RDONLY | k.MS_NOSUID | k.MS_NODEV)
+
+
+def read_only_tree(top: str) -> None:
+    """Make the mount at `top` and every mount below it read-only and nodev, in this mount namespace."""
+    try:
+        k.mount_setattr_recursive(top, k.MOUNT_ATTR_RDONLY | k.MOUNT_ATTR_NODEV)
+        return
+    except OSError as exc:
+        if exc.errno != errno.ENOSYS:
+            raise
+    remount_each_read_only(top)
+
+
+def remount_each_read_only(top: str) -> None:
+    """For kernels before 5.12 (no mount_setattr): remount each mount point under `top` that can be
+    reached by path, parents first. A bind remount sets the per-mount flags to exactly those given, so
+    each mount's own flags are carried over."""
+    for target, flags in _mount_points():
+        if target == top or _is_within(target, top):
+            with contextlib.suppress(FileNotFoundError, PermissionError):  # over-mounted or gone
+                k.mount(None, target, None, k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY | k.MS_NODEV | flags)
+
+
+_MOUNT_OPTION_FLAGS = {"nosuid": k.MS_NOSUID, "noexec": k.MS_NOEXEC, "noatime": k.MS_NOATIME}
+
+
+def _mount_points() -> list[tuple[str, int]]:
+    """(mount point, its MS_* flags worth keeping) from /proc/self/mountinfo, in mount order."""
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            target = fields[4].encode().decode("unicode_escape")  # spaces come as \040
+            flags = 0
+            for option in fields[5].split(","):
+                flags |= _MOUNT_OPTION_FLAGS.get(option, 0)
+            found.append((target, flags))
+    return found
+
+
+def _current_dir() -> str | None:
+    try:
+        return os.getcwd()
+    except OSError:
+        return None
+
+
+def _is_within(path: str, top: str) -> bool:
+    path, top = os.path.normpath(path), os.path.normpath(top)
+    return top == "/" or path == top or path.startswith(top + "/")
+
+
+def bind_etc_files(etc_dir: str, target_etc: str, *, create_missing: bool, writable: bool = False) -> None:
+    """Bind the generated files over /etc's. `writable`: remount each bind read-write, for when the
+    source's mount is read-only in this namespace (a bind takes its source mount's flags)."""
     for name in ETC_FILES:
         source = os.path.join(etc_dir, name)
         target = os.path.join(target_etc, name)
@@ -129,6 +252,8 @@ def bind_etc_files(etc_dir: str, target_etc: str, *, create_missing: bool) -> No
         elif not os.path.isfile(target):
             continue  # the host has none: nothing to cover (we never write into the host's /etc)
         k.mount(source, target, None, k.MS_BIND)
+        if writable:
+            k.mount(None, target, None, k.MS_REMOUNT | k.MS_BIND | k.MS_NOSUID | k.MS_NODEV)
 
 
 def mask_paths(root: str, null_device: str = "/dev/null") -> None:
@@ -153,12 +278,13 @@ def mask_paths(root: str, null_device: str = "/dev/null") -> None:
         k.mount(None, target, None, k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY | _PROC_FLAGS)
 
 
-def _populate_dev(dev: str, console_fd: int | None) -> None:
-    k.mount("tmpfs", dev, "tmpfs", k.MS_NOSUID | k.MS_STRICTATIME, "mode=755,size=65536k")
-    for name, major, minor in DEVICES:
-        path = os.path.join(dev, name)
-        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
-        os.chmod(path, 0o666)  # mknod's mode is filtered by the umask
+def _populate_dev(dev: str, console_fd: int | None, *, confined: bool) -> None:
+    nodev = k.MS_NODEV if confined else 0
+    k.mount("tmpfs", dev, "tmpfs", k.MS_NOSUID | k.MS_STRICTATIME | nodev, "mode=755,size=65536k")
+    if confined:
+        _bind_devices(dev)
+    else:
+        _make_devices(dev)
     pts, shm, mqueue = (os.path.join(dev, name) for name in ("pts", "shm", "mqueue"))
     for path in (pts, shm, mqueue):
         os.mkdir(path, 0o755)
@@ -174,6 +300,31 @@ def _populate_dev(dev: str, console_fd: int | None) -> None:
         _ensure_regular_file(console)
         # By path: the descriptor's own mount belongs to the launcher's mount namespace, not this copy of it.
         k.mount(os.ttyname(console_fd), console, None, k.MS_BIND)
+
+
+def _make_devices(directory: str) -> None:
+    for name, major, minor in DEVICES:
+        path = os.path.join(directory, name)
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
+        os.chmod(path, 0o666)  # mknod's mode is filtered by the umask
+
+
+def _bind_devices(dev: str) -> None:
+    """/dev is nodev, so its device nodes are made on a scratch tmpfs that allows them and bound in one by
+    one (runc binds devices the same way in rootless mode); the scratch mount is detached before the
+    container runs, so no writable place with device semantics is left for it to create nodes in."""
+    scratch = os.path.join(dev, ".devices")
+    os.mkdir(scratch, 0o700)
+    k.mount("tmpfs", scratch, "tmpfs", k.MS_NOSUID | k.MS_NOEXEC, "mode=700,size=4k")
+    try:
+        _make_devices(scratch)
+        for name, _, _ in DEVICES:
+            target = os.path.join(dev, name)
+            os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666))
+            k.mount(os.path.join(scratch, name), target, None, k.MS_BIND)
+    finally:
+        k.umount2(scratch, k.MNT_DETACH)
+        os.rmdir(scratch)
 
 
 def _ensure_dir(path: str) -> None:
@@ -193,9 +344,11 @@ def explain_image(root: ImageRoot, etc_dir: str | None, confined: bool) -> list[
     """The commands a person would type for enter_image (in the container's mount namespace)."""
     m = root.merged
     lines = [
-        f"mount -t overlay overlay -o lowerdir={root.lower},upperdir={root.upper},workdir={root.work} {m}",
+        f"mount -t overlay overlay -o {'nodev,' if confined else ''}lowerdir={root.lower},upperdir={root.upper},"
+        f"workdir={root.work} {m}",
         f"mount -t proc proc {m}/proc && mount -t sysfs -o {'ro' if confined else 'rw'} sysfs {m}/sys",
-        f"mount -t tmpfs -o mode=755 tmpfs {m}/dev && mknod -m 666 {m}/dev/null c 1 3 ...   "
+        f"mount -t tmpfs -o {'nodev,' if confined else ''}mode=755 tmpfs {m}/dev && "
+        f"{'mount --bind <scratch>/null' if confined else 'mknod -m 666'} {m}/dev/null ...   "
         "# null zero full random urandom tty, pts, shm, mqueue",
     ]
     if etc_dir:
@@ -205,4 +358,20 @@ def explain_image(root: ImageRoot, etc_dir: str | None, confined: bool) -> list[
     lines.append(f"cd {m} && pivot_root . . && umount -l .   # the image is now /, the host's tree is gone")
     if root.read_only:
         lines.append("mount -o remount,bind,ro /   # --read-only")
+    return lines
+
+
+def explain_host(etc_dir: str | None, *, confined: bool, own_sysfs: bool) -> list[str]:
+    """The commands a person would type for enter_host (in the container's mount namespace)."""
+    lines = []
+    if confined:
+        lines.append("mount --bind -o remount,ro,nodev / (recursively: every host mount)   # the host, read-only")
+    if own_sysfs:
+        lines.append("mount -t sysfs sysfs /sys   # /sys/class/net now lists this netns's links")
+    if etc_dir:
+        lines.append(f"mount --bind {etc_dir}/hosts /etc/hosts   # and hostname, resolv.conf (as ip netns exec)")
+    if confined:
+        lines.append("mount -t tmpfs -o nodev tmpfs /dev && mount --bind <scratch>/null /dev/null ...   # minimal /dev")
+        lines.append("mount -t tmpfs tmpfs /tmp; ... /var/tmp; ... /run   # private, writable, gone with the container")
+        lines.append("mount --bind /dev/null /proc/kcore ...   # Docker's masked and read-only paths")
     return lines

@@ -24,11 +24,22 @@ MS_NOEXEC = 8
 MS_REMOUNT = 32
 MS_NOATIME = 1024
 MS_BIND = 4096
+MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MS_STRICTATIME = 1 << 24
 
 MNT_DETACH = 2
+
+# mount_setattr(2) (Linux 5.12): change the per-mount flags of a whole tree in one call.
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+_AT_FDCWD = -100
+_AT_RECURSIVE = 0x8000
+# Syscalls from 424 on have one number on every architecture (include/uapi/asm-generic/unistd.h).
+_SYS_MOUNT_SETATTR = 442
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -102,6 +113,30 @@ def pivot_root(new_root: str, put_old: str) -> None:
         raise OSError(38, f"pivot_root: unsupported architecture {os.uname().machine}")
     result = _libc.syscall(ctypes.c_long(number), new_root.encode(), put_old.encode())
     _check(0 if result == 0 else -1, f"pivot_root({new_root!r}, {put_old!r})")
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [  # struct mount_attr (include/uapi/linux/mount.h)
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def mount_setattr_recursive(path: str, attr_set: int) -> None:
+    """mount_setattr(2) with AT_RECURSIVE: set MOUNT_ATTR_* on the mount at `path` and every mount below
+    it, hidden (over-mounted) ones included, atomically: all of them change or none does."""
+    attr = _MountAttr(attr_set, 0, 0, 0)
+    result = _libc.syscall(
+        ctypes.c_long(_SYS_MOUNT_SETATTR),
+        ctypes.c_int(_AT_FDCWD),
+        path.encode(),
+        ctypes.c_uint(_AT_RECURSIVE),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    _check(0 if result == 0 else -1, f"mount_setattr({path!r}, AT_RECURSIVE)")
 
 
 def sethostname(name: str) -> None:

@@ -19,6 +19,7 @@ import socket
 import termios
 from typing import NamedTuple
 
+from minirun import paths
 from minirun.errors import EXIT_MINIRUN_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
 from minirun.kernel import syscalls as k
 
@@ -115,7 +116,13 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes):
         console = cfg.stdio[0] if cfg.controlling_tty and cfg.stdio else None
         rootfs.enter_image(cfg.image_root, cfg.etc_dir, confined=confined, console_fd=console, workdir=cfg.workdir)
     else:
-        rootfs.enter_host(cfg.etc_dir, confined=confined, own_sysfs=cfg.new_netns or bool(joined & k.CLONE_NEWNET))
+        rootfs.enter_host(
+            cfg.etc_dir,
+            confined=confined,
+            own_sysfs=cfg.new_netns or bool(joined & k.CLONE_NEWNET),
+            hidden=paths.hidden_from_containers(),
+            console_fd=cfg.stdio[0] if cfg.controlling_tty and cfg.stdio else None,
+        )
     prepared = None
     if cfg.security is not None:
         from minirun.security import prepare

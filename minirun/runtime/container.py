@@ -279,17 +279,13 @@ def _explain_namespaces(cfg: child.ChildConfig, pid_namespace: str | None, forke
     lines.append(f"{prefix}unshare {' '.join(unshare)} sh   # the container's first process: host PID {pid}")
     if k.CLONE_NEWUTS not in joined:
         lines.append(f"hostname {cfg.hostname}")
-    if cfg.image_root is not None:
-        from minirun.fs import rootfs
+    from minirun.fs import rootfs
 
-        confined = cfg.security is None or not cfg.security.privileged
-        lines += rootfs.explain_image(cfg.image_root, cfg.etc_dir, confined)
-        return lines
-    if cfg.new_netns or k.CLONE_NEWNET in joined:
-        lines.append("mount -t sysfs sysfs /sys   # /sys/class/net now lists this netns's links")
-    if cfg.etc_dir:
-        lines.append(f"mount --bind {cfg.etc_dir}/hosts /etc/hosts   # and hostname, resolv.conf (as ip netns exec)")
-    return lines
+    confined = cfg.security is None or not cfg.security.privileged
+    if cfg.image_root is not None:
+        return lines + rootfs.explain_image(cfg.image_root, cfg.etc_dir, confined)
+    own_sysfs = cfg.new_netns or k.CLONE_NEWNET in joined
+    return lines + rootfs.explain_host(cfg.etc_dir, confined=confined, own_sysfs=own_sysfs)
 
 
 def _exec_step(cfg: child.ChildConfig) -> Step:

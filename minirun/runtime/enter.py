@@ -15,6 +15,7 @@ import signal
 import sys
 from typing import NamedTuple
 
+from minirun import paths
 from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError, NotFound
 from minirun.fs import rootfs, users  # before the fork: inside an image minirun cannot import them
 from minirun.kernel import syscalls as k
@@ -159,7 +160,13 @@ def _child(namespaces, own_mount_ns, command, env, cwd, error_out, pty, identity
             k.unshare(k.CLONE_NEWNS)
             k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
             # the /proc of the PID namespace we are in (the pod's, when it shares one), the pod's /sys
-            rootfs.enter_host(None, confined=not identity.security.privileged, own_sysfs=True)
+            rootfs.enter_host(
+                None,
+                confined=not identity.security.privileged,
+                own_sysfs=True,
+                hidden=paths.hidden_from_containers(),
+                console_fd=pty.child_stdio[0] if pty else None,
+            )
         user = identity.user
         if identity.requested or user is None:
             # setns(mnt) made the container's root ours (a pod's: the host's); root's groups come from there too

@@ -17,7 +17,7 @@ import contextlib
 import os
 import signal
 import socket
-from typing import Any
+from typing import Any, NamedTuple
 
 from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
@@ -233,9 +233,8 @@ def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int,
     init: tini, which reaps the members' orphans (a PID namespace whose PID 1 is gone takes no one new).
     """
     from minirun.runtime.child import reset_signals
-    from minirun.runtime.container import init_binary
 
-    init = init_binary() if "pid" in share else None
+    init = _confined_init() if "pid" in share else None
     parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     pid = -1
@@ -252,7 +251,7 @@ def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int,
         try:
             parent_end.close()
             k.set_parent_death_signal(signal.SIGKILL)  # until let go: a creator killed mid-way takes us along
-            flags = 0
+            flags = k.CLONE_NEWNS if init else 0  # the init's own mount namespace, see _confined_init
             for ns in share:
                 flags |= SHAREABLE[ns] if ns != "pid" else 0
             k.unshare(flags)
@@ -271,7 +270,7 @@ def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int,
                 for fd in (0, 1, 2):
                     os.dup2(devnull, fd)
                 os.closerange(3, 65536)
-                os.execv(init, [init, "--", "sleep", "infinity"])
+                init.enter_and_exec()
             code = 0
         finally:
             os._exit(code)
@@ -286,6 +285,67 @@ def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int,
 
 
 _HELPER_SOCKETS: dict[int, socket.socket] = {}
+
+# The pod's init is tini with a busybox `sleep` as its one child; both static, so that a root holding just
+# the two files is enough to run them.
+INIT_STATIC_CANDIDATES = ("/usr/bin/tini-static", "/usr/bin/docker-init")
+BUSYBOX_STATIC_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
+
+
+class _ConfinedInit(NamedTuple):
+    """A pod's PID 1, confined like a member: members that may ptrace (--cap-add SYS_PTRACE) reach
+    its root, cwd and memory through /proc/1, so it must hold nothing of the host. It gets a mount
+    namespace whose root is a read-only tmpfs with only the two static binaries it runs, Docker's
+    default capabilities, no_new_privs and the default seccomp filter."""
+
+    tini: str
+    busybox: str
+    security: object  # minirun.security.SecurityProfile
+
+    def enter_and_exec(self) -> None:
+        """Runs in the namespace holder once the pod is complete. Never returns."""
+        from minirun.fs import rootfs
+        from minirun.security import confine, prepare
+
+        prepared = prepare(self.security)  # libseccomp is loaded from the host's /usr/lib: before the root goes
+        k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+        rootfs.enter_minimal_root({"tini": self.tini, "busybox": self.busybox})
+        confine(self.security, (0, 0, ()), prepared)
+        os.execv("/tini", ["/tini", "--", "/busybox", "sleep", "infinity"])
+
+
+def _confined_init() -> _ConfinedInit:
+    from minirun.security import default_profile, preload
+
+    tini = next((path for path in INIT_STATIC_CANDIDATES if _is_static_executable(path)), None)
+    busybox = next((path for path in BUSYBOX_STATIC_CANDIDATES if _is_static_executable(path)), None)
+    if tini is None or busybox is None:
+        raise MinirunError(
+            "--share pid needs a static tini and a static busybox for the pod's init (not found)",
+            hint="apt-get install tini busybox-static",
+        )
+    profile = default_profile()
+    preload(profile)
+    return _ConfinedInit(tini, busybox, profile)
+
+
+def _is_static_executable(path: str) -> bool:
+    """An ELF file with no PT_INTERP program header (no dynamic loader needed)."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            header = f.read(64)
+            if not os.access(path, os.X_OK) or header[:5] != b"\x7fELF\x02":  # 64-bit ELF
+                return False
+            (phoff,) = struct.unpack_from("<Q", header, 0x20)
+            phentsize, phnum = struct.unpack_from("<HH", header, 0x36)
+            f.seek(phoff)
+            table = f.read(phentsize * phnum)
+    except OSError:
+        return False
+    pt_interp = 3
+    return all(struct.unpack_from("<I", table, i * phentsize)[0] != pt_interp for i in range(phnum))
 
 
 def _reap(pid: int) -> None:
