@@ -13,6 +13,7 @@ from typing import Any
 
 from minirun.cli import run_args
 from minirun.errors import ConfigError
+from minirun.runtime.request import key_mismatch
 from minirun.spec import ContainerSpec
 
 _HINT = "the supervisor takes only what 'minirun run -d' sends; use the minirun CLI"
@@ -24,8 +25,8 @@ def decode_spec(raw: Any) -> ContainerSpec:
     if not isinstance(raw, dict):
         raise ConfigError("run request: spec is not an object", hint=_HINT)
     if set(raw) != set(ContainerSpec._fields):
-        extra, missing = sorted(set(raw) - set(ContainerSpec._fields)), sorted(set(ContainerSpec._fields) - set(raw))
-        raise ConfigError(f"run request: unknown spec fields {extra}, missing spec fields {missing}", hint=_HINT)
+        mismatch = key_mismatch(set(raw), set(ContainerSpec._fields), "spec fields")
+        raise ConfigError(f"run request: {mismatch}", hint=_HINT)
     spec = ContainerSpec(**{field: _typed(field, raw[field]) for field in ContainerSpec._fields})
     if not spec.detach or spec.dry_run:
         raise ConfigError("run request: only a detached run (detach, not dry_run) is served", hint=_HINT)

@@ -30,6 +30,9 @@ LOG_WINDOW = 60.0
 LOG_LINE_LIMIT = 300  # characters: a refusal may quote what the client sent
 
 
+OUTSIDER_HINT = "run minirun as root in the host's namespaces (not in a container, `ip netns exec` or `unshare`)"
+
+
 class Request(NamedTuple):
     conn: socket.socket  # blocking again, with REPLY_TIMEOUT: the handler writes one reply and closes it
     line: bytes  # without its newline
@@ -98,7 +101,7 @@ class Clients:
                 why = f"cannot check the peer: {exc}"
             if why is not None:
                 self.log.line(f"refused a client: {why}")
-                reply_error(conn, f"the minirun supervisor refused this client: {why}")
+                reply_error(conn, f"the minirun supervisor refused this client: {why}", hint=OUTSIDER_HINT)
                 continue
             if len(self.pending) >= MAX_PENDING:
                 self.log.line(f"refused a client: {MAX_PENDING} connections are already sending their requests")
@@ -111,6 +114,8 @@ class Clients:
 
     def readable(self, pending: _Pending) -> Request | None:
         """Read what `pending` sent; its request once the newline is in."""
+        if pending.conn.fileno() < 0:  # already closed (an event from before): nothing to read
+            return None
         try:
             chunk = pending.conn.recv(65536)
         except (BlockingIOError, InterruptedError):

@@ -52,10 +52,16 @@ def parse_line(line: bytes) -> dict[str, Any]:
     if not isinstance(op, str) or op not in _KEYS:
         raise ConfigError(f"unknown request {op!r}", hint=_HINT)
     if set(payload) != _KEYS[op]:
-        extra, missing = sorted(set(payload) - _KEYS[op]), sorted(_KEYS[op] - set(payload))
-        raise ConfigError(f"{op} request: unknown keys {extra}, missing keys {missing}", hint=_HINT)
+        raise ConfigError(f"{op} request: {key_mismatch(set(payload), _KEYS[op], 'keys')}", hint=_HINT)
     _check_env(payload["env"])
     return payload
+
+
+def key_mismatch(given: set[str], expected: set[str], what: str) -> str:
+    """`unknown keys ['x']; missing keys ['env']`, leaving out an empty side."""
+    extra, missing = sorted(given - expected), sorted(expected - given)
+    parts = [f"unknown {what} {extra}"] if extra else []
+    return "; ".join(parts + ([f"missing {what} {missing}"] if missing else []))
 
 
 def _check_env(env: Any) -> None:

@@ -222,7 +222,7 @@ def _handle_request(
         try:
             spec = decode_spec(payload["spec"])
         except MinirunError as exc:
-            Log().line(f"refused a run request: {exc.msg}")
+            Log().line(f"refused a request: {exc.msg}")
             raise
         os.environ.update(payload["env"])
         from minirun.runtime import container

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from minirun.cli import run_args
-from tests.integration.conftest import PYTHON, minirun, records
+from tests.integration.conftest import MINIRUN, PYTHON, minirun, records
 
 MARK = "4242"  # the attack's command is `sleep 4242`: no process or record may ever carry it
 
@@ -120,6 +120,25 @@ def test_a_root_peer_in_other_namespaces_is_refused_and_logged(state_dir, superv
     nothing_started(state_dir)
     assert "refused a client" in supervisor_log(state_dir)
     os.kill(supervisor, 0)
+
+
+def test_the_cli_run_from_another_namespace_gets_one_clear_line(state_dir, supervisor):
+    """`ip netns exec NS minirun run -d` (another net and mount namespace): exit 125, one line saying why
+    and what to do, never a traceback; nothing started."""
+    subprocess.run(["ip", "netns", "add", "h12-elsewhere"], check=True)
+    try:
+        done = subprocess.run(
+            ["ip", "netns", "exec", "h12-elsewhere", MINIRUN, "run", "-d", "sleep", MARK],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    finally:
+        subprocess.run(["ip", "netns", "delete", "h12-elsewhere"], check=True)
+    assert done.returncode == 125, done.stderr
+    assert done.stderr.startswith("minirun: error: the minirun supervisor refused this client: peer pid")
+    assert "host's namespaces" in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    nothing_started(state_dir)
 
 
 def test_a_privileged_container_cannot_drive_the_supervisor(state_dir, supervisor):
