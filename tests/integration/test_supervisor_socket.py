@@ -243,6 +243,21 @@ def test_an_idle_client_stalls_nobody(state_dir, supervisor):
     assert [r["owner"]["pid"] for r in records(state_dir)] == [supervisor, supervisor]
 
 
+def test_dns_is_answered_while_a_client_sits_idle(state_dir):
+    """The resolver shares the supervisor's loop: an idle client used to stall every user network's DNS."""
+    assert minirun("network", "create", "app").returncode == 0
+    for name in ("db", "web"):
+        assert minirun("run", "-d", "--network", "app", "--name", name, "sleep", "300").returncode == 0
+    db_address = minirun("inspect", "-f", "{{.NetworkSettings.IPAddress}}", "db").stdout.strip()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as idle:
+        idle.connect(str(state_dir / "supervisor.sock"))
+        lookup = minirun("exec", "web", PYTHON, "-c", "import socket; print(socket.gethostbyname('db'))")
+        assert lookup.stdout.strip() == db_address, lookup.stderr
+        idle.setblocking(False)
+        with pytest.raises(BlockingIOError):  # answered while the idle client was still waiting
+            idle.recv(1)
+
+
 def test_a_client_gone_mid_request_does_not_hurt_the_supervisor(state_dir, supervisor):
     half = attack_request()[:40]
     for _ in range(3):
