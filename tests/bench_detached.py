@@ -82,7 +82,7 @@ def main() -> None:
     ]
     elapsed = time.perf_counter() - started
     time.sleep(1)
-    supervisors = processes_matching("minirun.runtime.supervisor")
+    supervisors = processes_matching("minirun.cli.supervise")
     total = sum(pss_kib(pid) for pid in supervisors)
     print(
         f"minirun: {args.containers} detached containers started in {elapsed:.2f} s "

@@ -69,7 +69,9 @@ def _run_detached(spec) -> str:
 
     require_root()
     pod_existed = spec.pod is None or _pod_exists(spec.pod)
-    response = client.request({"op": "run", "spec": spec._asdict()})
+    from minirun.runtime.request import run_request
+
+    response = client.request(run_request(spec))
     if not response.get("ok"):
         raise MinirunError(
             response.get("error", "unknown error"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -12,11 +13,11 @@ from typing import Any
 
 from minirun import paths
 from minirun.errors import MinirunError
+from minirun.runtime import request as protocol
 
 CONNECT_TIMEOUT = 5.0
-# The variables that change how a container is set up travel with the request: the supervisor was
-# started by some earlier command, with that command's environment.
-FORWARDED_ENV_PREFIX = "MINIRUN_"
+# The supervisor's entry point is in the CLI layer, which hands it the CLI's check of a `run -d` spec.
+SUPERVISOR_MODULE = "minirun.cli.supervise"
 
 
 def _connect() -> socket.socket | None:
@@ -33,7 +34,7 @@ def _start_supervisor() -> None:
     os.makedirs(paths.state_root(), mode=0o700, exist_ok=True)
     with open(os.path.join(paths.state_root(), "supervisor.log"), "ab") as log:
         subprocess.Popen(
-            [sys.executable, "-m", "minirun.runtime.supervisor"],
+            [sys.executable, "-m", SUPERVISOR_MODULE],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=log,
@@ -61,21 +62,25 @@ def _connect_or_start() -> socket.socket:
 
 def ensure_resolver() -> None:
     """Make sure the supervisor runs and serves DNS on every user network (it binds each gateway:53)."""
-    response = request({"op": "sync"})
+    response = request(protocol.sync_request())
     if not response.get("ok"):
         raise MinirunError("the minirun supervisor could not start the resolver", code=125)
 
 
 def request(payload: dict[str, Any]) -> dict[str, Any]:
-    payload = {**payload, "env": {k: v for k, v in os.environ.items() if k.startswith(FORWARDED_ENV_PREFIX)}}
-    data = json.dumps(payload).encode() + b"\n"
+    """Send one request (request.sync_request / run_request) and return the supervisor's reply."""
+    data = protocol.encode(payload)
     for _ in range(3):  # a supervisor that was just exiting for idleness drops the connection: retry
         sock = _connect_or_start()
+        reply = b""
         with sock:
-            sock.sendall(data)
-            reply = b""
-            while chunk := sock.recv(65536):
-                reply += chunk
+            # Refused before it read everything, the supervisor closes with our request unread: sendall may
+            # fail, and recv reports a reset after its reply, which is still ours to read.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                sock.sendall(data)
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := sock.recv(65536):
+                    reply += chunk
         if reply:
             return json.loads(reply)
         time.sleep(0.05)

@@ -9,6 +9,10 @@ container ends, the supervisor reaps it, records its exit code and finish time, 
 tears down its network (and, with --rm, everything else). The supervisor starts on demand, holds a lock
 so there is only one per state root, and exits once no detached container is left running.
 
+Its socket is its control plane: a `run` request starts a process as root. So it serves only a peer that
+is root in its own mount, pid, net and user namespaces (kernel.peer), reads every client without blocking
+(runtime.connections: deadline, size limit), and takes only what the CLI could have sent (runtime.request).
+
 If the supervisor itself is killed, its containers keep running; any later minirun command notices when
 they end (gc.reconcile) and tears them down with exit status 255, Docker's "unknown".
 """
@@ -24,15 +28,21 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from minirun import paths
+from minirun.errors import MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
-from minirun.runtime import state
+from minirun.runtime import request, state
+from minirun.runtime.connections import Clients, Log, Request, reply_error
+from minirun.spec import ContainerSpec
+
+# The CLI's check of a `run -d` spec (cli/run_request.py), handed over by the entry point (cli/supervise.py).
+SpecDecoder = Callable[[Any], ContainerSpec]
 
 IDLE_SECONDS = 2.0
-REQUEST_LIMIT = 1 << 20
 
 
 def identity() -> dict[str, int | None]:
@@ -50,10 +60,13 @@ def _running_owned_by(me: dict[str, Any]) -> bool:
 
 
 class Supervisor:
-    def __init__(self) -> None:
+    def __init__(self, decode_spec: SpecDecoder) -> None:
+        self.decode_spec = decode_spec
         self.me = identity()
         self.helpers: set[int] = set()  # request workers and teardown children
         self.selector = selectors.DefaultSelector()
+        self.log = Log()
+        self.clients = Clients(self.selector, self.log)
         self.stopping = False
         from minirun.runtime.resolver import Resolver
 
@@ -77,15 +90,19 @@ class Supervisor:
         try:
             while not self.stopping:
                 self._sync_resolver()
-                for key, _ in self.selector.select(timeout=0.5):
+                for key, _ in self.selector.select(timeout=self.clients.timeout(0.5)):
                     if key.data == "accept":
-                        self._accept(listener)
+                        self.clients.accept(listener)
                     elif key.data == "signal":
                         self._on_signals(os.read(wakeup_r, 512))
+                    elif key.data[0] == "client":
+                        if (complete := self.clients.readable(key.data[1])) is not None:
+                            self._dispatch(complete)
                     else:
                         self.resolver.serve_one(key.fileobj, key.data[1])
+                self.clients.expire()
                 self._reap()
-                if self.helpers or _running_owned_by(self.me) or resolver_in_use():
+                if self.helpers or self.clients.pending or _running_owned_by(self.me) or resolver_in_use():
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > IDLE_SECONDS:
                     break
@@ -108,6 +125,7 @@ class Supervisor:
         finally:
             os.umask(old_umask)
         listener.listen(64)
+        listener.setblocking(False)
         return listener
 
     def _on_signals(self, signums: bytes) -> None:
@@ -118,11 +136,15 @@ class Supervisor:
         for sock, name in self.resolver.sync(self.selector.unregister):
             self.selector.register(sock, selectors.EVENT_READ, ("dns", name))
 
-    def _accept(self, listener: socket.socket) -> None:
-        conn, _ = listener.accept()
-        conn.settimeout(5)
-        data = _read_request(conn)
-        if data.startswith(b'{"op": "sync"'):
+    def _dispatch(self, complete: Request) -> None:
+        conn = complete.conn
+        try:
+            payload = request.parse_line(complete.line)
+        except MinirunError as exc:
+            self.log.line(f"refused a request: {exc.msg}")
+            reply_error(conn, exc.msg, exc.hint)
+            return
+        if payload["op"] == "sync":
             # Answered here, not in a worker: the resolver's sockets live in this process. A gateway:53 may
             # still be held for a moment by a supervisor that is exiting: give it a little while.
             deadline = time.monotonic() + 2
@@ -139,7 +161,7 @@ class Supervisor:
             code = 0
             try:
                 self._become_helper()
-                _handle_request(conn, data, self.me)
+                _handle_request(conn, payload, self.decode_spec, self.me)
             except BaseException:  # noqa: BLE001 - a worker must never return into the serve loop
                 code = 1
             finally:
@@ -152,6 +174,7 @@ class Supervisor:
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, signal.SIG_DFL)
         self.selector.close()
+        self.clients.close_all()
 
     def _reap(self) -> None:
         while True:
@@ -191,37 +214,20 @@ class Supervisor:
         self.helpers.add(helper)
 
 
-def _read_request(conn: socket.socket) -> bytes:
-    data = b""
-    with contextlib.suppress(OSError):
-        while not data.endswith(b"\n") and len(data) < REQUEST_LIMIT:
-            chunk = conn.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return data
-
-
-def _handle_request(conn: socket.socket, data: bytes, supervisor: dict[str, Any]) -> None:
-    """In a worker: answer one JSON request with one JSON response."""
-    from minirun.errors import MinirunError
-
+def _handle_request(
+    conn: socket.socket, payload: dict[str, Any], decode_spec: SpecDecoder, supervisor: dict[str, Any]
+) -> None:
+    """In a worker: answer one "run" request (parsed by request.parse_line) with one JSON response."""
     try:
-        request = json.loads(data)
-        os.environ.update(request.get("env", {}))
-        if request.get("op") != "run":
-            raise MinirunError(f"unknown request {request.get('op')!r}")
+        try:
+            spec = decode_spec(payload["spec"])
+        except MinirunError as exc:
+            Log().line(f"refused a request: {exc.msg}")
+            raise
+        os.environ.update(payload["env"])
         from minirun.runtime import container
-        from minirun.spec import ContainerSpec
 
-        raw = request["spec"]
-        raw["command"] = tuple(raw["command"])
-        raw["env"] = tuple(tuple(pair) for pair in raw["env"])
-        if raw.get("ports"):
-            from minirun.net.ports import PortMapping
-
-            raw["ports"] = tuple(PortMapping(*mapping) for mapping in raw["ports"])
-        response = {"ok": True, "id": container.run_detached(ContainerSpec(**raw), supervisor)}
+        response = {"ok": True, "id": container.run_detached(spec, supervisor)}
     except MinirunError as exc:
         response = {"ok": False, "error": exc.msg, "hint": exc.hint, "code": exc.code}
     except Exception as exc:  # noqa: BLE001 - reported to the client, which prints it
@@ -230,13 +236,9 @@ def _handle_request(conn: socket.socket, data: bytes, supervisor: dict[str, Any]
     conn.close()
 
 
-def main() -> None:
+def main(decode_spec: SpecDecoder) -> None:
     try:
-        Supervisor().serve()
+        Supervisor(decode_spec).serve()
     except Exception as exc:  # noqa: BLE001 - nobody to report to but the supervisor's log
         print(f"minirun supervisor: {type(exc).__name__}: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
-
-
-if __name__ == "__main__":
-    main()
