@@ -55,6 +55,11 @@ class Supervisor:
         self.helpers: set[int] = set()  # request workers and teardown children
         self.selector = selectors.DefaultSelector()
         self.stopping = False
+        from minirun.runtime.logrelay import Relays
+
+        self.logs = Relays(
+            lambda fileobj, data: self.selector.register(fileobj, selectors.EVENT_READ, data), self.selector.unregister
+        )
         from minirun.runtime.resolver import Resolver
 
         self.resolver = Resolver()
@@ -82,10 +87,14 @@ class Supervisor:
                         self._accept(listener)
                     elif key.data == "signal":
                         self._on_signals(os.read(wakeup_r, 512))
+                    elif key.data[0] == "log":
+                        self.logs.pump(key.data[1])
+                    elif key.data[0] == "log-handoff":
+                        self.logs.receive(key.data[1])
                     else:
                         self.resolver.serve_one(key.fileobj, key.data[1])
                 self._reap()
-                if self.helpers or _running_owned_by(self.me) or resolver_in_use():
+                if self.helpers or self.logs or _running_owned_by(self.me) or resolver_in_use():
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > IDLE_SECONDS:
                     break
@@ -134,17 +143,23 @@ class Supervisor:
                 conn.sendall(b'{"ok": true}\n')
             conn.close()
             return
+        from minirun.runtime import logrelay
+
+        log_channel, worker_channel = logrelay.handoff_pair()
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 self._become_helper()
-                _handle_request(conn, data, self.me)
+                log_channel.close()
+                _handle_request(conn, data, self.me, worker_channel)
             except BaseException:  # noqa: BLE001 - a worker must never return into the serve loop
                 code = 1
             finally:
                 os._exit(code)
         conn.close()
+        worker_channel.close()
+        self.logs.expect(log_channel)
         self.helpers.add(pid)
 
     def _become_helper(self) -> None:
@@ -176,6 +191,8 @@ class Supervisor:
         if record is None:
             return  # a process that was re-parented to us but is not a container's PID 1
         record.update(exit_code=exit_status(status), finished=state.now_iso())
+        # Every byte it wrote is in its log before teardown marks it exited (`logs -f` stops then).
+        self.logs.finish(record["id"])
         # Teardown imports the netlink code (several MB): do it in a child so the supervisor stays small.
         # The child marks the record exited only after the address is released, so `stop` and `rm`, which
         # wait for "exited", never race with it.
@@ -202,7 +219,7 @@ def _read_request(conn: socket.socket) -> bytes:
     return data
 
 
-def _handle_request(conn: socket.socket, data: bytes, supervisor: dict[str, Any]) -> None:
+def _handle_request(conn: socket.socket, data: bytes, supervisor: dict[str, Any], log_channel: socket.socket) -> None:
     """In a worker: answer one JSON request with one JSON response."""
     from minirun.errors import MinirunError
 
@@ -221,7 +238,8 @@ def _handle_request(conn: socket.socket, data: bytes, supervisor: dict[str, Any]
             from minirun.net.ports import PortMapping
 
             raw["ports"] = tuple(PortMapping(*mapping) for mapping in raw["ports"])
-        response = {"ok": True, "id": container.run_detached(ContainerSpec(**raw), supervisor)}
+        raw["log_options"] = tuple(raw.get("log_options") or ())
+        response = {"ok": True, "id": container.run_detached(ContainerSpec(**raw), supervisor, log_channel)}
     except MinirunError as exc:
         response = {"ok": False, "error": exc.msg, "hint": exc.hint, "code": exc.code}
     except Exception as exc:  # noqa: BLE001 - reported to the client, which prints it
