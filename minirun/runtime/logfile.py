@@ -199,6 +199,7 @@ def follow(path: str, options: LogOptions, tail: int | None, finished: Callable[
     finally:
         for fd in fds:
             os.close(fd)
+    final = False  # finished() said so: one more pass takes what was written (and rotated) before that
     try:
         while True:
             chunk = read_fd(current) if current >= 0 else b""
@@ -216,10 +217,11 @@ def follow(path: str, options: LogOptions, tail: int | None, finished: Callable[
                     os.close(fd)
                 current = newer[-1]
                 continue
-            if finished():
-                yield read_fd(current) if current >= 0 else b""
+            if final:
                 return
-            time.sleep(0.05)
+            final = finished()
+            if not final:
+                time.sleep(0.05)
     finally:
         if current >= 0:
             os.close(current)
