@@ -92,17 +92,18 @@ class RotatingWriter:
     """Appends to PATH, rotating before a write would take it past max_bytes (0: never). A write that
     fails (disk full, directory removed) drops those bytes: the container must never block on its log."""
 
-    def __init__(self, path: str, options: LogOptions) -> None:
+    def __init__(self, path: str, options: LogOptions, *, create: bool = True) -> None:
+        """With create=False PATH must exist: a container removed before its relay started stays removed."""
         self.path = path
         self.options = options
         self.fd = -1
         self.size = 0
         self.failed = False
-        self._open()
+        self._open(os.O_CREAT if create else 0)
 
-    def _open(self) -> None:
+    def _open(self, create: int = os.O_CREAT) -> None:
         try:
-            self.fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            self.fd = os.open(self.path, os.O_WRONLY | create | os.O_APPEND | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
             self.size = os.fstat(self.fd).st_size
         except OSError:
             self.fd = -1

@@ -28,7 +28,9 @@ def handoff_pair() -> tuple[socket.socket, socket.socket]:
 
 
 def hand_off(channel: socket.socket, container_id: str, path: str, options: logfile.LogOptions, read_fd: int) -> None:
-    """In the worker: give the supervisor the read end of the container's output pipe."""
+    """In the worker: create the (empty) log and give the supervisor the read end of the container's
+    output pipe."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
     message = json.dumps({"id": container_id, "path": path, "options": list(options)}).encode()
     socket.send_fds(channel, [message], [read_fd])
 
@@ -115,7 +117,7 @@ class Relays:
                 os.close(fd)
             return
         os.set_blocking(fds[0], False)
-        relay = Relay(container_id, fds[0], logfile.RotatingWriter(path, options))
+        relay = Relay(container_id, fds[0], logfile.RotatingWriter(path, options, create=False))
         self.relays[container_id] = relay
         self._register(fds[0], ("log", container_id))
 

@@ -107,3 +107,10 @@ def test_a_write_that_fails_is_dropped_not_raised(tmp_path: Path):
     writer = logfile.RotatingWriter(path, logfile.parse_options([]))
     writer.write(b"lost\n")
     assert writer.failed
+
+
+def test_a_relay_starting_late_does_not_recreate_a_removed_log(tmp_path: Path):
+    path = tmp_path / "c.log"  # the container was removed (and its log) before the relay opened it
+    writer = logfile.RotatingWriter(str(path), logfile.parse_options([]), create=False)
+    writer.write(b"lost\n")
+    assert writer.failed and not path.exists()
