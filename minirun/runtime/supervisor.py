@@ -6,11 +6,13 @@ one shared supervisor costs that once. It is a child subreaper (PR_SET_CHILD_SUB
 short-lived worker per `run -d` request, the worker does the whole setup (the same code as a foreground
 run) and exits, and the container's PID 1 - an orphan now - is re-parented to the supervisor. When a
 container ends, the supervisor reaps it, records its exit code and finish time, and a short-lived child
-tears down its network (and, with --rm, everything else). The supervisor starts on demand, holds a lock
+tears down its network (and, with --rm, everything else). It also relays each container's stdout and
+stderr into its capped, rotating log (logrelay). The supervisor starts on demand, holds a lock
 so there is only one per state root, and exits once no detached container is left running.
 
 If the supervisor itself is killed, its containers keep running; any later minirun command notices when
-they end (gc.reconcile) and tears them down with exit status 255, Docker's "unknown".
+they end (gc.reconcile) and tears them down with exit status 255, Docker's "unknown". Their output has
+no reader then: a write to stdout or stderr fails with EPIPE.
 """
 
 from __future__ import annotations
