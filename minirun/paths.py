@@ -3,6 +3,7 @@ namespaces and links it describes."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 STATE_DIR_ENV = "MINIRUN_STATE_DIR"
@@ -26,20 +27,35 @@ def images_dir() -> str:
     return os.path.join(data_root(), "images")
 
 
+def writable_root() -> str:
+    """Where this state root's containers and pods keep what they write, on disk (as Docker's
+    /var/lib/docker/overlay2 and /containers): upper dirs, /etc files, logs. Keyed by the state root, because
+    one data root (its images) may serve several state roots, and the reconcile of one must never take
+    another's files. Nothing here dies at reboot: a directory whose record (on the state root) is gone is
+    an orphan, reclaimed by `gc.reconcile`."""
+    key = hashlib.sha256(os.path.realpath(state_root()).encode()).hexdigest()[:16]
+    return os.path.join(data_root(), "rw", key)
+
+
+def container_data_dir(container_id: str) -> str:
+    return os.path.join(writable_root(), "containers", container_id)
+
+
+def container_log(container_id: str) -> str:
+    """The newest log file; rotated ones are .1 (newer) to .N (oldest), as Docker's json-file names them."""
+    return os.path.join(container_data_dir(container_id), f"{container_id}.log")
+
+
+def pod_data_dir(pod_name: str) -> str:
+    return os.path.join(writable_root(), "pods", pod_name)
+
+
 def containers_dir() -> str:
     return os.path.join(state_root(), "containers")
 
 
 def container_record(container_id: str) -> str:
     return os.path.join(containers_dir(), f"{container_id}.json")
-
-
-def logs_dir() -> str:
-    return os.path.join(state_root(), "logs")
-
-
-def container_log(container_id: str) -> str:
-    return os.path.join(logs_dir(), f"{container_id}.log")
 
 
 def supervisor_socket() -> str:

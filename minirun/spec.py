@@ -48,6 +48,7 @@ class ContainerSpec(NamedTuple):
     cap_drop: tuple[str, ...] = ()
     privileged: bool = False
     security_opts: tuple[str, ...] = ()
+    log_options: tuple[str, ...] = ()  # --log-opt KEY=VALUE, as given (minirun.runtime.logfile parses them)
 
 
 def validate_name(name: str) -> str:

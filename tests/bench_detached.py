@@ -71,6 +71,8 @@ def main() -> None:
     k.unshare(k.CLONE_NEWNET | k.CLONE_NEWNS)
     k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
     k.mount("tmpfs", "/run", "tmpfs", 0, "mode=755")
+    # Containers' directories and logs go to the data root: the sandbox's tmpfs, not /var/lib/minirun.
+    os.environ["MINIRUN_DATA_DIR"] = "/run/minirun-bench-data"
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
 
     started = time.perf_counter()

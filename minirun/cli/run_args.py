@@ -70,6 +70,13 @@ OPTIONS = (
         "no-new-privileges[=true|false], seccomp=unconfined (repeatable)",
         repeat=True,
     ),
+    Option(
+        ("--log-opt",),
+        "log_opt",
+        "KEY=VALUE",
+        "detached log: max-size=SIZE (k/m/g), max-file=N (default: max-size=10m, max-file=3; repeatable)",
+        repeat=True,
+    ),
     Option(("--init",), "init", None, "run an init (tini) as PID 1 that forwards signals and reaps zombies"),
     Option(("--rm",), "remove", None, "remove a detached container when it exits (foreground runs always are)"),
     Option(("--explain",), "explain", None, "print each step as the commands a person would type, as it runs"),
@@ -149,7 +156,10 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
     if detach and values.get("tty"):
         raise ConfigError("-t with -d is not supported yet", hint="run detached without -t, then 'minirun exec -it'")
     from minirun.fs.etcfiles import parse_add_host, validate_dns
+    from minirun.runtime.logfile import parse_options as parse_log_options
 
+    log_options = tuple(values["log_opt"])
+    parse_log_options(log_options)  # validated now: a detached run must not fail in the supervisor
     if values.get("read_only") and not values.get("image"):
         raise ConfigError("--read-only needs --image", hint="it makes the image's root read-only: add --image NAME")
     return ContainerSpec(
@@ -164,6 +174,7 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
         cap_drop=tuple(values["cap_drop"]),
         privileged=bool(values.get("privileged")),
         security_opts=tuple(values["security_opt"]),
+        log_options=log_options,
         name=validate_name(name) if name is not None else None,
         hostname=validate_hostname(hostname) if hostname is not None else None,
         env=env,

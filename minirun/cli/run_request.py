@@ -60,8 +60,9 @@ def as_arguments(spec: ContainerSpec) -> list[str]:
 
 def spec_field(option_dest: str) -> str | None:
     """The ContainerSpec field a run option fills: its dest, or the plural of it (--add-host: add_hosts)."""
-    if option_dest == "publish":
-        return "ports"
+    renamed = {"publish": "ports", "log_opt": "log_options"}
+    if option_dest in renamed:
+        return renamed[option_dest]
     for name in (option_dest, f"{option_dest}s"):
         if name in ContainerSpec._fields:
             return name

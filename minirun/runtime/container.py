@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import socket
 import sys
 import time
 from typing import Any
@@ -19,7 +20,7 @@ from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.plan import Narrator, Step, Timing, run_plan
-from minirun.runtime import child, gc, launch, names, sandbox, state
+from minirun.runtime import child, gc, launch, logfile, names, sandbox, state
 from minirun.runtime.privileges import require_root
 from minirun.spec import ContainerSpec
 
@@ -138,6 +139,7 @@ def create(
         "init": spec.init,
         "tty": spec.tty,
         "log": log_path,
+        "log_config": logfile.parse_options(spec.log_options).as_record(),
         "ports": [list(mapping) for mapping in spec.ports],
         **view.record_fields(),
     }
@@ -186,13 +188,12 @@ def create(
         undo.callback(state.remove_file, paths.container_record(container_id))
         state.claim_name(name, container_id)
         undo.callback(state.release_name, name, container_id)
-        if not view.shared_etc:
-            undo.callback(sandbox.remove_container_dir, container_id)
+        undo.callback(sandbox.remove_container_dir, container_id)
         if view.image is not None and not os.path.isdir(view.image.rootfs):
             # Removed (rebuilt and pruned) after we resolved it; from now on our record keeps it in use.
             raise MinirunError(f"image {spec.image} was removed while the container started", hint="run it again")
         pod_address = (pod.get("network") or {}).get("address", "").split("/")[0] if pod else None
-        sandbox.materialize(view, hostname, pod_address or None)
+        sandbox.materialize(view, container_id, hostname, pod_address or None)
 
         run_plan([namespaces], undo, timings, narrator)
         started = forked[0]
@@ -347,26 +348,38 @@ def run(spec: ContainerSpec) -> int:
     return status
 
 
-def run_detached(spec: ContainerSpec, supervisor: dict[str, int | None]) -> str:
-    """In a supervisor worker: create the container with its output going to its log, let it exec, and make
-    the supervisor its owner. Returns the container id; the worker then exits and PID 1 is adopted by the
-    supervisor (a child subreaper), which records the exit code and tears down when the container ends."""
+def run_detached(spec: ContainerSpec, supervisor: dict[str, int | None], log_channel: socket.socket) -> str:
+    """In a supervisor worker: create the container with its output going to a pipe the supervisor relays
+    into its capped log (see logrelay), let it exec, and make the supervisor its owner. Returns the
+    container id; the worker then exits and PID 1 is adopted by the supervisor (a child subreaper), which
+    records the exit code and tears down when the container ends."""
+    from minirun.runtime import logrelay
+
     container_id = new_container_id()
     log_path = paths.container_log(container_id)
-    os.makedirs(os.path.dirname(log_path), mode=0o700, exist_ok=True)
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    options = logfile.parse_options(spec.log_options)
+    output_r, output_w = os.pipe2(os.O_CLOEXEC)
     null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
         created = create(
-            spec, detached=True, stdio=(null_fd, log_fd, log_fd), log_path=log_path, container_id=container_id
+            spec, detached=True, stdio=(null_fd, output_w, output_w), log_path=log_path, container_id=container_id
         )
     except BaseException:
-        state.remove_file(log_path)
+        os.close(output_r)
         raise
     finally:
-        os.close(log_fd)
+        os.close(output_w)
         os.close(null_fd)
     record = created.record
+    try:  # before it may exec: its very first byte goes through the relay
+        logrelay.hand_off(log_channel, container_id, log_path, options, output_r)
+    except OSError as exc:
+        created.launch.abort()
+        record.update(status="exited", exit_code=EXIT_MINIRUN_FAILED, finished=state.now_iso(), auto_remove=True)
+        gc.teardown(record, host_rtnl=created.host_rtnl)
+        raise MinirunError(f"the supervisor did not take the container's output: {exc.strerror}") from None
+    finally:
+        os.close(output_r)
     failure = created.launch.release()
     if failure:
         os.waitpid(created.launch.pid, 0)

@@ -225,11 +225,15 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
         pods = _pod_ids()
     else:
         removed_pods = []
+    # Listed before the records, as above: a directory is made only after its record is written.
     directories = _container_dirs()
+    pod_directories = _pod_data_dirs()
     records = state.all_records()
     removed = removed_pods + [
         f"temp file {name}" for d in (paths.containers_dir(), paths.names_dir()) for name in state.sweep_temp_files(d)
     ]
+    if pod_directories:
+        removed += _remove_orphan_pod_dirs(pod_directories)
     if not records and not reservations and not claims and not directories:
         return removed
     known = set()
@@ -259,6 +263,18 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
             state.remove_file(paths.name_claim(name))
             removed.append(f"name {name}")
     return removed
+
+
+def _remove_orphan_pod_dirs(listed: set[str]) -> list[str]:
+    """A pod's directory whose pod has no record (read after the listing, so a pod being created keeps it).
+    A pod record that cannot be read still counts: it is never evidence that its files are free."""
+    from minirun.runtime import sandbox
+
+    try:
+        recorded = {name[: -len(".json")] for name in os.listdir(paths.pods_dir()) if name.endswith(".json")}
+    except FileNotFoundError:
+        recorded = set()
+    return [f"directory of pod {name}" for name in sorted(listed - recorded) if sandbox.remove_pod_etc(name)]
 
 
 def _reconcile_orphan(record: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
@@ -293,9 +309,19 @@ def remove_orphan_links(bridge: str) -> list[str]:
 
 
 def _container_dirs() -> set[str]:
-    """Container ids with a directory (a run writes its record before making its directory)."""
+    """Container ids with a directory, on the data root or (from before it moved there) the state root.
+    A run writes its record before making its directory, so one listed here without a record is an orphan."""
+    return _subdirs(os.path.join(paths.writable_root(), "containers")) | _subdirs(paths.containers_dir())
+
+
+def _pod_data_dirs() -> set[str]:
+    """Names of pods with a directory on the data root (their /etc files, written after the pod's record)."""
+    return _subdirs(os.path.join(paths.writable_root(), "pods"))
+
+
+def _subdirs(directory: str) -> set[str]:
     try:
-        entries = os.scandir(paths.containers_dir())
+        entries = os.scandir(directory)
     except FileNotFoundError:
         return set()
     with entries:

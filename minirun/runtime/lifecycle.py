@@ -197,6 +197,7 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
             "ReadonlyRootfs": bool(record.get("read_only")),
             "CapabilitiesEffective": (record.get("security") or {}).get("capabilities", []),
             "SecurityOpt": _security_opts(record.get("security") or {}),
+            "LogConfig": _log_config(record),
         },
         "NetworkSettings": {
             "IPAddress": address if running else "",
@@ -220,6 +221,13 @@ def image_label(record: dict[str, Any], default: str = "-") -> str:
     if not image:
         return default
     return image.get("name") or image.get("id", "")[:12]
+
+
+def _log_config(record: dict[str, Any]) -> dict[str, Any]:
+    """Docker's HostConfig.LogConfig; the Type says truthfully that the files hold raw bytes, not JSON."""
+    from minirun.runtime import logfile
+
+    return {"Type": logfile.DRIVER, "Config": record.get("log_config") or {}}
 
 
 def _security_opts(security: dict[str, Any]) -> list[str]:
@@ -263,41 +271,37 @@ def select_field(document: Any, template: str) -> str:
 
 
 def logs(record: dict[str, Any], tail: int | None = None) -> bytes:
+    """What a detached container wrote, across its rotated log files, oldest first."""
+    from minirun.runtime import logfile
+
+    path = _log_path(record)
+    return logfile.read(path, logfile.from_record(record.get("log_config")), tail)
+
+
+def _log_path(record: dict[str, Any]) -> str:
     path = record.get("log")
     if not path:
         raise MinirunError(
             f"container {record['id']} has no log: it ran in the foreground, where output went to the terminal",
             code=1,
         )
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return b""
-    if tail is not None:
-        lines = data.splitlines(keepends=True)
-        data = b"".join(lines[-tail:]) if tail > 0 else b""
-    return data
+    return path
 
 
 def follow_logs(record: dict[str, Any], tail: int | None = None) -> Iterator[bytes]:
-    """The log so far (or its last `tail` lines), then what is appended, until the container has exited."""
-    yield logs(record, tail)
-    path = record["log"]
-    with open(path, "rb") as f:
-        f.seek(0, os.SEEK_END)
-        while True:
-            chunk = f.read()
-            if chunk:
-                yield chunk
-                continue
-            current = state.load(record["id"])
-            if current is None or not is_running(current):
-                rest = f.read()
-                if rest:
-                    yield rest
-                return
-            time.sleep(0.05)
+    """The log so far (or its last `tail` lines), then what is written, until the container has exited.
+
+    "Exited" is what the supervisor records once it has written the container's last bytes (or, when the
+    supervisor is gone, the process being gone): following stops only when nothing more can come."""
+    from minirun.runtime import logfile
+
+    def finished() -> bool:
+        current = state.load(record["id"])
+        if current is None or current.get("status") == "exited":
+            return True
+        return not gc.container_alive(current) and not state.owner_alive(current)
+
+    yield from logfile.follow(_log_path(record), logfile.from_record(record.get("log_config")), tail, finished)
 
 
 def _wait_gone(record: dict[str, Any], timeout: float) -> bool:

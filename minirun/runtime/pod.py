@@ -478,7 +478,7 @@ def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
             lambda: [f"# {veth} goes with the last reference to the netns; if it lingers: ip link delete {veth}"],
         ),
         Step("address", release_address, lambda: [f"rm {store.directory}/{address}"] if address else []),
-        Step("record", forget, lambda: [f"rm -r {paths.pod_record(name)} {paths.pods_dir()}/{name}.etc"]),
+        Step("record", forget, lambda: [f"rm -r {paths.pod_record(name)} {paths.pod_data_dir(name)}"]),
     ]
     if pod.get("ports"):
         steps.insert(

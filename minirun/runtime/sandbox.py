@@ -43,11 +43,18 @@ class Sandbox(NamedTuple):
 
 
 def container_dir(container_id: str) -> str:
+    """On the data root (disk), never on the state root (tmpfs): the container writes here (its upper dir,
+    its /etc files, which are bind-mounted writable as Docker's are) and a tmpfs /run must not fill up."""
+    return paths.container_data_dir(container_id)
+
+
+def _state_root_container_dir(container_id: str) -> str:
+    # Where minirun kept it before it moved to the data root: still removed, so an upgrade leaves nothing.
     return os.path.join(paths.containers_dir(), container_id)
 
 
 def pod_etc_dir(pod_name: str) -> str:
-    return os.path.join(paths.pods_dir(), f"{pod_name}.etc")
+    return os.path.join(paths.pod_data_dir(pod_name), "etc")
 
 
 def plan(
@@ -128,14 +135,24 @@ def _resolv(spec: ContainerSpec, resolver: str | None) -> str:
     return etcfiles.resolv_conf(text, etcfiles.NameOptions(spec.dns, spec.add_hosts), resolver)
 
 
-def materialize(sandbox: Sandbox, hostname: str, address: str | None) -> None:
+def materialize(sandbox: Sandbox, container_id: str, hostname: str, address: str | None) -> None:
     """Write the /etc files (the address is filled in later, by `set_address`, once IPAM gave one) and the
-    overlay's dirs."""
-    etcfiles.write_all(sandbox.etc_dir, hostname, address, sandbox.resolv_text, sandbox.name_options)
-    if sandbox.image_root is not None:
-        from minirun.fs import rootfs
+    overlay's dirs, in the container's directory on the data root (mode 0700: its files are its own)."""
+    try:
+        os.makedirs(os.path.dirname(container_dir(container_id)), mode=0o700, exist_ok=True)
+        os.makedirs(container_dir(container_id), mode=0o700, exist_ok=True)
+        if sandbox.shared_etc:
+            os.makedirs(os.path.dirname(sandbox.etc_dir), mode=0o700, exist_ok=True)
+        etcfiles.write_all(sandbox.etc_dir, hostname, address, sandbox.resolv_text, sandbox.name_options)
+        if sandbox.image_root is not None:
+            from minirun.fs import rootfs
 
-        rootfs.prepare_dirs(sandbox.image_root)
+            rootfs.prepare_dirs(sandbox.image_root)
+    except OSError as exc:
+        raise MinirunError(
+            f"cannot write the container's files under {paths.data_root()}: {exc.strerror}",
+            hint=f"free space there, or point {paths.DATA_DIR_ENV} at a writable disk",
+        ) from None
 
 
 def set_address(sandbox: Sandbox, hostname: str, address: str) -> None:
@@ -145,13 +162,20 @@ def set_address(sandbox: Sandbox, hostname: str, address: str) -> None:
 
 
 def remove_container_dir(container_id: str) -> bool:
-    """The container's upper dir, overlay scratch and /etc files. "Already gone" is success."""
-    directory = container_dir(container_id)
-    if not os.path.lexists(directory):
-        return False
-    shutil.rmtree(directory, ignore_errors=True)
-    return True
+    """The container's upper dir, overlay scratch, /etc files and logs. "Already gone" is success."""
+    found = False
+    for directory in (container_dir(container_id), _state_root_container_dir(container_id)):
+        if os.path.lexists(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+            found = True
+    return found
 
 
-def remove_pod_etc(pod_name: str) -> None:
-    shutil.rmtree(pod_etc_dir(pod_name), ignore_errors=True)
+def remove_pod_etc(pod_name: str) -> bool:
+    """The pod's shared /etc files. "Already gone" is success."""
+    found = False
+    for directory in (paths.pod_data_dir(pod_name), os.path.join(paths.pods_dir(), f"{pod_name}.etc")):
+        if os.path.lexists(directory):
+            shutil.rmtree(directory, ignore_errors=True)
+            found = True
+    return found

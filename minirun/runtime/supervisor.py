@@ -6,7 +6,8 @@ one shared supervisor costs that once. It is a child subreaper (PR_SET_CHILD_SUB
 short-lived worker per `run -d` request, the worker does the whole setup (the same code as a foreground
 run) and exits, and the container's PID 1 - an orphan now - is re-parented to the supervisor. When a
 container ends, the supervisor reaps it, records its exit code and finish time, and a short-lived child
-tears down its network (and, with --rm, everything else). The supervisor starts on demand, holds a lock
+tears down its network (and, with --rm, everything else). It also relays each container's stdout and
+stderr into its capped, rotating log (logrelay). The supervisor starts on demand, holds a lock
 so there is only one per state root, and exits once no detached container is left running.
 
 Its socket is its control plane: a `run` request starts a process as root. So it serves only a peer that
@@ -14,7 +15,8 @@ is root in its own mount, pid, net and user namespaces (kernel.peer), reads ever
 (runtime.connections: deadline, size limit), and takes only what the CLI could have sent (runtime.request).
 
 If the supervisor itself is killed, its containers keep running; any later minirun command notices when
-they end (gc.reconcile) and tears them down with exit status 255, Docker's "unknown".
+they end (gc.reconcile) and tears them down with exit status 255, Docker's "unknown". Their output has
+no reader then: a write to stdout or stderr fails with EPIPE.
 """
 
 from __future__ import annotations
@@ -68,6 +70,11 @@ class Supervisor:
         self.log = Log()
         self.clients = Clients(self.selector, self.log)
         self.stopping = False
+        from minirun.runtime.logrelay import Relays
+
+        self.logs = Relays(
+            lambda fileobj, data: self.selector.register(fileobj, selectors.EVENT_READ, data), self.selector.unregister
+        )
         from minirun.runtime.resolver import Resolver
 
         self.resolver = Resolver()
@@ -98,11 +105,15 @@ class Supervisor:
                     elif key.data[0] == "client":
                         if (complete := self.clients.readable(key.data[1])) is not None:
                             self._dispatch(complete)
+                    elif key.data[0] == "log":
+                        self.logs.pump(key.data[1])
+                    elif key.data[0] == "log-handoff":
+                        self.logs.receive(key.data[1])
                     else:
                         self.resolver.serve_one(key.fileobj, key.data[1])
                 self.clients.expire()
                 self._reap()
-                if self.helpers or self.clients.pending or _running_owned_by(self.me) or resolver_in_use():
+                if self.helpers or self.clients.pending or self.logs or _running_owned_by(self.me) or resolver_in_use():
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > IDLE_SECONDS:
                     break
@@ -156,17 +167,23 @@ class Supervisor:
                 conn.sendall(b'{"ok": true}\n')
             conn.close()
             return
+        from minirun.runtime import logrelay
+
+        log_channel, worker_channel = logrelay.handoff_pair()
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 self._become_helper()
-                _handle_request(conn, payload, self.decode_spec, self.me)
+                log_channel.close()
+                _handle_request(conn, payload, self.decode_spec, self.me, worker_channel)
             except BaseException:  # noqa: BLE001 - a worker must never return into the serve loop
                 code = 1
             finally:
                 os._exit(code)
         conn.close()
+        worker_channel.close()
+        self.logs.expect(log_channel)
         self.helpers.add(pid)
 
     def _become_helper(self) -> None:
@@ -199,6 +216,8 @@ class Supervisor:
         if record is None:
             return  # a process that was re-parented to us but is not a container's PID 1
         record.update(exit_code=exit_status(status), finished=state.now_iso())
+        # Every byte it wrote is in its log before teardown marks it exited (`logs -f` stops then).
+        self.logs.finish(record["id"])
         # Teardown imports the netlink code (several MB): do it in a child so the supervisor stays small.
         # The child marks the record exited only after the address is released, so `stop` and `rm`, which
         # wait for "exited", never race with it.
@@ -215,7 +234,11 @@ class Supervisor:
 
 
 def _handle_request(
-    conn: socket.socket, payload: dict[str, Any], decode_spec: SpecDecoder, supervisor: dict[str, Any]
+    conn: socket.socket,
+    payload: dict[str, Any],
+    decode_spec: SpecDecoder,
+    supervisor: dict[str, Any],
+    log_channel: socket.socket,
 ) -> None:
     """In a worker: answer one "run" request (parsed by request.parse_line) with one JSON response."""
     try:
@@ -227,7 +250,7 @@ def _handle_request(
         os.environ.update(payload["env"])
         from minirun.runtime import container
 
-        response = {"ok": True, "id": container.run_detached(spec, supervisor)}
+        response = {"ok": True, "id": container.run_detached(spec, supervisor, log_channel)}
     except MinirunError as exc:
         response = {"ok": False, "error": exc.msg, "hint": exc.hint, "code": exc.code}
     except Exception as exc:  # noqa: BLE001 - reported to the client, which prints it

@@ -140,6 +140,9 @@ def leak_check(state_dir: Path):
         netns = [n for n in os.listdir("/run/netns") if n.startswith("minirun-")] if os.path.isdir("/run/netns") else []
         containers = state_dir / "containers"
         pods += [p for p in containers.iterdir() if p.is_dir()] if containers.is_dir() else []  # upper dirs, /etc
+        # What containers and pods write (upper dirs, /etc files, logs) lives on the data root
+        writable = Path(os.environ.get("MINIRUN_DATA_DIR", "/var/lib/minirun")) / "rw"
+        pods += [p for p in writable.glob("*/*/*")] if writable.is_dir() else []
         with open("/proc/self/mounts") as f:
             pins = [line.split()[1] for line in f if str(state_dir) in line or "/run/netns/minirun-" in line]
         return links, ipam_reservations(state_dir), records(state_dir), claims, pods, netns, pins

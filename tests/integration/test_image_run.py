@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from minirun import paths
 from tests.integration.conftest import MINIRUN, host_links, minirun, records, wait_running
 
 DOCKER_DEFAULT_CAPS = 0x00000000A80425FB  # Docker's 14 default capabilities
@@ -52,7 +53,7 @@ def test_writes_go_to_the_upper_dir_and_leave_with_the_container(busybox_image, 
     assert started.returncode == 0, started.stderr
     container_id = started.stdout.strip()
     (record,) = wait_running(state_dir)
-    upper = state_dir / "containers" / container_id / "upper" / "etc" / "motd"
+    upper = Path(paths.container_data_dir(container_id)) / "upper" / "etc" / "motd"  # on the data root (disk)
     inspect = json.loads(minirun("image", "inspect", busybox_image).stdout)
     document = inspect[0] if isinstance(inspect, list) else inspect
     image_rootfs = Path(document["RootFS"] if isinstance(document["RootFS"], str) else document["RootFS"]["Path"])
@@ -63,7 +64,7 @@ def test_writes_go_to_the_upper_dir_and_leave_with_the_container(busybox_image, 
     assert not (image_rootfs / "etc" / "motd").exists()
     assert record["image"]["name"].startswith("busybox")
     assert minirun("rm", "-f", container_id).returncode == 0
-    assert not (state_dir / "containers" / container_id).exists()
+    assert not Path(paths.container_data_dir(container_id)).exists()
     assert not (image_rootfs / "etc" / "motd").exists()
 
 
@@ -274,11 +275,11 @@ def test_pod_members_share_the_pods_etc_files(busybox_image, state_dir):
         assert hosts.returncode == 0, hosts.stderr
         assert hosts.stdout.splitlines()[-1] == "imgpod"
         assert re.search(r"^10\.77\.\d+\.\d+\timgpod$", hosts.stdout, re.M)
-        assert (state_dir / "pods" / "imgpod.etc" / "hosts").exists()
+        assert (Path(paths.pod_data_dir("imgpod")) / "etc" / "hosts").exists()
     finally:
         minirun("rm", "-f", "a")
         minirun("pod", "rm", "-f", "imgpod")
-    assert not (state_dir / "pods" / "imgpod.etc").exists()
+    assert not Path(paths.pod_data_dir("imgpod")).exists()
     assert not records(state_dir)
 
 

@@ -100,6 +100,12 @@ def test_exit_code_recorded_after_the_fact():
     assert ipam_reservations(records_dir()) == []
 
 
+def container_files(container_id: str) -> list:
+    """The container's directory on the data root (its log, /etc files, upper dir), if any is left."""
+    data_root = __import__("pathlib").Path(os.environ["MINIRUN_DATA_DIR"])
+    return list(data_root.glob(f"rw/*/containers/{container_id}"))
+
+
 def records_dir():
     return __import__("pathlib").Path(os.environ["MINIRUN_STATE_DIR"])
 
@@ -107,7 +113,7 @@ def records_dir():
 def test_rm_flag_with_detach_leaves_nothing(state_dir):
     container_id = detach("--rm", "sh", "-c", "sleep 0.2")
     wait_for(lambda: records(state_dir) == [], what="record removed")
-    assert not (state_dir / "logs" / f"{container_id}.log").exists()
+    assert not container_files(container_id)
     assert minirun("ps", "-a", "-q").stdout == ""
 
 
@@ -274,9 +280,10 @@ def test_rm_refuses_a_running_container_unless_forced(state_dir):
     refused = minirun("rm", "busy")
     assert refused.returncode == 1 and "cannot remove running container busy" in refused.stderr
     assert "rm -f" in refused.stderr
+    assert container_files(container_id)  # its directory on the data root, until rm
     forced = minirun("rm", "-f", "busy")
     assert forced.returncode == 0 and forced.stdout == "busy\n"
-    assert records(state_dir) == [] and not (state_dir / "logs" / f"{container_id}.log").exists()
+    assert records(state_dir) == [] and not container_files(container_id)
     assert minirun("rm", "busy").returncode == 1  # gone now: "no such container"
 
 
