@@ -62,6 +62,7 @@ SAMPLES = [
         "echo -x --name=y",
     ],
     ["-d", "--pod", "p1", "sleep", "1"],
+    ["-d", "--log-opt", "max-size=1m", "--log-opt", "max-file=2", "sleep", "1"],
     ["-d", "--network", "net-a", "sleep", "1"],
     ["-d", "--image", "busybox", "--read-only", "--entrypoint", "", "--network", "none"],
 ]
