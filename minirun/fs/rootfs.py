@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import stat
 from typing import NamedTuple
 
@@ -115,7 +116,9 @@ def enter_image(
 
 
 # Without an image: where the container may write (private, empty, gone with it), as bubblewrap's --tmpfs.
-HOST_MODE_TMPFS = (("/tmp", "1777"), ("/var/tmp", "1777"), ("/run", "755"))
+HOST_MODE_WRITABLE = (("/tmp", 0o1777), ("/var/tmp", 0o1777), ("/run", 0o755))
+# With no directory of its own on disk to hold them (`minirun exec` into a pod), they are size-capped tmpfs.
+SCRATCH_TMPFS_SIZE = "64m"
 
 
 def enter_host(
@@ -123,14 +126,16 @@ def enter_host(
     *,
     confined: bool,
     own_sysfs: bool,
-    hidden: tuple[str, ...] = (),
+    hidden: tuple[str, ...],
+    writable_dir: str | None,
     console_fd: int | None = None,
 ) -> None:
     """No image: the host's tree with this PID namespace's /proc, this netns's /sys and our /etc files.
 
     Confined (not --privileged): every host mount read-only and nodev (submounts too), a minimal /dev,
-    private tmpfs on HOST_MODE_TMPFS, and each path in `hidden` (minirun's state and data roots, the
-    netns pins) covered by an empty read-only tmpfs when it is not already under one of those.
+    private writable dirs on HOST_MODE_WRITABLE (subdirectories of `writable_dir`, on the data root's disk,
+    or capped tmpfs), and each path in `hidden` (minirun's state and data roots, the netns pins) covered
+    by an empty read-only tmpfs when it is not already under one of those.
     Privileged: the host's tree as it is, writable, as under `ip netns exec`.
     """
     if not confined:
@@ -141,37 +146,100 @@ def enter_host(
             bind_etc_files(etc_dir, "/etc", create_missing=False)
         return
     cwd = _current_dir()
-    read_only_tree("/")
-    k.mount("proc", "/proc", "proc", _PROC_FLAGS)
-    if own_sysfs:
-        # A sysfs mounted from inside the new netns shows its own links in /sys/class/net (as `ip netns exec`).
-        k.mount("sysfs", "/sys", "sysfs", _PROC_FLAGS | k.MS_RDONLY)
-    if etc_dir:
-        # Before /run and /tmp are covered: the generated files live in minirun's state root. The binds stay
-        # writable, as Docker's /etc/hosts is.
-        bind_etc_files(etc_dir, "/etc", create_missing=False, writable=True)
-    covered = []
-    for path, mode in HOST_MODE_TMPFS:
-        if os.path.isdir(path) and not os.path.islink(path):
-            k.mount("tmpfs", path, "tmpfs", k.MS_NOSUID | k.MS_NODEV, f"mode={mode}")
-            covered.append(path)
-    # The new /dev is put together beside the host's and then moved over it: a -t console is bound by
-    # path, and that path (the host's /dev/pts/N) must still be visible while it is.
-    staging = os.path.join(covered[-1] if covered else "/dev", ".minirun-dev")
-    os.mkdir(staging, 0o755)
-    _populate_dev(staging, console_fd, confined=True)
-    k.mount(staging, "/dev", None, k.MS_MOVE)
-    os.rmdir(staging)
     for path in hidden:
-        if not any(_is_within(path, top) for top in covered) and os.path.isdir(path):
-            k.mount("tmpfs", path, "tmpfs", k.MS_RDONLY | _PROC_FLAGS, "mode=755,size=4k")
+        # Created now, while the host's tree is writable: one that appeared later would not be covered.
+        os.makedirs(path, mode=0o755, exist_ok=True)
+    # The sources of the /etc binds, opened before anything covers them (they live on the data root);
+    # bound from /proc/self/fd once the view is built.
+    etc_sources = _open_paths(etc_dir, ETC_FILES) if etc_dir else {}
+    writable_sources = _make_writable_sources(writable_dir) if writable_dir else None
+    try:
+        read_only_tree("/")
+        k.mount("proc", "/proc", "proc", _PROC_FLAGS)
+        if own_sysfs:
+            # A sysfs mounted from inside the new netns shows its own links in /sys/class/net (as `ip netns exec`).
+            k.mount("sysfs", "/sys", "sysfs", _PROC_FLAGS | k.MS_RDONLY)
+        covered = _mount_writable_dirs(writable_sources)
+        # The new /dev is put together beside the host's and then moved over it: a -t console is bound by
+        # path, and that path (the host's /dev/pts/N) must still be visible while it is.
+        staging = os.path.join(covered[-1], ".minirun-dev")
+        os.mkdir(staging, 0o755)
+        _populate_dev(staging, console_fd, confined=True)
+        k.mount(staging, "/dev", None, k.MS_MOVE)
+        os.rmdir(staging)
+        for name, fd in etc_sources.items():
+            # After /run is covered: the host's /etc/resolv.conf is often a link into /run (systemd-resolved's
+            # stub-resolv.conf), whose target now is in the container's own /run and must be made there.
+            _bind_over(f"/proc/self/fd/{fd}", os.path.join("/etc", name), writable_link_targets=covered)
+        for path in hidden:
+            if not any(_is_within(path, top) for top in covered):
+                k.mount("tmpfs", path, "tmpfs", k.MS_RDONLY | _PROC_FLAGS, "mode=755,size=4k")
+    finally:
+        for fd in etc_sources.values():
+            os.close(fd)
     mask_paths("/")
     # The inherited working directory still points into the old, uncovered tree: enter the same path in
-    # the new view (it may now be an empty tmpfs, or gone).
+    # the new view (it may now be an empty directory, or gone).
     try:
         os.chdir(cwd or "/")
     except OSError:
         os.chdir("/")
+
+
+def _make_writable_sources(writable_dir: str) -> dict[str, str]:
+    """The container's directory for each of HOST_MODE_WRITABLE, made before the host's tree (which holds
+    the data root) turns read-only."""
+    sources = {}
+    for path, mode in HOST_MODE_WRITABLE:
+        source = os.path.join(writable_dir, path.strip("/").replace("/", "-"))
+        os.makedirs(source, exist_ok=True)
+        os.chmod(source, mode)
+        sources[path] = source
+    return sources
+
+
+def _mount_writable_dirs(sources: dict[str, str] | None) -> list[str]:
+    """Cover HOST_MODE_WRITABLE with the container's own directories (capped tmpfs without any); returns
+    the ones covered."""
+    covered = []
+    for path, mode in HOST_MODE_WRITABLE:
+        if not os.path.isdir(path) or os.path.islink(path):
+            continue
+        if sources is None:
+            k.mount("tmpfs", path, "tmpfs", k.MS_NOSUID | k.MS_NODEV, f"mode={mode:o},size={SCRATCH_TMPFS_SIZE}")
+        else:
+            k.mount(sources[path], path, None, k.MS_BIND)
+            # A bind takes its source mount's flags (the data root's may allow devices): set ours.
+            k.mount(None, path, None, k.MS_REMOUNT | k.MS_BIND | k.MS_NOSUID | k.MS_NODEV)
+        covered.append(path)
+    if not covered:
+        raise OSError(errno.ENOENT, "none of /tmp, /var/tmp, /run is a directory on this host: nowhere to write")
+    return covered
+
+
+def _open_paths(directory: str, names: tuple[str, ...]) -> dict[str, int]:
+    opened = {}
+    for name in names:
+        with contextlib.suppress(FileNotFoundError):
+            opened[name] = os.open(os.path.join(directory, name), os.O_PATH | os.O_CLOEXEC)
+    return opened
+
+
+def _bind_over(source: str, target: str, *, writable_link_targets: list[str]) -> None:
+    """Bind `source` on `target` (following a symlink at `target`), writable. A target the host lacks is
+    skipped (minirun never writes into the host's /etc); one that a symlink leads to inside the
+    container's own writable dirs is created there first."""
+    resolved = os.path.realpath(target)
+    if not os.path.exists(resolved):
+        if not os.path.islink(target) or not any(_is_within(resolved, top) for top in writable_link_targets):
+            return
+        os.makedirs(os.path.dirname(resolved), exist_ok=True)
+        os.close(os.open(resolved, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644))
+    elif not os.path.isfile(resolved):
+        return
+    k.mount(source, resolved, None, k.MS_BIND)
+    # Writable, as Docker's /etc/hosts: a bind takes its source mount's flags, read-only here.
+    k.mount(None, resolved, None, k.MS_REMOUNT | k.MS_BIND | k.MS_NOSUID | k.MS_NODEV)
 
 
 def enter_minimal_root(files: dict[str, str], scratch: str = "/tmp") -> None:
@@ -197,7 +265,9 @@ def read_only_tree(top: str) -> None:
         k.mount_setattr_recursive(top, k.MOUNT_ATTR_RDONLY | k.MOUNT_ATTR_NODEV)
         return
     except OSError as exc:
-        if exc.errno != errno.ENOSYS:
+        # ENOSYS: a kernel before 5.12; EPERM: an outer seccomp profile (an older container runtime's)
+        # that does not know the syscall. mount(2) still does the job, one mount at a time.
+        if exc.errno not in (errno.ENOSYS, errno.EPERM):
             raise
     remount_each_read_only(top)
 
@@ -208,7 +278,7 @@ def remount_each_read_only(top: str) -> None:
     each mount's own flags are carried over."""
     for target, flags in _mount_points():
         if target == top or _is_within(target, top):
-            with contextlib.suppress(FileNotFoundError, PermissionError):  # over-mounted or gone
+            with contextlib.suppress(FileNotFoundError):  # gone since mountinfo was read
                 k.mount(None, target, None, k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY | k.MS_NODEV | flags)
 
 
@@ -218,12 +288,13 @@ _MOUNT_OPTION_FLAGS = {"nosuid": k.MS_NOSUID, "noexec": k.MS_NOEXEC, "noatime": 
 def _mount_points() -> list[tuple[str, int]]:
     """(mount point, its MS_* flags worth keeping) from /proc/self/mountinfo, in mount order."""
     found = []
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/self/mountinfo", "rb") as f:
         for line in f:
             fields = line.split()
-            target = fields[4].encode().decode("unicode_escape")  # spaces come as \040
+            # The kernel escapes space, tab, newline and backslash as \ooo (octal); other bytes are raw.
+            target = os.fsdecode(re.sub(rb"\\([0-7]{3})", lambda m: bytes([int(m[1], 8)]), fields[4]))
             flags = 0
-            for option in fields[5].split(","):
+            for option in fields[5].decode().split(","):
                 flags |= _MOUNT_OPTION_FLAGS.get(option, 0)
             found.append((target, flags))
     return found
@@ -241,9 +312,8 @@ def _is_within(path: str, top: str) -> bool:
     return top == "/" or path == top or path.startswith(top + "/")
 
 
-def bind_etc_files(etc_dir: str, target_etc: str, *, create_missing: bool, writable: bool = False) -> None:
-    """Bind the generated files over /etc's. `writable`: remount each bind read-write, for when the
-    source's mount is read-only in this namespace (a bind takes its source mount's flags)."""
+def bind_etc_files(etc_dir: str, target_etc: str, *, create_missing: bool) -> None:
+    """Bind the generated files over /etc's."""
     for name in ETC_FILES:
         source = os.path.join(etc_dir, name)
         target = os.path.join(target_etc, name)
@@ -252,8 +322,6 @@ def bind_etc_files(etc_dir: str, target_etc: str, *, create_missing: bool, writa
         elif not os.path.isfile(target):
             continue  # the host has none: nothing to cover (we never write into the host's /etc)
         k.mount(source, target, None, k.MS_BIND)
-        if writable:
-            k.mount(None, target, None, k.MS_REMOUNT | k.MS_BIND | k.MS_NOSUID | k.MS_NODEV)
 
 
 def mask_paths(root: str, null_device: str = "/dev/null") -> None:
@@ -300,6 +368,9 @@ def _populate_dev(dev: str, console_fd: int | None, *, confined: bool) -> None:
         _ensure_regular_file(console)
         # By path: the descriptor's own mount belongs to the launcher's mount namespace, not this copy of it.
         k.mount(os.ttyname(console_fd), console, None, k.MS_BIND)
+        # A bind takes its source mount's flags, and without an image the host's devpts is read-only and
+        # nodev in this namespace by now: this one node must open.
+        k.mount(None, console, None, k.MS_REMOUNT | k.MS_BIND | k.MS_NOSUID | k.MS_NOEXEC)
 
 
 def _make_devices(directory: str) -> None:

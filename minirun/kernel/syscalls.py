@@ -42,6 +42,7 @@ _AT_RECURSIVE = 0x8000
 _SYS_MOUNT_SETATTR = 442
 
 PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 
 _FLAG_NAMES = {
@@ -148,6 +149,12 @@ def sethostname(name: str) -> None:
 def set_child_subreaper() -> None:
     """prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants are re-parented to us instead of to init."""
     _check(_libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+def set_dumpable(dumpable: bool) -> None:
+    """prctl(PR_SET_DUMPABLE): a non-dumpable process's /proc/PID files belong to root and ptrace access to
+    it needs CAP_SYS_PTRACE. execve() resets it (to dumpable, for an ordinary program)."""
+    _check(_libc.prctl(PR_SET_DUMPABLE, int(dumpable), 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
 
 
 def set_parent_death_signal(signum: int) -> None:

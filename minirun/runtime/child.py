@@ -49,6 +49,9 @@ class ChildConfig(NamedTuple):
     etc_dir: str | None = None
     # With --image: the overlay to pivot into (minirun.fs.rootfs.ImageRoot); None keeps the host's tree.
     image_root: object = None
+    # Without --image: the container's directory (on the data root) that holds its private /tmp, /var/tmp
+    # and /run.
+    writable_dir: str | None = None
     # minirun.security.SecurityProfile; None only in unit tests that exercise the bare mechanics.
     security: object = None
     # (uid, gid, supplementary gids) to switch to before exec; None stays root.
@@ -84,6 +87,10 @@ def main(cfg: ChildConfig, pipes: ChildPipes) -> None:
 
 def _setup(cfg: ChildConfig, pipes: ChildPipes):
     """Everything before "go"; returns the prepared seccomp filter (or None)."""
+    # Until exec, /proc/PID/{root,cwd,fd,mem} of this process (root, every capability, the host's tree
+    # at first) are closed to anyone without CAP_SYS_PTRACE (the runc exec race, CVE-2016-9962). exec
+    # makes the command dumpable again.
+    k.set_dumpable(False)
     if cfg.die_with_parent:
         # If the launcher dies (even by SIGKILL) the container dies with it, so the next `minirun` can
         # reclaim everything it owned: a foreground container does not outlive its `minirun run`.
@@ -121,6 +128,7 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes):
             confined=confined,
             own_sysfs=cfg.new_netns or bool(joined & k.CLONE_NEWNET),
             hidden=paths.hidden_from_containers(),
+            writable_dir=cfg.writable_dir,
             console_fd=cfg.stdio[0] if cfg.controlling_tty and cfg.stdio else None,
         )
     prepared = None

@@ -152,6 +152,7 @@ def create(
         join=join,
         etc_dir=view.etc_dir,
         image_root=view.image_root,
+        writable_dir=None if view.image_root is not None else os.path.join(sandbox.container_dir(container_id), "host"),
         security=view.security,
         user=view.user,
         stdio=stdio,

@@ -116,6 +116,10 @@ def exec_in(
     try:
         if pidns is not None:
             k.setns(pidns, k.CLONE_NEWPID)
+        else:
+            # A pod that does not share a PID namespace: the command gets one of its own (as a member does),
+            # never the host's, where its /proc would list, and CAP_KILL would reach, every host process.
+            k.unshare(k.CLONE_NEWPID)
         child_pid = os.fork()
         if child_pid == 0:
             identity = Identity(security, target.user, user)
@@ -154,6 +158,7 @@ def _child(namespaces, own_mount_ns, command, env, cwd, error_out, pty, identity
     """Never returns."""
     code = EXIT_MINIRUN_FAILED
     try:
+        k.set_dumpable(False)  # see child._setup: nobody but CAP_SYS_PTRACE may look into us before exec
         for fd, flag in namespaces:
             k.setns(fd, flag)
         if own_mount_ns:
@@ -165,6 +170,7 @@ def _child(namespaces, own_mount_ns, command, env, cwd, error_out, pty, identity
                 confined=not identity.security.privileged,
                 own_sysfs=True,
                 hidden=paths.hidden_from_containers(),
+                writable_dir=None,  # size-capped tmpfs: this process has no directory of its own on disk
                 console_fd=pty.child_stdio[0] if pty else None,
             )
         user = identity.user

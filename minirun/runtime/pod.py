@@ -260,17 +260,20 @@ def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int,
             with contextlib.suppress(OSError), open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
                 f.write("1")
             netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+            if init:
+                # Before the netlink socket goes back: a failure here is the creator's failure to report.
+                devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+                init.enter_root_and_confine()
             socket.send_fds(child_end, [b"n"], [netlink.fileno()])
             netlink.close()
             go = child_end.recv(1)  # b"g" once the pod is complete; b"" when the launcher gave up
             if init and go == b"g":
                 k.set_parent_death_signal(0)
                 reset_signals()
-                devnull = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(devnull, fd)
                 os.closerange(3, 65536)
-                init.enter_and_exec()
+                os.execv("/tini", ["/tini", "--", "/busybox", "sleep", "infinity"])
             code = 0
         finally:
             os._exit(code)
@@ -302,8 +305,9 @@ class _ConfinedInit(NamedTuple):
     busybox: str
     security: object  # minirun.security.SecurityProfile
 
-    def enter_and_exec(self) -> None:
-        """Runs in the namespace holder once the pod is complete. Never returns."""
+    def enter_root_and_confine(self) -> None:
+        """Runs in the namespace holder, in its new mount namespace, before it hands back its netlink
+        socket; then it only waits for the pod to be complete and execs /tini."""
         from minirun.fs import rootfs
         from minirun.security import confine, prepare
 
@@ -311,7 +315,6 @@ class _ConfinedInit(NamedTuple):
         k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
         rootfs.enter_minimal_root({"tini": self.tini, "busybox": self.busybox})
         confine(self.security, (0, 0, ()), prepared)
-        os.execv("/tini", ["/tini", "--", "/busybox", "sleep", "infinity"])
 
 
 def _confined_init() -> _ConfinedInit:
@@ -321,7 +324,8 @@ def _confined_init() -> _ConfinedInit:
     busybox = next((path for path in BUSYBOX_STATIC_CANDIDATES if _is_static_executable(path)), None)
     if tini is None or busybox is None:
         raise MinirunError(
-            "--share pid needs a static tini and a static busybox for the pod's init (not found)",
+            "--share pid needs statically linked tini and busybox for the pod's init (its root holds only those): "
+            f"none of {', '.join(INIT_STATIC_CANDIDATES + BUSYBOX_STATIC_CANDIDATES)} is one",
             hint="apt-get install tini busybox-static",
         )
     profile = default_profile()
@@ -330,7 +334,8 @@ def _confined_init() -> _ConfinedInit:
 
 
 def _is_static_executable(path: str) -> bool:
-    """An ELF file with no PT_INTERP program header (no dynamic loader needed)."""
+    """A 64-bit little-endian ELF file (the architectures minirun runs on) with no PT_INTERP program
+    header: it needs no dynamic loader, so it runs in a root that holds nothing else."""
     import struct
 
     try:

@@ -123,7 +123,8 @@ def test_host_mode_sees_the_host_read_only(private_mount: Path):
     attempts = ["/etc/minirun-pwned", "/usr/local/bin/minirun-pwned", "/root/minirun-pwned"]
     attempts.append(f"{private_mount}/minirun-pwned")  # a submount of the host's tree
     script = "; ".join(f"touch {path} 2>/dev/null && echo WROTE {path}" for path in attempts)
-    script += f"; cat {private_mount}/host-file; echo private > /tmp/inside; cat /tmp/inside"
+    inside = f"/tmp/minirun-inside-{os.getpid()}"
+    script += f"; cat {private_mount}/host-file; echo private > {inside}; cat {inside}"
     try:
         result = minirun("run", "--rm", "sh", "-c", script)
     finally:
@@ -133,7 +134,7 @@ def test_host_mode_sees_the_host_read_only(private_mount: Path):
     assert result.returncode == 0, result.stderr
     assert "WROTE" not in result.stdout and not leaked, result.stdout
     assert result.stdout.split() == ["host", "private"]  # still readable, as with bubblewrap's --ro-bind / /
-    assert not os.path.exists("/tmp/inside")  # the container's /tmp is its own
+    assert not os.path.exists(inside)  # the container's /tmp is its own
     mounts = minirun("run", "--rm", "cat", "/proc/self/mountinfo").stdout.splitlines()
     by_target = {line.split()[4]: line.split()[5].split(",") for line in mounts}
     assert "ro" in by_target["/"] and "ro" in by_target[str(private_mount)]
@@ -268,3 +269,66 @@ def test_read_only_tree_covers_submounts(private_mount: Path, how: str):
             os._exit(code)
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_exec_into_a_pod_never_runs_in_the_hosts_pid_namespace(clean_slate):
+    """Review of hole 2: `minirun exec POD` (a pod without --share pid) ran the command in the host's PID
+    namespace: its /proc listed every host process (their environ, fds and roots) and CAP_KILL reached
+    them. It gets a PID namespace of its own, as a member does."""
+    assert minirun("pod", "create", "nopid").returncode == 0
+    result = minirun("exec", "nopid", "sh", "-c", "echo $$; ls /proc | grep -c '^[0-9]'")
+    assert result.returncode == 0, result.stderr
+    pid, count = result.stdout.split()
+    assert pid == "1" and int(count) <= 3, result.stdout  # sh, ls and grep
+
+
+def test_a_data_root_made_after_the_container_started_stays_hidden(private_mount: Path, clean_slate):
+    """Review of hole 2: a hidden path that did not exist when the container started was not covered, so
+    images imported later were visible. Every hidden path is created before it is covered."""
+    data = private_mount / "late-data"
+    env = {"MINIRUN_DATA_DIR": str(data)}
+    started = minirun("run", "-d", "--name", "early", "sleep", "60", env=env)
+    assert started.returncode == 0, started.stderr
+    (data / "images").mkdir(parents=True, exist_ok=True)
+    (data / "images" / "secret").write_text("image data\n")
+    seen = minirun("exec", "early", "sh", "-c", f"ls -A {data}; cat {data}/images/secret 2>&1; true", env=env)
+    assert seen.returncode == 0, seen.stderr
+    assert "image data" not in seen.stdout and "rw" not in seen.stdout.split(), seen.stdout
+    assert minirun("rm", "-f", "early", env=env).returncode == 0
+
+
+@pytest.fixture
+def resolv_conf_into_run(private_mount: Path) -> Iterator[None]:
+    """A host whose /etc/resolv.conf links into /run, as systemd-resolved sets it up: /etc is replaced by a
+    copy (in the test's own mount namespace) with that link, /run gets the stub file."""
+    copy = private_mount / "etc"
+    subprocess.run(["cp", "-a", "/etc/.", str(copy)], check=True)
+    (copy / "resolv.conf").unlink()
+    (copy / "resolv.conf").symlink_to("../run/systemd/resolve/stub-resolv.conf")
+    stub = Path("/run/systemd/resolve/stub-resolv.conf")
+    stub.parent.mkdir(parents=True, exist_ok=True)
+    stub.write_text("nameserver 127.0.0.53\n")
+    k.mount(str(copy), "/etc", None, k.MS_BIND)
+    try:
+        yield
+    finally:
+        k.umount2("/etc", k.MNT_DETACH)
+        stub.unlink()
+
+
+def test_a_resolv_conf_linked_into_run_is_still_the_generated_one(resolv_conf_into_run):
+    """Review of hole 2: /etc/resolv.conf -> ../run/systemd/resolve/stub-resolv.conf led the bind into the
+    host's /run, which the container's own /run then covered: it had no resolv.conf at all. The link's
+    target is made inside the container's /run and the generated file bound there."""
+    result = minirun("run", "--rm", "--add-host", "db:10.77.9.9", "sh", "-c", "cat /etc/resolv.conf /etc/hosts")
+    assert result.returncode == 0, result.stderr
+    assert "nameserver" in result.stdout and "127.0.0.53" not in result.stdout, result.stdout
+    assert "db" in result.stdout
+
+
+def test_a_terminal_console_is_usable_without_an_image():
+    """Review of hole 2: the -t console, bound from the host's devpts after the host's tree went read-only
+    and nodev, took those flags and could not be opened."""
+    result = minirun("run", "--rm", "-t", "sh", "-c", "echo through-console > /dev/console && echo ok", input="")
+    assert result.returncode == 0, result.stderr
+    assert "through-console" in result.stdout and "ok" in result.stdout, result.stdout

@@ -68,8 +68,8 @@ def test_100_mb_written_by_a_container_land_on_the_data_root(separate_mounts, bu
     with `rm`."""
     state_root, writable = separate_mounts
     image = ["--image", busybox_image] if with_image else []
-    # The host-filesystem container's writable places of minirun's making are its /etc files.
-    targets = ["/big", "/etc/hosts"] if with_image else ["/etc/hosts"]
+    # Without an image the container writes its private /tmp (and /var/tmp, /run) and its /etc files.
+    targets = ["/big", "/etc/hosts"] if with_image else ["/tmp/big", "/etc/hosts"]
     script = " && ".join(f"dd if=/dev/zero of={t} bs=1M count=100 2>/dev/null" for t in targets)
     state_before, data_before = used_bytes(state_root), used_bytes(writable)
     started = minirun("run", "-d", "--name", "writer", *image, "sh", "-c", f"{script} && echo written; exec sleep 60")
@@ -84,6 +84,8 @@ def test_100_mb_written_by_a_container_land_on_the_data_root(separate_mounts, bu
     assert (directory / "etc" / "hosts").stat().st_size == 100 * MiB
     if with_image:
         assert (directory / "upper" / "big").stat().st_size == 100 * MiB
+    else:
+        assert (directory / "host" / "tmp" / "big").stat().st_size == 100 * MiB
 
     removed = minirun("rm", "-f", "writer")
     assert removed.returncode == 0, removed.stderr
