@@ -112,8 +112,17 @@ def exec_in(
     error_in, error_out = os.pipe2(os.O_CLOEXEC)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, *launch.FORWARDED_SIGNALS})  # see fork_container
+    # The command is born in the container's mount namespace: forked after this process entered it, so at
+    # no moment does a process of the container's PID namespace have the host's tree as its root (one
+    # allowed to ptrace, --cap-add SYS_PTRACE, could otherwise reach it through /proc/PID/root: the runc
+    # exec race, CVE-2016-9962). This process goes straight back to its own mount namespace after fork.
+    container_mnt = next((fd for fd, flag in namespaces if flag == k.CLONE_NEWNS), None)
+    own_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC) if container_mnt is not None else None
+    own_cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if container_mnt is not None else None
     child_pid = -1
     try:
+        if container_mnt is not None:
+            k.setns(container_mnt, k.CLONE_NEWNS)
         if pidns is not None:
             k.setns(pidns, k.CLONE_NEWPID)
         else:
@@ -128,6 +137,11 @@ def exec_in(
             )
     finally:
         if child_pid != 0:
+            if own_mnt is not None:
+                k.setns(own_mnt, k.CLONE_NEWNS)  # also our root; then our working directory
+                os.fchdir(own_cwd)
+                os.close(own_mnt)
+                os.close(own_cwd)
             k.setns(own_pidns, k.CLONE_NEWPID)
             for fd, _ in namespaces:
                 os.close(fd)
@@ -160,7 +174,8 @@ def _child(namespaces, own_mount_ns, command, env, cwd, error_out, pty, identity
     try:
         k.set_dumpable(False)  # see child._setup: nobody but CAP_SYS_PTRACE may look into us before exec
         for fd, flag in namespaces:
-            k.setns(fd, flag)
+            if flag != k.CLONE_NEWNS:  # born in it (see exec_in)
+                k.setns(fd, flag)
         if own_mount_ns:
             k.unshare(k.CLONE_NEWNS)
             k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)

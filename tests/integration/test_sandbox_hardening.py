@@ -332,3 +332,47 @@ def test_a_terminal_console_is_usable_without_an_image():
     result = minirun("run", "--rm", "-t", "sh", "-c", "echo through-console > /dev/console && echo ok", input="")
     assert result.returncode == 0, result.stderr
     assert "through-console" in result.stdout and "ok" in result.stdout, result.stdout
+
+
+# Watches for new processes in its PID namespace and tries to read `marker` through their /proc/PID/root
+# until `seconds` have passed; prints HIT for each success (a process with the host's tree as its root).
+ROOT_RACE = """
+import os, sys, time
+marker, seconds = sys.argv[1], float(sys.argv[2])
+seen = {str(os.getpid())}
+print("watching", flush=True)
+deadline = time.monotonic() + seconds
+while time.monotonic() < deadline:
+    for pid in os.listdir("/proc"):
+        if pid.isdigit() and pid not in seen:
+            try:
+                with open(f"/proc/{pid}/root{marker}") as f:
+                    print("HIT", pid, f.read().strip(), flush=True)
+            except OSError:
+                pass
+            if not os.path.exists(f"/proc/{pid}/status"):
+                seen.add(pid)
+"""
+
+
+def test_exec_never_shows_the_hosts_root_to_a_ptrace_capable_container(state_dir: Path):
+    """Review of hole 2 (runc's CVE-2016-9962 class): `minirun exec` forked its process into the container's
+    PID namespace first and entered its mount namespace after, so for a moment a process there had the
+    host's tree as its root; a container allowed to ptrace (--cap-add SYS_PTRACE) read and wrote host
+    files through /proc/PID/root. The exec'd process is now born in the container's mount namespace."""
+    marker = Path(os.environ["MINIRUN_DATA_DIR"]) / f"race-marker-{os.getpid()}"  # hidden from containers
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("host-secret\n")
+    try:
+        started = minirun(
+            "run", "-d", "--name", "racer", "--cap-add", "SYS_PTRACE",
+            "python3", "-c", ROOT_RACE, str(marker), "30",
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        wait_for(lambda: "watching" in minirun("logs", "racer").stdout, what="the racer watching")
+        for _ in range(20):
+            assert minirun("exec", "racer", "true").returncode == 0
+        assert "HIT" not in minirun("logs", "racer").stdout
+    finally:
+        minirun("rm", "-f", "racer")
+        marker.unlink()
