@@ -85,21 +85,31 @@ def enter_image(
     console_fd: int | None = None,
     workdir: str | None = None,
 ) -> None:
-    """Mount the overlay and everything inside it, pivot into it, and detach the host's tree. A missing
-    `workdir` is created in the container's layer, as Docker does (before a --read-only remount)."""
+    """Mount the overlay and everything inside it, pivot into it, and detach the host's tree; then /proc,
+    /sys and the masks (build_image_view, then finish_view)."""
+    build_image_view(root, etc_dir, confined=confined, console_fd=console_fd, workdir=workdir)
+    finish_view(confined=confined, own_sysfs=True)
+
+
+def build_image_view(
+    root: ImageRoot,
+    etc_dir: str | None,
+    *,
+    confined: bool,
+    console_fd: int | None = None,
+    workdir: str | None = None,
+) -> None:
+    """Everything of enter_image that does not depend on the PID or network namespace of the caller: so it
+    may run before the fork into a shared PID namespace (see launch.fork_container). A missing `workdir` is
+    created in the container's layer, as Docker does (before a --read-only remount)."""
     m = root.merged
     nodev = k.MS_NODEV if confined else 0
     k.mount("overlay", m, "overlay", nodev, f"lowerdir={root.lower},upperdir={root.upper},workdir={root.work}")
     for name in ("proc", "sys", "dev", "etc"):
         _ensure_dir(os.path.join(m, name))
-    k.mount("proc", os.path.join(m, "proc"), "proc", _PROC_FLAGS)
-    # Read-only as Docker's (rw when privileged); it shows the links of the netns it is mounted from.
-    k.mount("sysfs", os.path.join(m, "sys"), "sysfs", _PROC_FLAGS | (k.MS_RDONLY if confined else 0))
     _populate_dev(os.path.join(m, "dev"), console_fd, confined=confined)
     if etc_dir:
         bind_etc_files(etc_dir, os.path.join(m, "etc"), create_missing=True)
-    if confined:
-        mask_paths(m, null_device=os.path.join(m, "dev/null"))
     os.chdir(m)
     # pivot_root(".", ".") stacks the old root under the new one; unmounting "." then detaches it, so no
     # path leads back to the host's tree (runc's trick: no put_old directory needed in the image).
@@ -113,6 +123,17 @@ def enter_image(
     if root.read_only:
         # A bind remount sets the mount's flags to exactly these: nodev must be named again.
         k.mount(None, "/", None, k.MS_REMOUNT | k.MS_BIND | k.MS_RDONLY | nodev)
+
+
+def finish_view(*, confined: bool, own_sysfs: bool) -> None:
+    """What the container's first process mounts itself, in its own PID and network namespaces: a /proc
+    that shows its PID namespace, a /sys that shows its netns's links (read-only unless privileged), then
+    Docker's masked and read-only paths (many of them are in /proc and /sys)."""
+    k.mount("proc", "/proc", "proc", _PROC_FLAGS)
+    if own_sysfs:
+        k.mount("sysfs", "/sys", "sysfs", _PROC_FLAGS | (k.MS_RDONLY if confined else 0))
+    if confined:
+        mask_paths("/")
 
 
 # Without an image: where the container may write (private, empty, gone with it), as bubblewrap's --tmpfs.
@@ -130,7 +151,21 @@ def enter_host(
     writable_dir: str | None,
     console_fd: int | None = None,
 ) -> None:
-    """No image: the host's tree with this PID namespace's /proc, this netns's /sys and our /etc files.
+    """No image: the host's tree with this PID namespace's /proc, this netns's /sys and our /etc files
+    (build_host_view, then finish_view)."""
+    build_host_view(etc_dir, confined=confined, hidden=hidden, writable_dir=writable_dir, console_fd=console_fd)
+    finish_view(confined=confined, own_sysfs=own_sysfs)
+
+
+def build_host_view(
+    etc_dir: str | None,
+    *,
+    confined: bool,
+    hidden: tuple[str, ...],
+    writable_dir: str | None,
+    console_fd: int | None = None,
+) -> None:
+    """Everything of enter_host that does not depend on the caller's PID or network namespace.
 
     Confined (not --privileged): every host mount read-only and nodev (submounts too), a minimal /dev,
     private writable dirs on HOST_MODE_WRITABLE (subdirectories of `writable_dir`, on the data root's disk,
@@ -139,9 +174,6 @@ def enter_host(
     Privileged: the host's tree as it is, writable, as under `ip netns exec`.
     """
     if not confined:
-        k.mount("proc", "/proc", "proc", _PROC_FLAGS)
-        if own_sysfs:
-            k.mount("sysfs", "/sys", "sysfs", _PROC_FLAGS)
         if etc_dir:
             bind_etc_files(etc_dir, "/etc", create_missing=False)
         return
@@ -155,10 +187,6 @@ def enter_host(
     writable_sources = _make_writable_sources(writable_dir) if writable_dir else None
     try:
         read_only_tree("/")
-        k.mount("proc", "/proc", "proc", _PROC_FLAGS)
-        if own_sysfs:
-            # A sysfs mounted from inside the new netns shows its own links in /sys/class/net (as `ip netns exec`).
-            k.mount("sysfs", "/sys", "sysfs", _PROC_FLAGS | k.MS_RDONLY)
         covered = _mount_writable_dirs(writable_sources)
         # The new /dev is put together beside the host's and then moved over it: a -t console is bound by
         # path, and that path (the host's /dev/pts/N) must still be visible while it is.
@@ -177,7 +205,6 @@ def enter_host(
     finally:
         for fd in etc_sources.values():
             os.close(fd)
-    mask_paths("/")
     # The inherited working directory still points into the old, uncovered tree: enter the same path in
     # the new view (it may now be an empty directory, or gone).
     try:

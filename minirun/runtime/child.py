@@ -52,6 +52,9 @@ class ChildConfig(NamedTuple):
     # Without --image: the container's directory (on the data root) that holds its private /tmp, /var/tmp
     # and /run.
     writable_dir: str | None = None
+    # The launcher built the filesystem view (build_view) in a mount namespace the child is born in: a
+    # member of a pod's shared PID namespace must never be there with the host's tree as its root.
+    view_built: bool = False
     # minirun.security.SecurityProfile; None only in unit tests that exercise the bare mechanics.
     security: object = None
     # (uid, gid, supplementary gids) to switch to before exec; None stays root.
@@ -97,11 +100,13 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes):
         k.set_parent_death_signal(signal.SIGKILL)
     joined = 0
     for path, nstype in cfg.join:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # A path, or an nsfs descriptor the launcher opened ("fd:N") when it built the view: the pins are
+        # out of sight from inside it.
+        fd = int(path[3:]) if path.startswith("fd:") else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         k.setns(fd, nstype)
         os.close(fd)
         joined |= nstype
-    flags = (k.CLONE_NEWUTS | k.CLONE_NEWIPC | k.CLONE_NEWNS) & ~joined
+    flags = (k.CLONE_NEWUTS | k.CLONE_NEWIPC | (0 if cfg.view_built else k.CLONE_NEWNS)) & ~joined
     if cfg.new_netns:
         flags |= k.CLONE_NEWNET
     k.unshare(flags)
@@ -114,23 +119,14 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes):
     pipes.netlink_out.close()
     if not joined & k.CLONE_NEWUTS:
         k.sethostname(cfg.hostname)
-    # Private propagation first: nothing we mount below may show up on the host.
-    k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+    if not cfg.view_built:
+        # Private propagation first: nothing we mount below may show up on the host.
+        k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+        build_view(cfg)
     from minirun.fs import rootfs
 
-    confined = cfg.security is None or not cfg.security.privileged
-    if cfg.image_root is not None:
-        console = cfg.stdio[0] if cfg.controlling_tty and cfg.stdio else None
-        rootfs.enter_image(cfg.image_root, cfg.etc_dir, confined=confined, console_fd=console, workdir=cfg.workdir)
-    else:
-        rootfs.enter_host(
-            cfg.etc_dir,
-            confined=confined,
-            own_sysfs=cfg.new_netns or bool(joined & k.CLONE_NEWNET),
-            hidden=paths.hidden_from_containers(),
-            writable_dir=cfg.writable_dir,
-            console_fd=cfg.stdio[0] if cfg.controlling_tty and cfg.stdio else None,
-        )
+    own_sysfs = cfg.image_root is not None or cfg.new_netns or bool(joined & k.CLONE_NEWNET)
+    rootfs.finish_view(confined=_confined(cfg), own_sysfs=own_sysfs)
     prepared = None
     if cfg.security is not None:
         from minirun.security import prepare
@@ -140,6 +136,30 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes):
         os._exit(0)  # the launcher gave up (its setup failed and rolled back): leave quietly
     os.close(pipes.go_in)
     return prepared
+
+
+def build_view(cfg: ChildConfig) -> None:
+    """The container's filesystem view, but /proc, /sys and the masks (rootfs.finish_view): in the child's
+    new mount namespace, or, for a pod's shared PID namespace, in the launcher's (launch.fork_container)."""
+    from minirun.fs import rootfs
+
+    console = cfg.stdio[0] if cfg.controlling_tty and cfg.stdio else None
+    if cfg.image_root is not None:
+        rootfs.build_image_view(
+            cfg.image_root, cfg.etc_dir, confined=_confined(cfg), console_fd=console, workdir=cfg.workdir
+        )
+    else:
+        rootfs.build_host_view(
+            cfg.etc_dir,
+            confined=_confined(cfg),
+            hidden=paths.hidden_from_containers(),
+            writable_dir=cfg.writable_dir,
+            console_fd=console,
+        )
+
+
+def _confined(cfg: ChildConfig) -> bool:
+    return cfg.security is None or not cfg.security.privileged
 
 
 def exec_command(

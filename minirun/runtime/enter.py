@@ -38,9 +38,6 @@ class Target(NamedTuple):
     pid_namespace: str | None  # joined through the launcher (for children), when there is one
     env: dict[str, str]
     workdir: str
-    # A pod has no mount namespace of its own: like `ip netns exec`, get a private one with a /sys that
-    # shows the pod's links.
-    own_mount_ns: bool
     label: str
     security: dict | None = None  # the container's SecurityProfile record (None: the default profile)
     user: tuple[int, int, tuple[int, ...]] | None = None
@@ -56,7 +53,7 @@ def _target(ref: str) -> Target:
             raise
         pod = pods.find(ref)
         env = {**_DEFAULT_ENV, "HOSTNAME": pod["hostname"]}
-        return Target(pods.join_paths(pod), pods.pid_namespace(pod), env, "/", True, ref)
+        return Target(pods.join_paths(pod), pods.pid_namespace(pod), env, "/", ref)
     if not lifecycle.is_running(record):
         raise MinirunError(f"container {record.get('name')} is not running", hint="start a new one with 'minirun run'")
     pid = record["pid"]
@@ -68,7 +65,6 @@ def _target(ref: str) -> Target:
         f"/proc/{pid}/ns/pid",
         env,
         record.get("workdir") or "/",
-        False,
         record["name"],
         record.get("security"),
         (user[0], user[1], tuple(user[2])) if user else None,
@@ -112,36 +108,40 @@ def exec_in(
     error_in, error_out = os.pipe2(os.O_CLOEXEC)
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, *launch.FORWARDED_SIGNALS})  # see fork_container
-    # The command is born in the container's mount namespace: forked after this process entered it, so at
-    # no moment does a process of the container's PID namespace have the host's tree as its root (one
-    # allowed to ptrace, --cap-add SYS_PTRACE, could otherwise reach it through /proc/PID/root: the runc
-    # exec race, CVE-2016-9962). This process goes straight back to its own mount namespace after fork.
+    # The command is born in its final mount namespace (the container's, or for a pod a new one whose view
+    # this process builds first): forked after this process entered it, so at no moment does a process of
+    # the container's PID namespace have the host's tree as its root (one allowed to ptrace, --cap-add
+    # SYS_PTRACE, could otherwise reach it through /proc/PID/root: the runc exec race, CVE-2016-9962).
+    # This process goes straight back to its own mount namespace after the fork.
     container_mnt = next((fd for fd, flag in namespaces if flag == k.CLONE_NEWNS), None)
-    own_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC) if container_mnt is not None else None
-    own_cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC) if container_mnt is not None else None
+    if container_mnt is not None:
+        view = launch.entering_mount_namespace(container_mnt)
+    else:
+        view = launch.entering_new_mount_namespace(
+            lambda: rootfs.build_host_view(
+                None,
+                confined=not security.privileged,
+                hidden=paths.hidden_from_containers(),
+                writable_dir=None,  # size-capped tmpfs: this process has no directory of its own on disk
+                console_fd=pty.child_stdio[0] if pty else None,
+            )
+        )
     child_pid = -1
     try:
-        if container_mnt is not None:
-            k.setns(container_mnt, k.CLONE_NEWNS)
-        if pidns is not None:
-            k.setns(pidns, k.CLONE_NEWPID)
-        else:
-            # A pod that does not share a PID namespace: the command gets one of its own (as a member does),
-            # never the host's, where its /proc would list, and CAP_KILL would reach, every host process.
-            k.unshare(k.CLONE_NEWPID)
-        child_pid = os.fork()
-        if child_pid == 0:
-            identity = Identity(security, target.user, user)
-            _child(
-                namespaces, target.own_mount_ns, command, full_env, workdir or target.workdir, error_out, pty, identity
-            )
+        with view:
+            if pidns is not None:
+                k.setns(pidns, k.CLONE_NEWPID)
+            else:
+                # A pod that does not share a PID namespace: the command gets one of its own (as a member
+                # does), never the host's, where /proc would list, and CAP_KILL reach, every host process.
+                k.unshare(k.CLONE_NEWPID)
+            child_pid = os.fork()
+            if child_pid == 0:
+                identity = Identity(security, target.user, user)
+                fresh_view = container_mnt is None
+                _child(namespaces, fresh_view, command, full_env, workdir or target.workdir, error_out, pty, identity)
     finally:
         if child_pid != 0:
-            if own_mnt is not None:
-                k.setns(own_mnt, k.CLONE_NEWNS)  # also our root; then our working directory
-                os.fchdir(own_cwd)
-                os.close(own_mnt)
-                os.close(own_cwd)
             k.setns(own_pidns, k.CLONE_NEWPID)
             for fd, _ in namespaces:
                 os.close(fd)
@@ -168,7 +168,7 @@ class Identity(NamedTuple):
     requested: str | None  # exec --user, resolved inside the container's mount namespace
 
 
-def _child(namespaces, own_mount_ns, command, env, cwd, error_out, pty, identity: Identity) -> None:
+def _child(namespaces, fresh_view, command, env, cwd, error_out, pty, identity: Identity) -> None:
     """Never returns."""
     code = EXIT_MINIRUN_FAILED
     try:
@@ -176,18 +176,9 @@ def _child(namespaces, own_mount_ns, command, env, cwd, error_out, pty, identity
         for fd, flag in namespaces:
             if flag != k.CLONE_NEWNS:  # born in it (see exec_in)
                 k.setns(fd, flag)
-        if own_mount_ns:
-            k.unshare(k.CLONE_NEWNS)
-            k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
-            # the /proc of the PID namespace we are in (the pod's, when it shares one), the pod's /sys
-            rootfs.enter_host(
-                None,
-                confined=not identity.security.privileged,
-                own_sysfs=True,
-                hidden=paths.hidden_from_containers(),
-                writable_dir=None,  # size-capped tmpfs: this process has no directory of its own on disk
-                console_fd=pty.child_stdio[0] if pty else None,
-            )
+        if fresh_view:
+            # A pod's (see exec_in): /proc of the PID namespace it is in, /sys of the pod's netns, the masks.
+            rootfs.finish_view(confined=not identity.security.privileged, own_sysfs=True)
         user = identity.user
         if identity.requested or user is None:
             # setns(mnt) made the container's root ours (a pod's: the host's); root's groups come from there too

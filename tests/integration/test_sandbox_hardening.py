@@ -376,3 +376,28 @@ def test_exec_never_shows_the_hosts_root_to_a_ptrace_capable_container(state_dir
     finally:
         minirun("rm", "-f", "racer")
         marker.unlink()
+
+
+def test_joining_a_shared_pid_namespace_never_shows_the_hosts_root(busybox_image, clean_slate):
+    """Review of hole 6: a member of a --share pid pod allowed to ptrace read host files through
+    /proc/PID/root of every member being started and every `minirun exec POD` (5 of 6 tries): they were
+    forked into the pod's PID namespace first and built their filesystem view after. The launcher now
+    builds the view first, and they are born in it."""
+    marker = Path(os.environ["MINIRUN_DATA_DIR"]) / f"race-marker-{os.getpid()}"  # hidden from containers
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("host-secret\n")
+    try:
+        assert minirun("pod", "create", "--share", "net,uts,ipc,pid", "raced").returncode == 0
+        started = minirun(
+            "run", "-d", "--pod", "raced", "--name", "racer", "--cap-add", "SYS_PTRACE",
+            "python3", "-c", ROOT_RACE, str(marker), "60",
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        wait_for(lambda: "watching" in minirun("logs", "racer").stdout, what="the racer watching")
+        for _ in range(6):
+            assert minirun("run", "--rm", "--pod", "raced", "true").returncode == 0
+            assert minirun("run", "--rm", "--pod", "raced", "--image", busybox_image, "true").returncode == 0
+            assert minirun("exec", "raced", "true").returncode == 0
+        assert "HIT" not in minirun("logs", "racer").stdout
+    finally:
+        marker.unlink()
