@@ -346,6 +346,42 @@ def check_target(ref: str, host: Rtnl, network: Network) -> list[Finding]:
     return findings  # `inside` stays open: the repairs use it
 
 
+def check_localnet() -> list[Finding]:
+    """Host-wide: an interface that routes 127/8 (route_localnet=1, left by a port published on 127.0.0.1)
+    needs the 127/8 guard; a minirun bridge with no such port left should not route 127/8 at all."""
+    from minirun.net import localnet, ports
+
+    routing = localnet.routing_interfaces()
+    if not routing:
+        return [_ok("no interface routes 127.0.0.0/8 (route_localnet=0 everywhere)")]
+    ruleset = firewall.list_json("ruleset")
+    findings = [
+        _ok(f"the 127/8 guard is in place ({', '.join(routing)} route 127.0.0.0/8)")
+        if firewall.guard_in_place(ruleset)
+        else Finding(
+            False,
+            f"{', '.join(routing)} route 127.0.0.0/8 (route_localnet=1) but the 127/8 guard is missing",
+            "a container can then reach the host's 127.0.0.1 services with hand-built packets (CVE-2020-8558); "
+            "an `nft flush ruleset` (a firewall reload) removes the guard",
+            f"nft -f - <<'EOF'\n{ports.render_guard()}EOF",
+            firewall.ensure_guard,
+        )
+    ]
+    targets = ports.loopback_targets(ruleset)
+    for network in [default_network(), *user_networks()]:
+        if network.bridge in routing and not any(address in network.subnet for address in targets):
+            findings.append(
+                Finding(
+                    False,
+                    f"{network.bridge} routes 127.0.0.0/8 but no port is published on 127.0.0.1 to {network.subnet}",
+                    "route_localnet is needed only for such a port; left on, it leans on the guard alone",
+                    f"sysctl -w net.ipv4.conf.{network.bridge}.route_localnet=0",
+                    lambda net=network: firewall.release_localnet(net),
+                )
+            )
+    return findings
+
+
 def diagnose(ref: str | None) -> list[Finding]:
     from minirun.net import rtnl
 
@@ -353,6 +389,7 @@ def diagnose(ref: str | None) -> list[Finding]:
     findings = check_host(host, default_network())
     for network in user_networks():
         findings += [f for f in check_host(host, network) if not f.note]
+    findings += check_localnet()
     if ref is not None:
         findings += check_target(ref, host, _network_of(ref))
     return findings
