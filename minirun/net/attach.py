@@ -13,7 +13,7 @@ from minirun import filelock, paths
 from minirun.errors import ConfigError
 from minirun.net import firewall, links, sysctl
 from minirun.net.ipam import AddressStore
-from minirun.net.network import Network
+from minirun.net.network import Network, has_resolver
 from minirun.net.rtnl import Rtnl
 from minirun.plan import Step
 
@@ -138,6 +138,7 @@ def network_steps(net: Network, host: Rtnl, state: dict, done: dict, *, gateway:
             ]
         if script is None:  # not run (yet): what it does when the rules are missing
             script = ("" if net.internal else firewall.render_masquerade(net)) + firewall.render_isolation(net)
+            script += firewall.render_dns_guard(net) if has_resolver(net) else ""
         return [f"nft -f - <<'EOF'\n{script}EOF"]
 
     return [

@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError
-from minirun.net.network import Network
+from minirun.net.network import Network, has_resolver
 
 TABLE = "minirun"
 FAMILY = "inet"
@@ -78,6 +78,36 @@ def render_isolation(network: Network) -> str:
             f'{rule} oifname "{br}" iifname != "{br}" drop {note}',
         ]
     return "\n".join([*lines, ""])
+
+
+DNS_CHAIN = "dns-guard"
+
+
+def dns_tag(network: Network) -> str:
+    return f"minirun dns network={network.name}"
+
+
+def render_dns_guard(network: Network) -> str:
+    """A user network's resolver (gateway:53) is for its own containers only: DNS to that address is
+    accepted from the network's bridge and subnet, and dropped from anywhere else - another network, the
+    default one, a neighbour routing to the gateway (issue 12, hole 7: it was an open resolver)."""
+    where = f"{FAMILY} {TABLE} {DNS_CHAIN}"
+    to_resolver = f"ip daddr {network.gateway} meta l4proto {{ tcp, udp }} th dport 53"
+    note = f'comment "{dns_tag(network)}"'
+    return "\n".join(
+        [
+            f"add table {FAMILY} {TABLE}",
+            f"add chain {where} {{ type filter hook input priority filter; policy accept; }}",
+            f'add rule {where} {to_resolver} iifname "{network.bridge}" ip saddr {network.subnet} accept {note}',
+            f"add rule {where} {to_resolver} counter drop {note}",
+            "",
+        ]
+    )
+
+
+def dns_guard_in_place(ruleset: list[dict], network: Network) -> bool:
+    rules = [i for i in ruleset if (i.get("rule") or {}).get("comment") == dns_tag(network)]
+    return len(rules) == render_dns_guard(network).count("add rule")
 
 
 def _set_elements(named_set: dict) -> list[str]:
@@ -218,7 +248,8 @@ def rules_in_chain(ruleset: list[dict], target: ForeignDrop) -> list[dict]:
 
 
 def ensure_network(network: Network) -> tuple[ForeignDrop | None, str]:
-    """Converge: the network's masquerade rule exists, and a foreign DROP on forward lets its bridge pass.
+    """Converge: the network's masquerade, isolation and (on a user network) resolver rules exist, a foreign
+    DROP on forward lets its bridge pass, and the 127/8 guard is there if any interface routes 127/8.
 
     Reads the ruleset once (~2 ms) and changes it only when something is missing: a commit that touches a
     nat base chain costs 13-21 ms here, so the steady state must not pay it on every run.
@@ -232,6 +263,10 @@ def ensure_network(network: Network) -> tuple[ForeignDrop | None, str]:
         stale = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == isolation_tag(network)]
         script += "".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in stale)
         script += render_isolation(network)
+    if has_resolver(network) and not dns_guard_in_place(ruleset, network):
+        stale = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == dns_tag(network)]
+        script += "".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in stale)
+        script += render_dns_guard(network)
     target = find_foreign_drop(ruleset)
     if target is not None and not rule_handles(rules_in_chain(ruleset, target), tag(network)):
         script += render_forward_accepts(network, target)
@@ -354,7 +389,7 @@ def remove_network(network: Network) -> None:
     """Remove everything minirun added for `network` (its masquerade chain, isolation rules, bridge-set
     element, port helpers and the accepts in a foreign chain); what is already gone is fine."""
     ruleset = list_json("ruleset")
-    ours = {tag(network), isolation_tag(network), f"minirun ports network={network.bridge}"}
+    ours = {tag(network), isolation_tag(network), dns_tag(network), f"minirun ports network={network.bridge}"}
     script = ""
     for item in ruleset:
         chain, rule, named_set = item.get("chain"), item.get("rule"), item.get("set")

@@ -123,6 +123,12 @@ def load(name: str) -> Network | None:
         return None
 
 
+def has_resolver(network: Network) -> bool:
+    """Whether minirun's resolver serves `network`'s gateway:53: it is a user network, exactly as recorded
+    (a CNI network of the same name is not)."""
+    return network.name not in RESERVED and load(network.name) == network
+
+
 def user_networks() -> list[Network]:
     directory = os.path.join(paths.state_root(), "networks")
     try:

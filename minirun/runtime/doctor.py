@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from minirun import paths
 from minirun.net import firewall, links, sysctl
-from minirun.net.network import Network, default_network, user_networks
+from minirun.net.network import Network, default_network, has_resolver, user_networks
 from minirun.net.rtnl import Rtnl
 from minirun.runtime import lifecycle, state
 
@@ -98,6 +98,19 @@ def check_host(host: Rtnl, network: Network) -> list[Finding]:
             lambda: firewall.ensure_network(network),
         )
     )
+    if has_resolver(network):
+        findings.append(
+            _ok(f"DNS: only {network.subnet} on {network.bridge} may query {network.gateway}:53")
+            if firewall.dns_guard_in_place(ruleset, network)
+            else Finding(
+                False,
+                f"DNS: no firewall rules keep other networks off the resolver at {network.gateway}:53",
+                "the resolver refuses them too, but the firewall is the first wall: without it every network "
+                "and neighbour reaches the resolver's socket",
+                f"nft -f - <<'EOF'\n{firewall.render_dns_guard(network)}EOF",
+                lambda: firewall.ensure_network(network),
+            )
+        )
     drop = firewall.find_foreign_drop(ruleset)
     if drop is not None:
         ours = firewall.rule_handles(firewall.rules_in_chain(ruleset, drop), firewall.tag(network))
