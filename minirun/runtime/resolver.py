@@ -121,6 +121,7 @@ FORWARD_QUEUE = 64  # queries waiting for a worker; one more is answered SERVFAI
 # local name sees (the kernel's default, ~200 KiB, held ~270 queries: over 100 ms of work). The kernel
 # drops the excess, as a busy DNS server does; clients ask again.
 RECEIVE_BUFFER = 32 * 1024  # the kernel doubles it for its bookkeeping (socket(7))
+THREAD_RETRY = 5.0  # seconds before trying again to make a forwarding thread the kernel refused
 BATCH = 64  # datagrams served per wake-up of the supervisor's loop
 LOG_INTERVAL = 10.0  # seconds between two log lines about refused queries (a container cannot flood the log)
 
@@ -158,6 +159,7 @@ class Forwarder:
         self.jobs: queue.Queue = queue.Queue(maxsize=depth)
         self.wanted = workers
         self.workers: list[threading.Thread] = []
+        self.retry_at = 0.0  # after a thread could not be made, when to try again
         # Workers never print (a fork of the supervisor while one holds stderr's lock would inherit it
         # held): what they have to say is logged by the serving thread.
         self.messages: deque[str] = deque(maxlen=20)
@@ -174,13 +176,15 @@ class Forwarder:
         return True
 
     def _start_workers(self) -> None:
+        if len(self.workers) >= self.wanted or time.monotonic() < self.retry_at:
+            return
         while len(self.workers) < self.wanted:
             worker = threading.Thread(target=self._work, name="dns-forward", daemon=True)
             try:
                 worker.start()
-            except RuntimeError as exc:  # "can't start new thread": run with the ones we have
-                self.wanted = len(self.workers)
-                self.messages.append(f"DNS forwarding runs with {self.wanted} thread(s): {exc}")
+            except RuntimeError as exc:  # "can't start new thread": run with the ones we have, try again later
+                self.retry_at = time.monotonic() + THREAD_RETRY
+                self.messages.append(f"DNS forwarding runs with {len(self.workers)} thread(s) for now: {exc}")
                 return
             self.workers.append(worker)
 
