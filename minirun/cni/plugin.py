@@ -521,6 +521,9 @@ def cmd_check(conf: Conf, params: Params, config: dict[str, Any]) -> None:
                     expected = sum(1 for line in rendered.splitlines() if line.startswith("add rule"))
                     if found != expected:
                         raise fail(f"port rules of {cid}: {found} in table inet minirun, {expected} expected")
+                    if portdefs.needs_localnet(mappings) and not firewall.guard_in_place(ruleset):
+                        bridge_name = conf.network.bridge
+                        raise fail(f"{bridge_name} routes 127/8 but the 127/8 guard (chain localnet-guard) is missing")
         finally:
             container.close()
             host.close()

@@ -675,6 +675,11 @@ def test_route_localnet_is_released_by_del_and_gc(data_dir: Path, netns) -> None
     ok(cni("ADD", conf, netns=netns("b"), cid="c2"))
     assert localnet.read_text().strip() == "1"
     assert 'comment "minirun localnet-guard"' in nft_ruleset()
+    subprocess.run(["nft", "flush", "chain", "inet", "minirun", "localnet-guard"], check=True)
+    assert (
+        "the 127/8 guard (chain localnet-guard) is missing"
+        in error(cni("CHECK", conf, netns="/run/netns/b", cid="c2"), 103)["msg"]
+    )
     ok(cni("DEL", {**conf, "prevResult": first}, netns="/run/netns/a", cid="c1"))
     assert localnet.read_text().strip() == "1"  # c2's port still needs it
     ok(cni("GC", {**conf, "cni.dev/valid-attachments": []}, cid="", ifname="", netns=""))
