@@ -295,11 +295,8 @@ def _add(conf: Conf, params: Params, store: Store, host: Rtnl, container: Rtnl, 
 
     def publish() -> object:
         with filelock.exclusive(paths.ports_lock()):
-            if any(m.host_ip == "0.0.0.0" or m.loopback_only for m in conf.ports):
-                # 127.0.0.1 -> container: the kernel routes 127/8 out of a device only with route_localnet
-                sysctl.write(f"net.ipv4.conf.{net.bridge}.route_localnet", "1")
             firewall.ensure_ports(net, owner, str(info["address"].ip), conf.ports)
-        return lambda: remove_port_rules(owner)
+        return lambda: firewall.remove_ports(owner, net)
 
     def record() -> None:
         store.save(
@@ -354,17 +351,6 @@ def _add(conf: Conf, params: Params, store: Store, host: Rtnl, container: Rtnl, 
 # ---------------------------------------------------------------------------------------------------- DEL / GC
 
 
-def remove_port_rules(owner: str) -> int:
-    """firewall.remove_ports, where a missing `inet minirun` table (nothing ever published) counts as done."""
-    try:
-        return firewall.remove_ports(owner)
-    except MinirunError:
-        tables = [(t["table"]["family"], t["table"]["name"]) for t in firewall.list_json("tables") if "table" in t]
-        if (firewall.FAMILY, firewall.TABLE) in tables:
-            raise
-        return 0
-
-
 def _reservations(addresses: AddressStore) -> dict[str, tuple[str, str]]:
     """{address: (owner, ifname)} of every IPAM record."""
     found = {}
@@ -403,7 +389,8 @@ def teardown(
     attempt("release address", release_addresses)
     if record is None or record.get("ports") or conf.ports:
         owner = (record or {}).get("portOwner") or port_owner(cid, ifname)
-        attempt("remove port rules", lambda: remove_port_rules(owner))
+        # and, with the network's last port on 127.0.0.1 gone, route_localnet on its bridge
+        attempt("remove port rules", lambda: firewall.remove_ports(owner, conf.network))
     veth = (record or {}).get("hostVeth") or links.host_veth_name(cid, ifname)
     attempt(f"delete {veth}", lambda: links.delete_link(host, veth))
     attempt("remove record", lambda: store.remove(cid, ifname))
@@ -534,6 +521,9 @@ def cmd_check(conf: Conf, params: Params, config: dict[str, Any]) -> None:
                     expected = sum(1 for line in rendered.splitlines() if line.startswith("add rule"))
                     if found != expected:
                         raise fail(f"port rules of {cid}: {found} in table inet minirun, {expected} expected")
+                    if portdefs.needs_localnet(mappings) and not firewall.guard_in_place(ruleset):
+                        bridge_name = conf.network.bridge
+                        raise fail(f"{bridge_name} routes 127/8 but the 127/8 guard (chain localnet-guard) is missing")
         finally:
             container.close()
             host.close()

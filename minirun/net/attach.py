@@ -13,7 +13,7 @@ from minirun import filelock, paths
 from minirun.errors import ConfigError
 from minirun.net import firewall, links, sysctl
 from minirun.net.ipam import AddressStore
-from minirun.net.network import Network
+from minirun.net.network import Network, has_resolver
 from minirun.net.rtnl import Rtnl
 from minirun.plan import Step
 
@@ -138,6 +138,7 @@ def network_steps(net: Network, host: Rtnl, state: dict, done: dict, *, gateway:
             ]
         if script is None:  # not run (yet): what it does when the rules are missing
             script = ("" if net.internal else firewall.render_masquerade(net)) + firewall.render_isolation(net)
+            script += firewall.render_dns_guard(net) if has_resolver(net) else ""
         return [f"nft -f - <<'EOF'\n{script}EOF"]
 
     return [
@@ -200,22 +201,24 @@ def bridge_steps(
         # Checked again under the lock: validation ran before, but a concurrent run may have won the port.
         with filelock.exclusive(paths.ports_lock()):
             ports.check_free(mappings, published())
-            if any(m.host_ip == "0.0.0.0" or m.loopback_only for m in mappings):
-                # 127.0.0.1 -> container: the kernel routes 127/8 out of a device only with route_localnet
-                sysctl.write(f"net.ipv4.conf.{net.bridge}.route_localnet", "1")
             firewall.ensure_ports(net, owner, str(att.address.ip), mappings)
-        return lambda: firewall.remove_ports(owner)
+        return lambda: firewall.remove_ports(owner, net)
 
     def explain_ports() -> list[str]:
         from minirun.net import ports
 
         address = str(att.address.ip) if att.address else "<its address>"
+        loopback = ports.needs_localnet(mappings)
         script = (
             ports.render_infrastructure()
             + ports.render_network_rules(net.bridge, str(net.subnet))
+            + (ports.render_guard() if loopback else "")
             + ports.render_mappings(owner, address, mappings)
         )
-        return [f"sysctl -w net.ipv4.conf.{net.bridge}.route_localnet=1", f"nft -f - <<'EOF'\n{script}EOF"]
+        commands = [f"nft -f - <<'EOF'\n{script}EOF"]
+        if loopback:  # after the guard: a bridge that routes 127/8 must never be without it
+            commands.append(f"sysctl -w net.ipv4.conf.{net.bridge}.route_localnet=1")
+        return commands
 
     address_text = lambda: str(att.address) if att.address else f"<next free address in {net.subnet}>"  # noqa: E731
     port_steps = [Step("ports", publish, explain_ports)] if mappings else []

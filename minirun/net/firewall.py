@@ -14,8 +14,9 @@ import os
 import subprocess
 from typing import NamedTuple
 
+from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError
-from minirun.net.network import Network
+from minirun.net.network import Network, has_resolver
 
 TABLE = "minirun"
 FAMILY = "inet"
@@ -77,6 +78,36 @@ def render_isolation(network: Network) -> str:
             f'{rule} oifname "{br}" iifname != "{br}" drop {note}',
         ]
     return "\n".join([*lines, ""])
+
+
+DNS_CHAIN = "dns-guard"
+
+
+def dns_tag(network: Network) -> str:
+    return f"minirun dns network={network.name}"
+
+
+def render_dns_guard(network: Network) -> str:
+    """A user network's resolver (gateway:53) is for its own containers only: DNS to that address is
+    accepted from the network's bridge and subnet, and dropped from anywhere else - another network, the
+    default one, a neighbour routing to the gateway (issue 12, hole 7: it was an open resolver)."""
+    where = f"{FAMILY} {TABLE} {DNS_CHAIN}"
+    to_resolver = f"ip daddr {network.gateway} meta l4proto {{ tcp, udp }} th dport 53"
+    note = f'comment "{dns_tag(network)}"'
+    return "\n".join(
+        [
+            f"add table {FAMILY} {TABLE}",
+            f"add chain {where} {{ type filter hook input priority filter; policy accept; }}",
+            f'add rule {where} {to_resolver} iifname "{network.bridge}" ip saddr {network.subnet} accept {note}',
+            f"add rule {where} {to_resolver} counter drop {note}",
+            "",
+        ]
+    )
+
+
+def dns_guard_in_place(ruleset: list[dict], network: Network) -> bool:
+    rules = [i for i in ruleset if (i.get("rule") or {}).get("comment") == dns_tag(network)]
+    return len(rules) == render_dns_guard(network).count("add rule")
 
 
 def _set_elements(named_set: dict) -> list[str]:
@@ -217,7 +248,8 @@ def rules_in_chain(ruleset: list[dict], target: ForeignDrop) -> list[dict]:
 
 
 def ensure_network(network: Network) -> tuple[ForeignDrop | None, str]:
-    """Converge: the network's masquerade rule exists, and a foreign DROP on forward lets its bridge pass.
+    """Converge: the network's masquerade, isolation and (on a user network) resolver rules exist, a foreign
+    DROP on forward lets its bridge pass, and the 127/8 guard is there if any interface routes 127/8.
 
     Reads the ruleset once (~2 ms) and changes it only when something is missing: a commit that touches a
     nat base chain costs 13-21 ms here, so the steady state must not pay it on every run.
@@ -231,22 +263,65 @@ def ensure_network(network: Network) -> tuple[ForeignDrop | None, str]:
         stale = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == isolation_tag(network)]
         script += "".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in stale)
         script += render_isolation(network)
+    if has_resolver(network) and not dns_guard_in_place(ruleset, network):
+        stale = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == dns_tag(network)]
+        script += "".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in stale)
+        script += render_dns_guard(network)
     target = find_foreign_drop(ruleset)
     if target is not None and not rule_handles(rules_in_chain(ruleset, target), tag(network)):
         script += render_forward_accepts(network, target)
+    script += _missing_guard(ruleset)
     if script:
         apply(script)
     return target, script
 
 
-def ensure_ports(network: Network, owner: str, address: str, mappings: tuple) -> None:
-    """Publish `mappings` of `owner` (a container or pod at `address`) in one transaction."""
+def _guard_rules(ruleset: list[dict]) -> list[dict]:
     from minirun.net import ports
+
+    return [
+        i["rule"]
+        for i in ruleset
+        if (i.get("rule") or {}).get("comment") == ports.GUARD_TAG
+        and (i["rule"].get("family"), i["rule"].get("table"), i["rule"].get("chain"))
+        == (FAMILY, TABLE, ports.CHAIN_GUARD)
+    ]
+
+
+def guard_in_place(ruleset: list[dict]) -> bool:
+    """The 127/8 guard (ports.render_guard) is in the live ruleset."""
+    return bool(_guard_rules(ruleset))
+
+
+def _missing_guard(ruleset: list[dict], needed: bool = False) -> str:
+    """The guard's script when it is missing and needed (asked for, or some interface routes 127/8: after
+    an `nft flush ruleset` the bridges keep route_localnet=1); "" otherwise. The sysctls are read only
+    when the guard is missing, so the steady state costs nothing."""
+    from minirun.net import localnet, ports
+
+    if guard_in_place(ruleset) or not (needed or localnet.routing_interfaces()):
+        return ""
+    return ports.render_guard()
+
+
+def ensure_guard() -> bool:
+    """Put back the 127/8 guard if some interface routes 127/8 and it is missing; True when it did."""
+    script = _missing_guard(list_json("ruleset"))
+    if script:
+        apply(script)
+    return bool(script)
+
+
+def ensure_ports(network: Network, owner: str, address: str, mappings: tuple) -> None:
+    """Publish `mappings` of `owner` (a container or pod at `address`) in one transaction; then, if the host
+    reaches one on 127.0.0.1, let the bridge route 127/8 - only once the guard is in place. Callers hold
+    paths.ports_lock() (remove_ports switches route_localnet off under it)."""
+    from minirun.net import localnet, ports
 
     ruleset = list_json("ruleset")
     chains = {(i["chain"]["family"], i["chain"]["table"], i["chain"]["name"]) for i in ruleset if "chain" in i}
     script = ""
-    if (FAMILY, TABLE, ports.CHAIN_DNAT) not in chains or (FAMILY, TABLE, ports.CHAIN_GUARD) not in chains:
+    if (FAMILY, TABLE, ports.CHAIN_DNAT) not in chains:
         script += ports.render_infrastructure()
     network_note = f"minirun ports network={network.bridge}"
     present = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == network_note]
@@ -254,18 +329,48 @@ def ensure_ports(network: Network, owner: str, address: str, mappings: tuple) ->
     if len(present) != wanted.count("add rule"):  # missing or partly flushed: put back the whole set
         script += "".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in present)
         script += wanted
+    loopback = ports.needs_localnet(mappings)
+    script += _missing_guard(ruleset, needed=loopback)
     apply(script + ports.render_mappings(owner, address, mappings))
+    if loopback:
+        # 127.0.0.1 -> container: the kernel routes 127/8 out of a device only with route_localnet
+        localnet.set_routing(network.bridge, True)
 
 
-def remove_ports(owner: str) -> int:
-    """Delete the DNAT rules tagged with `owner`; returns how many. None left is fine."""
+def remove_ports(owner: str, network: Network | None = None) -> int:
+    """Delete the DNAT rules tagged with `owner`; returns how many. None left is fine (no table either).
+    With `network` (where the owner's ports led), route_localnet is then released (release_localnet)."""
     from minirun.net import ports
 
     tag_text = ports.owner_tag(owner)
-    doomed = [i["rule"] for i in list_json("table", FAMILY, TABLE) if (i.get("rule") or {}).get("comment") == tag_text]
-    if doomed:
-        apply("".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in doomed))
+    with filelock.exclusive(paths.ports_lock()):
+        ruleset = list_json("ruleset")
+        doomed = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == tag_text]
+        doomed = [r for r in doomed if (r.get("family"), r.get("table")) == (FAMILY, TABLE)]
+        if doomed:
+            apply("".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in doomed))
+        if network is not None:
+            _release_localnet([i for i in ruleset if (i.get("rule") or {}).get("comment") != tag_text], network)
     return len(doomed)
+
+
+def release_localnet(network: Network) -> None:
+    """When no published port sends 127/8 into `network`'s subnet, its bridge stops routing 127/8; when no
+    interface routes 127/8 any more, the guard goes too (in that order: never routing without the guard).
+    Under paths.ports_lock(), so that a concurrent publish on the bridge never finds it switched off."""
+    with filelock.exclusive(paths.ports_lock()):
+        _release_localnet(list_json("ruleset"), network)
+
+
+def _release_localnet(ruleset: list[dict], network: Network) -> None:
+    from minirun.net import localnet, ports
+
+    ours = [i for i in ruleset if "rule" in i and (i["rule"].get("family"), i["rule"].get("table")) == (FAMILY, TABLE)]
+    if not any(address in network.subnet for address in ports.loopback_targets(ours)):
+        localnet.set_routing(network.bridge, False)
+    guards = _guard_rules(ruleset)
+    if guards and not localnet.routing_interfaces():
+        apply("".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in guards))
 
 
 def published_port_owners() -> set[str]:
@@ -284,7 +389,7 @@ def remove_network(network: Network) -> None:
     """Remove everything minirun added for `network` (its masquerade chain, isolation rules, bridge-set
     element, port helpers and the accepts in a foreign chain); what is already gone is fine."""
     ruleset = list_json("ruleset")
-    ours = {tag(network), isolation_tag(network), f"minirun ports network={network.bridge}"}
+    ours = {tag(network), isolation_tag(network), dns_tag(network), f"minirun ports network={network.bridge}"}
     script = ""
     for item in ruleset:
         chain, rule, named_set = item.get("chain"), item.get("rule"), item.get("set")

@@ -105,12 +105,28 @@ def to_record(network: Network) -> dict:
     }
 
 
+def from_attachment(record: dict) -> Network | None:
+    """The network an attachment record (attach.Attachment.as_record) sits on, from that record alone:
+    teardown must not depend on the network's own record. None when the record lacks what is needed."""
+    try:
+        address = ipaddress.IPv4Interface(record["address"])
+        return Network(record["name"], record["bridge"], address.network, ipaddress.IPv4Address(record["gateway"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def load(name: str) -> Network | None:
     try:
         with open(record_path(name)) as f:
             return from_record(json.load(f))
     except FileNotFoundError:
         return None
+
+
+def has_resolver(network: Network) -> bool:
+    """Whether minirun's resolver serves `network`'s gateway:53: it is a user network, exactly as recorded
+    (a CNI network of the same name is not)."""
+    return network.name not in RESERVED and load(network.name) == network
 
 
 def user_networks() -> list[Network]:

@@ -27,6 +27,7 @@ CHAIN_OUTPUT = "ports-output"
 CHAIN_SNAT = "ports-postrouting"
 CHAIN_GUARD = "localnet-guard"
 PORT_TAG = "minirun port owner="
+GUARD_TAG = "minirun localnet-guard"
 
 _SPEC = re.compile(r"^(?:(?P<ip>[0-9.]+):)?(?P<host>\d+):(?P<container>\d+)(?:/(?P<proto>tcp|udp))?$")
 
@@ -88,24 +89,75 @@ def render_infrastructure() -> str:
             f"add chain {TABLE} {CHAIN_DNAT} {{ type nat hook prerouting priority dstnat; policy accept; }}",
             f"add chain {TABLE} {CHAIN_OUTPUT} {{ type nat hook output priority -100; policy accept; }}",
             f"add chain {TABLE} {CHAIN_SNAT} {{ type nat hook postrouting priority srcnat; policy accept; }}",
+            "",
+        ]
+    )
+
+
+def render_guard() -> str:
+    """The 127/8 guard: one host-wide rule, needed whenever any interface routes 127/8 (net/localnet.py).
+    Its chain is its own, so that adding it never touches the nat chains."""
+    return "\n".join(
+        [
+            f"add table {TABLE}",
             f"add chain {TABLE} {CHAIN_GUARD} {{ type filter hook prerouting priority raw; policy accept; }}",
+            f'add rule {TABLE} {CHAIN_GUARD} iifname != "lo" ip daddr 127.0.0.0/8 drop comment "{GUARD_TAG}"',
             "",
         ]
     )
 
 
 def render_network_rules(bridge: str, subnet: str) -> str:
-    """Per network, once: hairpin and host-loopback masquerade, and the 127/8 guard (flushable chains are
-    shared, so these carry the network's tag and are added only when missing; see firewall.ensure_ports)."""
+    """Per network, once: hairpin and host-loopback masquerade (flushable chains are shared, so these carry
+    the network's tag and are added only when missing; see firewall.ensure_ports)."""
     note = f'comment "minirun ports network={bridge}"'
     return "\n".join(
         [
             f'add rule {TABLE} {CHAIN_SNAT} oifname "{bridge}" ip saddr {subnet} ct status dnat masquerade {note}',
             f'add rule {TABLE} {CHAIN_SNAT} oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade {note}',
-            f'add rule {TABLE} {CHAIN_GUARD} iifname != "lo" ip daddr 127.0.0.0/8 drop {note}',
             "",
         ]
     )
+
+
+def needs_localnet(mappings: tuple[PortMapping, ...]) -> bool:
+    """Whether the host reaches some of `mappings` on 127.0.0.1: then the bridge must route 127/8."""
+    return any(m.host_ip == "0.0.0.0" or m.loopback_only for m in mappings)
+
+
+def loopback_targets(rules: list[dict]) -> list[ipaddress.IPv4Address]:
+    """From `nft -j list` items: the DNAT targets of published ports that the host reaches on 127/8 (the
+    output-hook rules matching 127.x or every local address, as render_mappings writes them)."""
+    found = []
+    for item in rules:
+        rule = item.get("rule") or {}
+        if rule.get("chain") != CHAIN_OUTPUT or not str(rule.get("comment", "")).startswith(PORT_TAG):
+            continue
+        daddr: object = None
+        target: object = None
+        for expr in rule.get("expr", []):
+            match = expr.get("match") or {}
+            if (match.get("left") or {}).get("payload") == {"protocol": "ip", "field": "daddr"}:
+                daddr = match.get("right")
+            if "dnat" in expr:
+                target = (expr["dnat"] or {}).get("addr")
+        if not isinstance(target, str):
+            continue
+        try:
+            address = ipaddress.IPv4Address(target)
+        except ValueError:
+            continue  # not a rule of ours
+        # A match we cannot read counts as reaching loopback: route_localnet then stays on (the guard too).
+        if not isinstance(daddr, str) or _is_loopback(daddr):
+            found.append(address)
+    return found
+
+
+def _is_loopback(text: str) -> bool:
+    try:
+        return ipaddress.IPv4Address(text).is_loopback
+    except ValueError:
+        return True
 
 
 def render_mappings(owner: str, address: str, mappings: tuple[PortMapping, ...]) -> str:

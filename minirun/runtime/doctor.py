@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 from minirun import paths
 from minirun.net import firewall, links, sysctl
-from minirun.net.network import Network, default_network, user_networks
+from minirun.net.network import Network, default_network, has_resolver, user_networks
 from minirun.net.rtnl import Rtnl
 from minirun.runtime import lifecycle, state
 
@@ -98,6 +98,19 @@ def check_host(host: Rtnl, network: Network) -> list[Finding]:
             lambda: firewall.ensure_network(network),
         )
     )
+    if has_resolver(network):
+        findings.append(
+            _ok(f"DNS: only {network.subnet} on {network.bridge} may query {network.gateway}:53")
+            if firewall.dns_guard_in_place(ruleset, network)
+            else Finding(
+                False,
+                f"DNS: no firewall rules keep other networks off the resolver at {network.gateway}:53",
+                "the resolver refuses them too, but the firewall is the first wall: without it every network "
+                "and neighbour reaches the resolver's socket",
+                f"nft -f - <<'EOF'\n{firewall.render_dns_guard(network)}EOF",
+                lambda: firewall.ensure_network(network),
+            )
+        )
     drop = firewall.find_foreign_drop(ruleset)
     if drop is not None:
         ours = firewall.rule_handles(firewall.rules_in_chain(ruleset, drop), firewall.tag(network))
@@ -346,6 +359,42 @@ def check_target(ref: str, host: Rtnl, network: Network) -> list[Finding]:
     return findings  # `inside` stays open: the repairs use it
 
 
+def check_localnet() -> list[Finding]:
+    """Host-wide: an interface that routes 127/8 (route_localnet=1, left by a port published on 127.0.0.1)
+    needs the 127/8 guard; a minirun bridge with no such port left should not route 127/8 at all."""
+    from minirun.net import localnet, ports
+
+    routing = localnet.routing_interfaces()
+    if not routing:
+        return [_ok("no interface routes 127.0.0.0/8 (route_localnet=0 everywhere)")]
+    ruleset = firewall.list_json("ruleset")
+    findings = [
+        _ok(f"the 127/8 guard is in place ({', '.join(routing)} route 127.0.0.0/8)")
+        if firewall.guard_in_place(ruleset)
+        else Finding(
+            False,
+            f"{', '.join(routing)} route 127.0.0.0/8 (route_localnet=1) but the 127/8 guard is missing",
+            "a container can then reach the host's 127.0.0.1 services with hand-built packets (CVE-2020-8558); "
+            "an `nft flush ruleset` (a firewall reload) removes the guard",
+            f"nft -f - <<'EOF'\n{ports.render_guard()}EOF",
+            firewall.ensure_guard,
+        )
+    ]
+    targets = ports.loopback_targets(ruleset)
+    for network in [default_network(), *user_networks()]:
+        if network.bridge in routing and not any(address in network.subnet for address in targets):
+            findings.append(
+                Finding(
+                    False,
+                    f"{network.bridge} routes 127.0.0.0/8 but no port is published on 127.0.0.1 to {network.subnet}",
+                    "route_localnet is needed only for such a port; left on, it leans on the guard alone",
+                    f"sysctl -w net.ipv4.conf.{network.bridge}.route_localnet=0",
+                    lambda net=network: firewall.release_localnet(net),
+                )
+            )
+    return findings
+
+
 def diagnose(ref: str | None) -> list[Finding]:
     from minirun.net import rtnl
 
@@ -353,6 +402,7 @@ def diagnose(ref: str | None) -> list[Finding]:
     findings = check_host(host, default_network())
     for network in user_networks():
         findings += [f for f in check_host(host, network) if not f.note]
+    findings += check_localnet()
     if ref is not None:
         findings += check_target(ref, host, _network_of(ref))
     return findings

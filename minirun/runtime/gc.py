@@ -106,8 +106,9 @@ def release_steps(
 
         def unpublish() -> None:
             from minirun.net import firewall
+            from minirun.net.network import from_attachment
 
-            if firewall.remove_ports(container_id):
+            if firewall.remove_ports(container_id, from_attachment(net or {})):
                 removed.append("published ports")
 
         steps.append(

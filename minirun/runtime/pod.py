@@ -441,8 +441,9 @@ def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
 
     def unpublish() -> None:
         from minirun.net import firewall
+        from minirun.net.network import from_attachment
 
-        if pod.get("ports") and firewall.remove_ports(pod["id"]):
+        if pod.get("ports") and firewall.remove_ports(pod["id"], from_attachment(network)):
             removed.append("published ports")
 
     def unpin_all() -> None:

@@ -659,3 +659,30 @@ def test_check_sees_the_gateway_address_and_forwarding(data_dir: Path, netns) ->
     assert "gateway address" in error(cni("CHECK", conf, netns="/run/netns/a", cid="c1"), 103)["msg"]
     ok(cni("DEL", conf, netns="/run/netns/a", cid="c1"))
     assert_nothing_left(data_dir)
+
+
+def test_route_localnet_is_released_by_del_and_gc(data_dir: Path, netns) -> None:
+    """Issue 12, hole 4 (CVE-2020-8558 class): a port on 127.0.0.1 makes the bridge route 127/8 (with the
+    guard); DEL and GC of the last such attachment switch route_localnet back to 0 and drop the guard."""
+    conf = conflist(
+        data_dir,
+        version="1.1.0",
+        runtimeConfig={"portMappings": [{"hostPort": 18096, "containerPort": 80, "hostIP": "127.0.0.1"}]},
+    )
+    localnet = Path("/proc/sys/net/ipv4/conf/cnitest0/route_localnet")
+    first = ok(cni("ADD", conf, netns=netns("a"), cid="c1"))
+    conf["runtimeConfig"]["portMappings"][0]["hostPort"] = 18097
+    ok(cni("ADD", conf, netns=netns("b"), cid="c2"))
+    assert localnet.read_text().strip() == "1"
+    assert 'comment "minirun localnet-guard"' in nft_ruleset()
+    subprocess.run(["nft", "flush", "chain", "inet", "minirun", "localnet-guard"], check=True)
+    assert (
+        "the 127/8 guard (chain localnet-guard) is missing"
+        in error(cni("CHECK", conf, netns="/run/netns/b", cid="c2"), 103)["msg"]
+    )
+    ok(cni("DEL", {**conf, "prevResult": first}, netns="/run/netns/a", cid="c1"))
+    assert localnet.read_text().strip() == "1"  # c2's port still needs it
+    ok(cni("GC", {**conf, "cni.dev/valid-attachments": []}, cid="", ifname="", netns=""))
+    assert localnet.read_text().strip() == "0"
+    assert "localnet-guard" not in "".join(r.get("comment", "") for r in rules())
+    assert_nothing_left(data_dir, network_rules_too=True)

@@ -196,5 +196,5 @@ def test_a_flushed_guard_comes_back_with_the_next_publish(web):
     guard = subprocess.run(
         ["nft", "list", "chain", "inet", "minirun", "localnet-guard"], capture_output=True, text=True
     ).stdout
-    assert 'iifname != "lo" ip daddr 127.0.0.0/8 drop' in guard
-    assert nft_ruleset().count('comment "minirun ports network=minirun0"') == 3
+    assert 'iifname != "lo" ip daddr 127.0.0.0/8 drop comment "minirun localnet-guard"' in guard
+    assert nft_ruleset().count('comment "minirun ports network=minirun0"') == 2
