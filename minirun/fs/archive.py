@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from minirun.errors import ConfigError, MinirunError
+from minirun.fs import tree
 
 # The OCI layer spec's whiteouts (inherited from aufs): `.wh.NAME` hides NAME of the layers below,
 # `.wh..wh..opq` hides everything the layers below put in its directory.
@@ -186,26 +187,28 @@ class _Applier:
 
     def _whiteout(self, dir_fd: int, parent: str, base: str) -> None:
         if base == OPAQUE:
-            self._clear_lower(dir_fd, parent)
+            self._clear_lower(parent)
         elif not base.startswith(_META_WHITEOUT):
             hidden = base[len(WHITEOUT) :]
             if hidden in ("", ".", ".."):
                 raise _Refused("is a whiteout of nothing")
             _remove(dir_fd, hidden)
 
-    def _clear_lower(self, dir_fd: int, path: str) -> None:
-        for name in os.listdir(dir_fd):
-            child = posixpath.join(path, name) if path else name
-            if child not in self.fresh:
-                _remove(dir_fd, name)
-                continue
-            found = _lstat(dir_fd, name)
-            if found is not None and stat.S_ISDIR(found.st_mode):
-                fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-                try:
-                    self._clear_lower(fd, child)
-                finally:
-                    os.close(fd)
+    def _clear_lower(self, path: str) -> None:
+        """Remove what the layers below put in directory `path`, keeping what this layer made (at any
+        depth: a work list, not recursion, since an archive can nest thousands of directories)."""
+        pending = [path]
+        while pending:
+            directory = pending.pop()
+            with self._open_dir(directory, create=False) as dir_fd:
+                for name in os.listdir(dir_fd):
+                    child = posixpath.join(directory, name) if directory else name
+                    if child not in self.fresh:
+                        _remove(dir_fd, name)
+                        continue
+                    found = _lstat(dir_fd, name)
+                    if found is not None and stat.S_ISDIR(found.st_mode):
+                        pending.append(child)
 
     @contextlib.contextmanager
     def _open_dir(self, path: str, *, create: bool) -> Iterator[int]:
@@ -256,6 +259,7 @@ def _remove(dir_fd: int, name: str) -> None:
     if found is None:
         return
     if stat.S_ISDIR(found.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)  # descriptor-based on Linux: never follows a symlink out
+        # Iterative and descriptor-relative: never follows a symlink out, whatever the depth.
+        tree.remove_at(dir_fd, name).check()
     else:
         os.unlink(name, dir_fd=dir_fd)

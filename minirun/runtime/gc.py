@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from minirun import paths
-from minirun.errors import TeardownError
+from minirun.errors import MinirunError, TeardownError
 from minirun.kernel import proc
 from minirun.plan import Narrator, Step, run_best_effort
 from minirun.runtime import state
@@ -143,12 +143,10 @@ def release_steps(
 
 def forget(record: dict[str, Any]) -> list[str]:
     """Remove the record, the name claim, the log and the container's directory (its image layer)."""
-    from minirun.runtime import sandbox
-
     state.remove(record)
     if record.get("log"):
         state.remove_file(record["log"])
-    sandbox.remove_container_dir(record["id"])
+    remove_container_dir(record["id"])
     if record.get("image"):
         from minirun.runtime import images
 
@@ -207,8 +205,20 @@ def _verify_link_gone_in_background(ipr, name: str) -> None:
         os._exit(0)
 
 
-def _warn(exc: TeardownError) -> None:
-    print(f"minirun: warning: {exc.msg}", file=sys.stderr)
+def _warn(exc: MinirunError) -> None:
+    print(f"minirun: warning: {exc}", file=sys.stderr)
+
+
+def remove_container_dir(container_id: str) -> bool:
+    """Remove a container's directory; what cannot go (an immutable file the container made...) is reported
+    in one line on stderr and left for a later `gc`: it never stops the command that found it."""
+    from minirun.runtime import sandbox
+
+    try:
+        return sandbox.remove_container_dir(container_id)
+    except MinirunError as exc:
+        _warn(exc)
+        return False
 
 
 def reconcile(narrator: Narrator | None = None) -> list[str]:
@@ -246,9 +256,7 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
         except TeardownError as exc:
             _warn(exc)
     for orphan in directories - known:
-        from minirun.runtime import sandbox
-
-        if sandbox.remove_container_dir(orphan):
+        if remove_container_dir(orphan):
             removed.append(f"directory of container {orphan}")
     holders = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | pods
     for network, addresses in reservations.items():

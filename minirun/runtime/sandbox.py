@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 from typing import Any, NamedTuple
 
 from minirun import paths
 from minirun.errors import ConfigError, MinirunError
-from minirun.fs import etcfiles
+from minirun.fs import etcfiles, tree
 from minirun.spec import ContainerSpec, container_env
 
 
@@ -145,13 +144,16 @@ def set_address(sandbox: Sandbox, hostname: str, address: str) -> None:
 
 
 def remove_container_dir(container_id: str) -> bool:
-    """The container's upper dir, overlay scratch and /etc files. "Already gone" is success."""
+    """The container's upper dir, overlay scratch and /etc files. "Already gone" is success (False).
+
+    The container wrote that tree: however deep, wide, chmod'ed or linked it is, it goes without recursion
+    and without following a link; raises fs.tree.TreeNotRemoved naming what could not go (immutable...)."""
     directory = container_dir(container_id)
     if not os.path.lexists(directory):
         return False
-    shutil.rmtree(directory, ignore_errors=True)
+    tree.remove_tree(directory).check()
     return True
 
 
 def remove_pod_etc(pod_name: str) -> None:
-    shutil.rmtree(pod_etc_dir(pod_name), ignore_errors=True)
+    tree.remove_tree(pod_etc_dir(pod_name)).check()
