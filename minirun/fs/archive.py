@@ -15,7 +15,6 @@ import contextlib
 import gzip
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 import zlib
@@ -34,6 +33,8 @@ _META_WHITEOUT = ".wh..wh."  # other aufs bookkeeping (.wh..wh.plnk, ...): not c
 _UNSAFE_HINT = "the archive is unsafe; nothing was stored - only import images from sources you trust"
 _DAMAGED_HINT = "the archive is incomplete or damaged; nothing was stored - export it again"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CHUNK = 1 << 20
+_BLOCK = 4096  # holes are made of whole filesystem blocks
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -142,13 +143,14 @@ class _Applier:
             self.dir_times.append((path, member.mtime))
         elif member.isreg():
             fd = os.open(base, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
-            with os.fdopen(fd, "wb") as out:
+            try:
                 source = tar.extractfile(member)
                 if source is not None:
-                    shutil.copyfileobj(source, out, 1 << 20)
-                out.flush()
-                _own(out.fileno(), member, mode)
-                os.utime(out.fileno(), (member.mtime, member.mtime))
+                    write_sparse(source, fd)
+                _own(fd, member, mode)
+                os.utime(fd, (member.mtime, member.mtime))
+            finally:
+                os.close(fd)
         elif member.issym():
             if not link_target_inside(path, member.linkname):
                 raise _Refused(f'is a symlink to "{member.linkname}", which escapes the image root')
@@ -239,6 +241,41 @@ class _Applier:
             yield fd
         finally:
             os.close(fd)
+
+
+def write_sparse(source: IO[bytes], fd: int) -> int:
+    """Copy `source` into the new, empty file `fd`, leaving every all-zero block a hole (as `tar --sparse`
+    and `cp --sparse=always` do): a sparse member (tarfile reads its holes back as zeros) or a plain file of
+    zeros takes no more disk than its data. Returns the size written."""
+    offset = 0
+    while chunk := source.read(_CHUNK):
+        if chunk.count(0) != len(chunk):
+            _write_data_blocks(fd, chunk, offset)
+        offset += len(chunk)
+    os.ftruncate(fd, offset)  # the file's size, holes at its end included
+    return offset
+
+
+def _write_data_blocks(fd: int, chunk: bytes, offset: int) -> None:
+    """Write the runs of `chunk` that are not all-zero blocks, at their offsets."""
+    view = memoryview(chunk)
+    run_start = None
+    for start in range(0, len(chunk), _BLOCK):
+        end = min(start + _BLOCK, len(chunk))
+        zero = chunk.count(0, start, end) == end - start
+        if not zero and run_start is None:
+            run_start = start
+        elif zero and run_start is not None:
+            _pwrite_all(fd, view[run_start:start], offset + run_start)
+            run_start = None
+    if run_start is not None:
+        _pwrite_all(fd, view[run_start:], offset + run_start)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 def _own(fd: int, member: tarfile.TarInfo, mode: int) -> None:
