@@ -99,9 +99,19 @@ class _Applier:
         self.fresh: set[str] = set()
         # Directory mtimes are set last: creating their children would change them again.
         self.dir_times: list[tuple[str, float]] = []
+        # The directory opened last (its path's parts, a descriptor): the next entry is nearly always in
+        # it or next to it, and walking every path from the root costs depth^2 opens on a deep archive.
+        self.near: tuple[list[str], int] | None = None
 
     def close(self) -> None:
+        self._forget_near()
         os.close(self.root_fd)
+
+    def _forget_near(self) -> None:
+        """Called before anything is removed: the remembered directory must never be a deleted one."""
+        if self.near is not None:
+            os.close(self.near[1])
+            self.near = None
 
     def apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         path = relative_path(member.name)
@@ -121,6 +131,7 @@ class _Applier:
         with self._open_dir(parent, create=True) as dir_fd:
             existing = _lstat(dir_fd, base)
             if existing is not None and not (member.isdir() and stat.S_ISDIR(existing.st_mode)):
+                self._forget_near()
                 _remove(dir_fd, base)
             self._create(tar, member, dir_fd, base, path)
             self.fresh.add(path)
@@ -188,6 +199,7 @@ class _Applier:
             raise _Refused(f'is a hardlink to "{linkname}", which {exc}') from None
 
     def _whiteout(self, dir_fd: int, parent: str, base: str) -> None:
+        self._forget_near()
         if base == OPAQUE:
             self._clear_lower(parent)
         elif not base.startswith(_META_WHITEOUT):
@@ -206,6 +218,7 @@ class _Applier:
                 for name in os.listdir(dir_fd):
                     child = posixpath.join(directory, name) if directory else name
                     if child not in self.fresh:
+                        self._forget_near()
                         _remove(dir_fd, name)
                         continue
                     found = _lstat(dir_fd, name)
@@ -216,10 +229,11 @@ class _Applier:
     def _open_dir(self, path: str, *, create: bool) -> Iterator[int]:
         """A descriptor for directory `path` inside the root, reached without following any symlink;
         missing directories are made (0755, as Docker makes them) when `create`."""
-        fd = os.dup(self.root_fd)
-        walked = ""
+        parts = path.split("/") if path else []
+        fd, done = self._start(parts)
+        walked = "/".join(parts[:done])
         try:
-            for part in path.split("/") if path else []:
+            for part in parts[done:]:
                 walked = posixpath.join(walked, part) if walked else part
                 try:
                     next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
@@ -238,9 +252,33 @@ class _Applier:
                     raise exc
                 os.close(fd)
                 fd = next_fd
+            self._forget_near()
+            self.near = (parts, os.dup(fd))
             yield fd
         finally:
             os.close(fd)
+
+    def _start(self, parts: list[str]) -> tuple[int, int]:
+        """Where a walk to `parts` starts: a descriptor, and how many of `parts` it already reached. From
+        the directory opened last when that is closer than the root, climbing its '..' (the tree is this
+        import's private staging tree, and nothing was removed since: see _forget_near)."""
+        if self.near is None:
+            return os.dup(self.root_fd), 0
+        near_parts, near_fd = self.near
+        common = 0
+        for have, want in zip(near_parts, parts, strict=False):
+            if have != want:
+                break
+            common += 1
+        up = len(near_parts) - common
+        if up >= common:
+            return os.dup(self.root_fd), 0
+        fd = os.dup(near_fd)
+        for _ in range(up):
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+        return fd, common
 
 
 def write_sparse(source: IO[bytes], fd: int) -> int:
