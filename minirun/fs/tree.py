@@ -127,6 +127,9 @@ class _Remover:
             parent_fd = os.open(parent_path or ".", _DIR_FLAGS)
         except FileNotFoundError:
             return Removal(self.root, [], 0)
+        except OSError as exc:
+            self.report_unexpected(exc)
+            return Removal(self.root, self.leftovers, self.total)
         try:
             self.remove_entry(parent_fd, base)
         finally:
@@ -134,6 +137,21 @@ class _Remover:
         return Removal(self.root, self.leftovers, self.total)
 
     def remove_entry(self, parent_fd: int, base: str) -> None:
+        """Remove `base` in `parent_fd`; an error no step expected (EIO, ENOMEM...) ends the walk as a
+        leftover where it happened, never as an exception: the caller's other work goes on."""
+        try:
+            self._remove_entry(parent_fd, base)
+        except OSError as exc:
+            self.report_unexpected(exc)
+
+    def report_unexpected(self, exc: OSError) -> None:
+        path = self.path_of()
+        self.total += 1
+        if len(self.leftovers) < _MAX_REPORTED:
+            fix = f"remove it by hand ('rm -rf {short_path(path)}'), then run 'minirun gc'"
+            self.leftovers.append(Leftover(path, exc.strerror or str(exc), fix))
+
+    def _remove_entry(self, parent_fd: int, base: str) -> None:
         """Remove `base` in `parent_fd`: unlinked if it is not a directory, emptied then removed if it is."""
         try:
             found = os.stat(base, dir_fd=parent_fd, follow_symlinks=False)
@@ -148,6 +166,9 @@ class _Remover:
         self.levels.append(_Level("", found.st_dev, found.st_ino, set()))
         try:
             self.empty(fd, found.st_dev)
+        except OSError as exc:
+            self.report_unexpected(exc)  # while the levels still say where
+            return
         finally:
             self.levels.clear()
         self.rmdir(parent_fd, base)

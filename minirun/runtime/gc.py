@@ -231,7 +231,11 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
     if pods:
         from minirun.runtime import pod
 
-        removed_pods = pod.reconcile(narrator)
+        try:
+            removed_pods = pod.reconcile(narrator)
+        except MinirunError as exc:  # reported; the rest of the cleanup and the command go on
+            _warn(exc)
+            removed_pods = []
         pods = _pod_ids()
     else:
         removed_pods = []

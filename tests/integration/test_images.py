@@ -393,6 +393,20 @@ def test_truncated_gzip_layer(store: Path, tmp_path: Path):
     assert leftovers(store) == []
 
 
+def wrong_diff_id_archive(layer: bytes) -> bytes:
+    """A docker save tarball whose config names another uncompressed layer (diff_id) than `layer`."""
+    config = dict(CONFIG, rootfs={"type": "layers", "diff_ids": [f"sha256:{sha(b'other')}"]})
+    config_blob = json.dumps(config).encode()
+    manifest = [{"Config": f"{sha(config_blob)}.json", "RepoTags": ["x:1"], "Layers": ["l/layer.tar"]}]
+    return files_tar(
+        {
+            "manifest.json": json.dumps(manifest).encode(),
+            f"{sha(config_blob)}.json": config_blob,
+            "l/layer.tar": layer,
+        }
+    )
+
+
 def test_digest_mismatches(store: Path, tmp_path: Path):
     files = oci_layout_files([LAYER_1])
     layer_path = next(p for p, d in files.items() if d[:2] == b"\x1f\x8b")
@@ -401,16 +415,7 @@ def test_digest_mismatches(store: Path, tmp_path: Path):
     assert result.returncode == 1
     assert "layer 1: content does not match its digest (expected sha256:" in result.stderr, result.stderr
     # docker save: the config's diff_ids name the uncompressed layers
-    config = dict(CONFIG, rootfs={"type": "layers", "diff_ids": [f"sha256:{sha(b'other')}"]})
-    config_blob = json.dumps(config).encode()
-    manifest = [{"Config": f"{sha(config_blob)}.json", "RepoTags": ["x:1"], "Layers": ["l/layer.tar"]}]
-    archive = files_tar(
-        {
-            "manifest.json": json.dumps(manifest).encode(),
-            f"{sha(config_blob)}.json": config_blob,
-            "l/layer.tar": LAYER_1,
-        }
-    )
+    archive = wrong_diff_id_archive(LAYER_1)
     result = import_bytes(archive, tmp_path)
     assert result.returncode == 1 and "layer 1 (uncompressed): content does not match its digest" in result.stderr
     assert leftovers(store) == []
@@ -729,16 +734,7 @@ def test_bad_digests_are_refused_before_any_byte_is_written(small_store: Path, t
     assert "layer 1: content does not match its digest (expected sha256:" in result.stderr, result.stderr
     assert peak - baseline < MIB, f"{peak - baseline} bytes were written before the refusal"
 
-    config = dict(CONFIG, rootfs={"type": "layers", "diff_ids": [f"sha256:{sha(b'other')}"]})
-    config_blob = json.dumps(config).encode()
-    manifest = [{"Config": f"{sha(config_blob)}.json", "RepoTags": ["x:1"], "Layers": ["l/layer.tar"]}]
-    archive = files_tar(
-        {
-            "manifest.json": json.dumps(manifest).encode(),
-            f"{sha(config_blob)}.json": config_blob,
-            "l/layer.tar": zeros_layer(40 * MIB),
-        }
-    )
+    archive = wrong_diff_id_archive(zeros_layer(40 * MIB))
     result, peak = import_watching_usage(archive, tmp_path, small_store, {"MINIRUN_MIN_FREE_BYTES": "0"})
     assert result.returncode == 1 and "layer 1 (uncompressed): content does not match its digest" in result.stderr
     assert peak - baseline < MIB, f"{peak - baseline} bytes were written before the refusal"
