@@ -15,7 +15,6 @@ import contextlib
 import gzip
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 import zlib
@@ -23,6 +22,7 @@ from collections.abc import Iterator
 from typing import IO
 
 from minirun.errors import ConfigError, MinirunError
+from minirun.fs import tree
 
 # The OCI layer spec's whiteouts (inherited from aufs): `.wh.NAME` hides NAME of the layers below,
 # `.wh..wh..opq` hides everything the layers below put in its directory.
@@ -33,6 +33,8 @@ _META_WHITEOUT = ".wh..wh."  # other aufs bookkeeping (.wh..wh.plnk, ...): not c
 _UNSAFE_HINT = "the archive is unsafe; nothing was stored - only import images from sources you trust"
 _DAMAGED_HINT = "the archive is incomplete or damaged; nothing was stored - export it again"
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_CHUNK = 1 << 20
+_BLOCK = 4096  # holes are made of whole filesystem blocks
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -97,9 +99,19 @@ class _Applier:
         self.fresh: set[str] = set()
         # Directory mtimes are set last: creating their children would change them again.
         self.dir_times: list[tuple[str, float]] = []
+        # The directory opened last (its path's parts, a descriptor): the next entry is nearly always in
+        # it or next to it, and walking every path from the root costs depth^2 opens on a deep archive.
+        self.near: tuple[list[str], int] | None = None
 
     def close(self) -> None:
+        self._forget_near()
         os.close(self.root_fd)
+
+    def _forget_near(self) -> None:
+        """Called before anything is removed: the remembered directory must never be a deleted one."""
+        if self.near is not None:
+            os.close(self.near[1])
+            self.near = None
 
     def apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         path = relative_path(member.name)
@@ -119,6 +131,7 @@ class _Applier:
         with self._open_dir(parent, create=True) as dir_fd:
             existing = _lstat(dir_fd, base)
             if existing is not None and not (member.isdir() and stat.S_ISDIR(existing.st_mode)):
+                self._forget_near()
                 _remove(dir_fd, base)
             self._create(tar, member, dir_fd, base, path)
             self.fresh.add(path)
@@ -141,13 +154,14 @@ class _Applier:
             self.dir_times.append((path, member.mtime))
         elif member.isreg():
             fd = os.open(base, _NEW_FILE_FLAGS, 0o600, dir_fd=dir_fd)
-            with os.fdopen(fd, "wb") as out:
+            try:
                 source = tar.extractfile(member)
                 if source is not None:
-                    shutil.copyfileobj(source, out, 1 << 20)
-                out.flush()
-                _own(out.fileno(), member, mode)
-                os.utime(out.fileno(), (member.mtime, member.mtime))
+                    write_sparse(source, fd)
+                _own(fd, member, mode)
+                os.utime(fd, (member.mtime, member.mtime))
+            finally:
+                os.close(fd)
         elif member.issym():
             if not link_target_inside(path, member.linkname):
                 raise _Refused(f'is a symlink to "{member.linkname}", which escapes the image root')
@@ -185,36 +199,41 @@ class _Applier:
             raise _Refused(f'is a hardlink to "{linkname}", which {exc}') from None
 
     def _whiteout(self, dir_fd: int, parent: str, base: str) -> None:
+        self._forget_near()
         if base == OPAQUE:
-            self._clear_lower(dir_fd, parent)
+            self._clear_lower(parent)
         elif not base.startswith(_META_WHITEOUT):
             hidden = base[len(WHITEOUT) :]
             if hidden in ("", ".", ".."):
                 raise _Refused("is a whiteout of nothing")
             _remove(dir_fd, hidden)
 
-    def _clear_lower(self, dir_fd: int, path: str) -> None:
-        for name in os.listdir(dir_fd):
-            child = posixpath.join(path, name) if path else name
-            if child not in self.fresh:
-                _remove(dir_fd, name)
-                continue
-            found = _lstat(dir_fd, name)
-            if found is not None and stat.S_ISDIR(found.st_mode):
-                fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-                try:
-                    self._clear_lower(fd, child)
-                finally:
-                    os.close(fd)
+    def _clear_lower(self, path: str) -> None:
+        """Remove what the layers below put in directory `path`, keeping what this layer made (at any
+        depth: a work list, not recursion, since an archive can nest thousands of directories)."""
+        pending = [path]
+        while pending:
+            directory = pending.pop()
+            with self._open_dir(directory, create=False) as dir_fd:
+                for name in os.listdir(dir_fd):
+                    child = posixpath.join(directory, name) if directory else name
+                    if child not in self.fresh:
+                        self._forget_near()
+                        _remove(dir_fd, name)
+                        continue
+                    found = _lstat(dir_fd, name)
+                    if found is not None and stat.S_ISDIR(found.st_mode):
+                        pending.append(child)
 
     @contextlib.contextmanager
     def _open_dir(self, path: str, *, create: bool) -> Iterator[int]:
         """A descriptor for directory `path` inside the root, reached without following any symlink;
         missing directories are made (0755, as Docker makes them) when `create`."""
-        fd = os.dup(self.root_fd)
-        walked = ""
+        parts = path.split("/") if path else []
+        fd, done = self._start(parts)
+        walked = "/".join(parts[:done])
         try:
-            for part in path.split("/") if path else []:
+            for part in parts[done:]:
                 walked = posixpath.join(walked, part) if walked else part
                 try:
                     next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
@@ -233,9 +252,68 @@ class _Applier:
                     raise exc
                 os.close(fd)
                 fd = next_fd
+            self._forget_near()
+            self.near = (parts, os.dup(fd))
             yield fd
         finally:
             os.close(fd)
+
+    def _start(self, parts: list[str]) -> tuple[int, int]:
+        """Where a walk to `parts` starts: a descriptor, and how many of `parts` it already reached. From
+        the directory opened last when that is closer than the root, climbing its '..' (the tree is this
+        import's private staging tree, and nothing was removed since: see _forget_near)."""
+        if self.near is None:
+            return os.dup(self.root_fd), 0
+        near_parts, near_fd = self.near
+        common = 0
+        for have, want in zip(near_parts, parts, strict=False):
+            if have != want:
+                break
+            common += 1
+        up = len(near_parts) - common
+        if up >= common:
+            return os.dup(self.root_fd), 0
+        fd = os.dup(near_fd)
+        for _ in range(up):
+            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = parent
+        return fd, common
+
+
+def write_sparse(source: IO[bytes], fd: int) -> int:
+    """Copy `source` into the new, empty file `fd`, leaving every all-zero block a hole (as `tar --sparse`
+    and `cp --sparse=always` do): a sparse member (tarfile reads its holes back as zeros) or a plain file of
+    zeros takes no more disk than its data. Returns the size written."""
+    offset = 0
+    while chunk := source.read(_CHUNK):
+        if chunk.count(0) != len(chunk):
+            _write_data_blocks(fd, chunk, offset)
+        offset += len(chunk)
+    os.ftruncate(fd, offset)  # the file's size, holes at its end included
+    return offset
+
+
+def _write_data_blocks(fd: int, chunk: bytes, offset: int) -> None:
+    """Write the runs of `chunk` that are not all-zero blocks, at their offsets."""
+    view = memoryview(chunk)
+    run_start = None
+    for start in range(0, len(chunk), _BLOCK):
+        end = min(start + _BLOCK, len(chunk))
+        zero = chunk.count(0, start, end) == end - start
+        if not zero and run_start is None:
+            run_start = start
+        elif zero and run_start is not None:
+            _pwrite_all(fd, view[run_start:start], offset + run_start)
+            run_start = None
+    if run_start is not None:
+        _pwrite_all(fd, view[run_start:], offset + run_start)
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 def _own(fd: int, member: tarfile.TarInfo, mode: int) -> None:
@@ -256,6 +334,7 @@ def _remove(dir_fd: int, name: str) -> None:
     if found is None:
         return
     if stat.S_ISDIR(found.st_mode):
-        shutil.rmtree(name, dir_fd=dir_fd)  # descriptor-based on Linux: never follows a symlink out
+        # Iterative and descriptor-relative: never follows a symlink out, whatever the depth.
+        tree.remove_at(dir_fd, name).check()
     else:
         os.unlink(name, dir_fd=dir_fd)

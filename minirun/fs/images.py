@@ -17,8 +17,8 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import stat
+import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 from minirun import paths
 from minirun.errors import ConfigError, Conflict, MinirunError, NotFound
 from minirun.filelock import exclusive
+from minirun.fs import tree
 
 # hashlib, datetime and tempfile are imported where images are written: `run --image` only reads the store.
 
@@ -229,8 +230,10 @@ def staging() -> Iterator[Stage]:
         os.chmod(rootfs, 0o755)
         yield Stage(directory, rootfs)
     finally:
-        shutil.rmtree(directory, ignore_errors=True)
-        os.close(fd)
+        try:
+            _discard(directory)
+        finally:
+            os.close(fd)
 
 
 def touch(stage: Stage) -> None:
@@ -261,9 +264,23 @@ def sweep_staging() -> list[str]:
             continue  # its writer is still at work
         finally:
             os.close(fd)
-        shutil.rmtree(path, ignore_errors=True)
-        removed.append(name)
+        if _discard(path, raise_errors=False):
+            removed.append(name)
     return removed
+
+
+def _discard(directory: str, *, raise_errors: bool = True) -> bool:
+    """Remove a staging dir (or an image renamed into one): iterative, whatever the image's depth. An
+    entry that cannot go is reported (raised, or when sweeping: one warning line) and left for the next
+    sweep; it never hides an image or blocks other commands."""
+    removal = tree.remove_tree(directory)
+    if removal.complete:
+        return True
+    if raise_errors:
+        removal.check()
+    error = tree.TreeNotRemoved(removal.root, removal.leftovers, removal.total)
+    print(f"minirun: warning: {error}", file=sys.stderr)
+    return False
 
 
 def commit(stage: Stage, name: str, config: dict[str, Any], used_by: UsedBy, source: str) -> Image:
@@ -337,13 +354,14 @@ def _remove_tag(name: str) -> None:
 
 
 def _delete_id(image_id: str) -> None:
-    # Rename first, so the image disappears at once; a crash during rmtree leaves a staging dir to sweep.
+    # Rename first, so the image disappears at once; a crash (or an entry that cannot go) during the
+    # removal leaves a staging dir to sweep.
     doomed = os.path.join(paths.images_dir(), f"{STAGING_PREFIX}rm-{short_id(image_id)}-{os.getpid()}")
     try:
         os.rename(_by_id(image_id), doomed)
     except FileNotFoundError:
         return
-    shutil.rmtree(doomed, ignore_errors=True)
+    _discard(doomed, raise_errors=False)
 
 
 def _prune_locked(used_by: UsedBy) -> list[str]:
@@ -400,37 +418,29 @@ def tree_digest(root: str) -> tuple[str, int]:
     digest = hashlib.sha256()
     contents: dict[tuple[int, int], str] = {}
     size = 0
-
-    def walk(directory: str, relative: bytes) -> None:
-        nonlocal size
-        with os.scandir(directory) as it:
-            entries = sorted(it, key=lambda e: os.fsencode(e.name))
-        for entry in entries:
-            path = relative + b"/" + os.fsencode(entry.name)
-            st = entry.stat(follow_symlinks=False)
-            if stat.S_ISREG(st.st_mode):
-                key = (st.st_dev, st.st_ino)
-                if key not in contents:
-                    contents[key] = _file_sha256(entry.path)
-                    size += st.st_size
-                detail = contents[key].encode()
-            elif stat.S_ISLNK(st.st_mode):
-                detail = os.fsencode(os.readlink(entry.path))
-            else:
-                detail = b""
-            digest.update(b"%s\0%o\0%d\0%d\0%s\n" % (path, st.st_mode, st.st_uid, st.st_gid, detail))
-            if stat.S_ISDIR(st.st_mode):
-                walk(entry.path, path)
-
-    walk(root, b"")
+    # Without recursion and relative to directory descriptors: an image may be deeper than the recursion
+    # limit and than PATH_MAX.
+    for entry in tree.walk(root):
+        st = entry.stat
+        if stat.S_ISREG(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if key not in contents:
+                contents[key] = _file_sha256(entry.dir_fd, entry.name)
+                size += st.st_size
+            detail = contents[key].encode()
+        elif stat.S_ISLNK(st.st_mode):
+            detail = os.fsencode(os.readlink(entry.name, dir_fd=entry.dir_fd))
+        else:
+            detail = b""
+        digest.update(b"%s\0%o\0%d\0%d\0%s\n" % (entry.path, st.st_mode, st.st_uid, st.st_gid, detail))
     return f"sha256:{digest.hexdigest()}", size
 
 
-def _file_sha256(path: str) -> str:
+def _file_sha256(dir_fd: int, name: str) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
     with os.fdopen(fd, "rb") as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from typing import IO, Any, NamedTuple, Protocol
 
 from minirun.errors import ConfigError, NotFound
-from minirun.fs import archive, images
+from minirun.fs import archive, images, space
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -54,6 +54,7 @@ class Layer(NamedTuple):
     media_type: str | None  # None in a docker save manifest: the content says
     digest: str | None  # sha256:<hex> of the blob as stored
     diff_id: str | None  # sha256:<hex> of the uncompressed tar
+    size: int | None = None  # bytes of the blob as stored, when a descriptor gives it
 
 
 class Plan(NamedTuple):
@@ -77,6 +78,12 @@ def import_image(source: str, name: str | None, used_by: images.UsedBy) -> tuple
         with open_source(path) as src:
             plan = read_plan(src, wanted)
             stored_name = _name_for(plan.name)
+            # Every layer is checked before any is written: its digests, and whether what its headers
+            # say it expands to leaves the data root its margin of free space.
+            room = space.Room(stage.dir)
+            needed = Expansion(0, 0)
+            for number, layer in enumerate(plan.layers, 1):
+                needed = _check(src, layer, f"layer {number}", room, needed)
             devices = 0
             for number, layer in enumerate(plan.layers, 1):
                 devices += _apply(src, layer, stage.rootfs, f"layer {number}")
@@ -230,10 +237,10 @@ def _json(src: Source, path: str, digest: str | None = None) -> Any:
         raise ConfigError(f"{path} is not valid JSON ({exc})", hint=_CORRUPT_HINT) from exc
 
 
-def _verify(what: str, actual_hex: str, expected: str) -> None:
+def _verify(what: str, actual_hex: str, expected: str, note: str = "") -> None:
     if f"sha256:{actual_hex}" != expected:
         raise ConfigError(
-            f"{what}: content does not match its digest (expected {expected}, got sha256:{actual_hex})",
+            f"{what}: content does not match its digest (expected {expected}, got sha256:{actual_hex}){note}",
             hint=_CORRUPT_HINT,
         )
 
@@ -339,7 +346,8 @@ def _oci_plan(src: Source, wanted: str | None) -> Plan:
     layers = []
     for number, (layer, diff_id) in enumerate(zip(descriptors, diff_ids, strict=True), 1):
         path, digest = _blob_path(layer, f"layer {number}")
-        layers.append(Layer(path, layer.get("mediaType"), digest, diff_id))
+        size = layer.get("size")
+        layers.append(Layer(path, layer.get("mediaType"), digest, diff_id, size if isinstance(size, int) else None))
     return Plan(wanted or name, _runtime_config(config, "image config"), layers)
 
 
@@ -399,10 +407,12 @@ class _Hashing:
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.sha = hashlib.sha256()
+        self.count = 0
 
     def read(self, size: int = -1) -> bytes:
         data = self.inner.read(size)
         self.sha.update(data)
+        self.count += len(data)
         return data
 
     def drain(self) -> None:
@@ -410,14 +420,66 @@ class _Hashing:
             pass
 
 
-def _apply(src: Source, layer: Layer, root: str, label: str) -> int:
-    media_type = layer.media_type
+class Expansion(NamedTuple):
+    """What the layers checked so far take once extracted."""
+
+    bytes: int
+    entries: int
+
+
+def _check(src: Source, layer: Layer, label: str, room: space.Room, before: Expansion) -> Expansion:
+    """Refuse a layer before writing any of it: a blob that does not match its digest (checked on the blob
+    as stored, before it is even decompressed), or one that would not fit. Its tar headers are read (and
+    the uncompressed stream hashed for its diff_id) without extracting anything; reading stops as soon
+    as the layers so far would not fit, so a decompression bomb costs only what fits."""
+    _check_media_type(layer.media_type, label)
+    with src.open(layer.path) as raw:
+        if layer.digest:
+            stored = _Hashing(raw)
+            stored.drain()
+            note = ""
+            if layer.size is not None and stored.count != layer.size:
+                shorter = "truncated" if stored.count < layer.size else "too long"
+                note = f"; the blob is {shorter}: {stored.count} bytes where its descriptor says {layer.size}"
+            _verify(label, stored.sha.hexdigest(), layer.digest, note)
+            raw.seek(0)
+        plain = _decompressed(raw, label)
+        tar_stream = _Hashing(plain)
+        size, entries = before
+        try:
+            with tarfile.open(fileobj=tar_stream, mode="r|") as tar:  # type: ignore[call-overload]
+                for member in tar:
+                    size += space.disk_bytes(member)
+                    entries += 1
+                    room.check(size, entries, f"the image (up to {label})")
+            tar_stream.drain()
+        except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            raise ConfigError(f"{label}: truncated or malformed archive ({exc})", hint=_CORRUPT_HINT) from exc
+    if layer.diff_id:
+        _verify(f"{label} (uncompressed)", tar_stream.sha.hexdigest(), layer.diff_id)
+    return Expansion(size, entries)
+
+
+def _check_media_type(media_type: str | None, label: str) -> None:
     if media_type and media_type.endswith("+zstd"):
         raise _zstd(label)
     if media_type and media_type not in _LAYER_TYPES:
         raise ConfigError(
             f'{label}: unsupported media type "{media_type}"', hint="minirun reads tar and tar+gzip layers"
         )
+
+
+def _decompressed(raw: IO[bytes], label: str) -> Any:
+    """The layer's tar stream: `raw` itself, or gunzipped (the content says which, as Docker's does)."""
+    magic = raw.read(4)
+    raw.seek(0)
+    if magic == _ZSTD_MAGIC:
+        raise _zstd(label)
+    return gzip.GzipFile(fileobj=raw, mode="rb") if magic.startswith(_GZIP_MAGIC) else raw
+
+
+def _apply(src: Source, layer: Layer, root: str, label: str) -> int:
+    _check_media_type(layer.media_type, label)
     with src.open(layer.path) as raw:
         magic = raw.read(4)
         raw.seek(0)

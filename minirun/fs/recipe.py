@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import minirun
 from minirun.errors import ConfigError, NotFound
-from minirun.fs import archive, images
+from minirun.fs import archive, images, tree
 
 RECIPE_FILE = "image.toml"
 # The recipes shipped next to the package (the repository's images/ directory).
@@ -200,9 +200,9 @@ def _write_layer(recipe: Recipe, tar: tarfile.TarFile) -> None:
     declared = {d.path for d in recipe.dirs}
     for d in recipe.dirs:
         tar.addfile(_info(d.path, tarfile.DIRTYPE, d.mode, now, d.uid, d.gid))
-    tree = recipe.directory / "rootfs"
-    if tree.is_dir():
-        _add_tree(tar, tree, declared)
+    rootfs_dir = recipe.directory / "rootfs"
+    if rootfs_dir.is_dir():
+        _add_tree(tar, rootfs_dir, declared)
     sources = {}
     for copy in recipe.copies:
         _check_source(copy, recipe.directory)
@@ -222,24 +222,36 @@ def _info(path: str, kind: bytes, mode: int, mtime: int, uid: int = 0, gid: int 
     return info
 
 
-def _add_tree(tar: tarfile.TarFile, tree: Path, declared: set[str]) -> None:
-    """rootfs/ as it is, owned by root (whoever owns the checkout)."""
-    for directory, dirs, files in os.walk(tree):
-        dirs.sort()
-        for name in [*dirs, *sorted(files)]:
-            host = os.path.join(directory, name)
-            path = os.path.relpath(host, tree)
-            st = os.lstat(host)
-            if stat.S_ISDIR(st.st_mode) and path in declared:
-                continue
-            info = tar.gettarinfo(host, path)
-            info.uid = info.gid = 0
-            info.uname = info.gname = "root"
-            if info.isreg():
-                with open(host, "rb") as f:
-                    tar.addfile(info, f)
-            else:
+def _add_tree(tar: tarfile.TarFile, root: Path, declared: set[str]) -> None:
+    """rootfs/ as it is, owned by root (whoever owns the checkout). Walked without recursion and relative
+    to directory descriptors, so a tree deeper than the recursion limit or PATH_MAX is no problem."""
+    first_path: dict[tuple[int, int], str] = {}  # files with several names: the later ones are hardlinks
+    for entry in tree.walk(str(root)):
+        path = os.fsdecode(entry.path[1:])
+        st = entry.stat
+        if stat.S_ISDIR(st.st_mode) and path in declared:
+            continue
+        info = _info(path, tarfile.DIRTYPE, stat.S_IMODE(st.st_mode), int(st.st_mtime))
+        info.uname = info.gname = "root"
+        if stat.S_ISREG(st.st_mode):
+            key = (st.st_dev, st.st_ino)
+            if st.st_nlink > 1 and key in first_path:
+                info.type, info.linkname = tarfile.LNKTYPE, first_path[key]
                 tar.addfile(info)
+                continue
+            first_path[key] = path
+            info.type, info.size = tarfile.REGTYPE, st.st_size
+            fd = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=entry.dir_fd)
+            with os.fdopen(fd, "rb") as f:
+                tar.addfile(info, f)
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            info.type, info.linkname = tarfile.SYMTYPE, os.readlink(entry.name, dir_fd=entry.dir_fd)
+        elif stat.S_ISFIFO(st.st_mode):
+            info.type = tarfile.FIFOTYPE
+        elif not stat.S_ISDIR(st.st_mode):
+            continue  # sockets and device nodes: a container gets its own /dev
+        tar.addfile(info)
 
 
 def _check_source(copy: Copy, directory: Path) -> None:

@@ -189,7 +189,7 @@ def create(
         undo.callback(state.remove_file, paths.container_record(container_id))
         state.claim_name(name, container_id)
         undo.callback(state.release_name, name, container_id)
-        undo.callback(sandbox.remove_container_dir, container_id)
+        undo.callback(gc.remove_container_dir, container_id)
         if view.image is not None and not os.path.isdir(view.image.rootfs):
             # Removed (rebuilt and pruned) after we resolved it; from now on our record keeps it in use.
             raise MinirunError(f"image {spec.image} was removed while the container started", hint="run it again")

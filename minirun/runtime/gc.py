@@ -22,7 +22,7 @@ import time
 from typing import Any
 
 from minirun import paths
-from minirun.errors import TeardownError
+from minirun.errors import MinirunError, TeardownError
 from minirun.kernel import proc
 from minirun.plan import Narrator, Step, run_best_effort
 from minirun.runtime import state
@@ -144,12 +144,10 @@ def release_steps(
 
 def forget(record: dict[str, Any]) -> list[str]:
     """Remove the record, the name claim, the log and the container's directory (its image layer)."""
-    from minirun.runtime import sandbox
-
     state.remove(record)
     if record.get("log"):
         state.remove_file(record["log"])
-    sandbox.remove_container_dir(record["id"])
+    remove_container_dir(record["id"])
     if record.get("image"):
         from minirun.runtime import images
 
@@ -208,8 +206,20 @@ def _verify_link_gone_in_background(ipr, name: str) -> None:
         os._exit(0)
 
 
-def _warn(exc: TeardownError) -> None:
-    print(f"minirun: warning: {exc.msg}", file=sys.stderr)
+def _warn(exc: MinirunError) -> None:
+    print(f"minirun: warning: {exc}", file=sys.stderr)
+
+
+def remove_container_dir(container_id: str) -> bool:
+    """Remove a container's directory; what cannot go (an immutable file the container made...) is reported
+    in one line on stderr and left for a later `gc`: it never stops the command that found it."""
+    from minirun.runtime import sandbox
+
+    try:
+        return sandbox.remove_container_dir(container_id)
+    except MinirunError as exc:
+        _warn(exc)
+        return False
 
 
 def reconcile(narrator: Narrator | None = None) -> list[str]:
@@ -222,7 +232,11 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
     if pods:
         from minirun.runtime import pod
 
-        removed_pods = pod.reconcile(narrator)
+        try:
+            removed_pods = pod.reconcile(narrator)
+        except MinirunError as exc:  # reported; the rest of the cleanup and the command go on
+            _warn(exc)
+            removed_pods = []
         pods = _pod_ids()
     else:
         removed_pods = []
@@ -251,9 +265,7 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
         except TeardownError as exc:
             _warn(exc)
     for orphan in directories - known:
-        from minirun.runtime import sandbox
-
-        if sandbox.remove_container_dir(orphan):
+        if remove_container_dir(orphan):
             removed.append(f"directory of container {orphan}")
     holders = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | pods
     for network, addresses in reservations.items():
@@ -275,7 +287,14 @@ def _remove_orphan_pod_dirs(listed: set[str]) -> list[str]:
         recorded = {name[: -len(".json")] for name in os.listdir(paths.pods_dir()) if name.endswith(".json")}
     except FileNotFoundError:
         recorded = set()
-    return [f"directory of pod {name}" for name in sorted(listed - recorded) if sandbox.remove_pod_etc(name)]
+    removed = []
+    for name in sorted(listed - recorded):
+        try:
+            if sandbox.remove_pod_etc(name):
+                removed.append(f"directory of pod {name}")
+        except MinirunError as exc:  # what a member made there (an immutable file): reported, never fatal
+            _warn(exc)
+    return removed
 
 
 def _reconcile_orphan(record: dict[str, Any], narrator: Narrator | None = None) -> list[str]:

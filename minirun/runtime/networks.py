@@ -6,11 +6,11 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import shutil
 from typing import Any
 
 from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
+from minirun.fs import tree
 from minirun.net import network as netdefs
 from minirun.plan import Narrator, Step, run_best_effort, run_plan
 from minirun.runtime import state
@@ -134,7 +134,7 @@ def removal_steps(network: netdefs.Network) -> list[Step]:
 
     def forget() -> None:
         state.remove_file(netdefs.record_path(network.name))
-        shutil.rmtree(paths.ipam_dir(network.name), ignore_errors=True)
+        tree.remove_tree(paths.ipam_dir(network.name)).check()
 
     return [
         Step(

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import shlex
-import shutil
 from typing import Any, NamedTuple
 
 from minirun import paths
 from minirun.errors import ConfigError, MinirunError
-from minirun.fs import etcfiles
+from minirun.fs import etcfiles, tree
 from minirun.spec import ContainerSpec, container_env
 
 
@@ -162,20 +161,24 @@ def set_address(sandbox: Sandbox, hostname: str, address: str) -> None:
 
 
 def remove_container_dir(container_id: str) -> bool:
-    """The container's upper dir, overlay scratch, /etc files and logs. "Already gone" is success."""
+    """The container's upper dir, overlay scratch, /etc files, private dirs and logs. "Already gone" is
+    success (False).
+
+    The container wrote that tree: however deep, wide, chmod'ed or linked it is, it goes without recursion
+    and without following a link; raises fs.tree.TreeNotRemoved naming what could not go (immutable...)."""
     found = False
     for directory in (container_dir(container_id), _state_root_container_dir(container_id)):
         if os.path.lexists(directory):
-            shutil.rmtree(directory, ignore_errors=True)
+            tree.remove_tree(directory).check()
             found = True
     return found
 
 
 def remove_pod_etc(pod_name: str) -> bool:
-    """The pod's shared /etc files. "Already gone" is success."""
+    """The pod's shared /etc files. "Already gone" is success (False); raises like remove_container_dir."""
     found = False
     for directory in (paths.pod_data_dir(pod_name), os.path.join(paths.pods_dir(), f"{pod_name}.etc")):
         if os.path.lexists(directory):
-            shutil.rmtree(directory, ignore_errors=True)
+            tree.remove_tree(directory).check()
             found = True
     return found

@@ -166,10 +166,10 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "data" / "images"
 
 
-def import_bytes(archive: bytes, tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def import_bytes(archive: bytes, tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     path = tmp_path / "image.tar"
     path.write_bytes(archive)
-    return minirun("image", "import", str(path), *args)
+    return minirun("image", "import", str(path), *args, env=env)
 
 
 def leftovers(images_dir: Path) -> list[str]:
@@ -393,6 +393,20 @@ def test_truncated_gzip_layer(store: Path, tmp_path: Path):
     assert leftovers(store) == []
 
 
+def wrong_diff_id_archive(layer: bytes) -> bytes:
+    """A docker save tarball whose config names another uncompressed layer (diff_id) than `layer`."""
+    config = dict(CONFIG, rootfs={"type": "layers", "diff_ids": [f"sha256:{sha(b'other')}"]})
+    config_blob = json.dumps(config).encode()
+    manifest = [{"Config": f"{sha(config_blob)}.json", "RepoTags": ["x:1"], "Layers": ["l/layer.tar"]}]
+    return files_tar(
+        {
+            "manifest.json": json.dumps(manifest).encode(),
+            f"{sha(config_blob)}.json": config_blob,
+            "l/layer.tar": layer,
+        }
+    )
+
+
 def test_digest_mismatches(store: Path, tmp_path: Path):
     files = oci_layout_files([LAYER_1])
     layer_path = next(p for p, d in files.items() if d[:2] == b"\x1f\x8b")
@@ -401,16 +415,7 @@ def test_digest_mismatches(store: Path, tmp_path: Path):
     assert result.returncode == 1
     assert "layer 1: content does not match its digest (expected sha256:" in result.stderr, result.stderr
     # docker save: the config's diff_ids name the uncompressed layers
-    config = dict(CONFIG, rootfs={"type": "layers", "diff_ids": [f"sha256:{sha(b'other')}"]})
-    config_blob = json.dumps(config).encode()
-    manifest = [{"Config": f"{sha(config_blob)}.json", "RepoTags": ["x:1"], "Layers": ["l/layer.tar"]}]
-    archive = files_tar(
-        {
-            "manifest.json": json.dumps(manifest).encode(),
-            f"{sha(config_blob)}.json": config_blob,
-            "l/layer.tar": LAYER_1,
-        }
-    )
+    archive = wrong_diff_id_archive(LAYER_1)
     result = import_bytes(archive, tmp_path)
     assert result.returncode == 1 and "layer 1 (uncompressed): content does not match its digest" in result.stderr
     assert leftovers(store) == []
@@ -555,3 +560,183 @@ def test_imported_images_run_with_their_config(store: Path, tmp_path: Path, form
     entry = minirun("run", "--rm", "--image", name, "--entrypoint", "/bin/busybox", "echo", "direct")
     assert entry.stdout == "direct\n", entry.stderr
     assert minirun("image", "rm", name).returncode == 0
+
+
+# --- hostile archives: deep trees, bombs, sparse files, bad digests (issue 12, holes 5 and 9) -----------
+
+DEEP = 1500
+
+
+def deep_layer(depth: int = DEEP) -> bytes:
+    path = "/".join(["d"] * depth)
+    return tar_of(*(member("/".join(["d"] * n) + "/", tarfile.DIRTYPE, mode=0o755) for n in range(1, depth + 1)),
+                  member(f"{path}/bottom", data=b"reached\n"))  # fmt: skip
+
+
+def depth_of(root: Path) -> int:
+    from minirun.fs import tree
+
+    return max(entry.path.count(b"/") for entry in tree.walk(str(root)))
+
+
+def test_archive_and_recipe_1500_levels_deep(store: Path, tmp_path: Path):
+    """Hole 5: an image archive 1500 levels deep made `image build/import` raise RecursionError. Both
+    import (a docker save tarball) and build (a recipe whose rootfs/ is that deep) store it, and it goes
+    again with `image rm`."""
+    imported = import_bytes(docker_save([deep_layer()], tags=("deep/import:1",)), tmp_path)
+    assert imported.returncode == 0 and "Traceback" not in imported.stderr, imported.stderr
+    assert depth_of(rootfs("deep/import:1")) == DEEP + 1
+    recipe = tmp_path / "recipe"
+    (recipe / "rootfs").mkdir(parents=True)
+    (recipe / "image.toml").write_text('name = "deep/build:1"\n[config]\nCmd = ["sh"]\n')
+    with tarfile.open(fileobj=io.BytesIO(deep_layer())) as tar:
+        tar.extractall(recipe / "rootfs")  # noqa: S202 - our own archive
+    built = minirun("image", "build", str(recipe))
+    assert built.returncode == 0 and "Traceback" not in built.stderr, built.stderr
+    assert depth_of(rootfs("deep/build:1")) == DEEP + 1
+    for name in ("deep/import:1", "deep/build:1"):
+        assert minirun("image", "rm", name).returncode == 0
+    assert leftovers(store) == []
+
+
+MIB = 1 << 20
+
+
+@pytest.fixture
+def small_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A 64 MiB tmpfs as the data root: an import that writes what it should not runs out of it at once."""
+    data = tmp_path / "small-data"
+    data.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", str(data)], check=True)
+    monkeypatch.setenv("MINIRUN_DATA_DIR", str(data))
+    monkeypatch.delenv("MINIRUN_MIN_FREE_BYTES", raising=False)
+    try:
+        yield data
+    finally:
+        subprocess.run(["umount", str(data)], check=True)
+
+
+def used_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return (st.f_blocks - st.f_bfree) * st.f_frsize
+
+
+def import_watching_usage(archive: bytes, tmp_path: Path, data: Path, env: dict | None = None):
+    """Import `archive` while sampling how much of the data root is used; returns (result, peak bytes)."""
+    path = tmp_path / "image.tar"
+    path.write_bytes(archive)
+    process = subprocess.Popen(
+        [MINIRUN, "image", "import", str(path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, **(env or {})),
+    )
+    peak = 0
+    while process.poll() is None:
+        peak = max(peak, used_bytes(data))
+        time.sleep(0.001)
+    stdout, stderr = process.communicate()
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), peak
+
+
+def zeros_layer(size: int, name: str = "zeros") -> bytes:
+    return tar_of(member(name, data=bytes(size)))
+
+
+def test_gzip_bomb_is_refused_before_writing(small_store: Path, tmp_path: Path):
+    """Hole 9: a 1 MiB gzip layer expanded to 1 GiB on the data root. Now what a layer's tar headers say
+    it expands to is checked against the free space (less a margin) before a byte is written: a layer of
+    well under 1 MiB compressed that expands to 200 MiB is refused in one line, and nothing is stored."""
+    archive = docker_save([zeros_layer(200 * MIB)], docker25=True)
+    assert len(archive) < MIB
+    baseline = used_bytes(small_store)
+    result, peak = import_watching_usage(archive, tmp_path, small_store)
+    assert result.returncode == 1, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert "expands to at least 200.0 MiB" in line and "nothing was stored" in line, line
+    assert "MINIRUN_MIN_FREE_BYTES" in line
+    assert peak - baseline < MIB, f"{peak - baseline} bytes were written before the refusal"
+    assert leftovers(small_store / "images") == []
+    assert used_bytes(small_store) == baseline
+
+
+def test_free_space_margin(small_store: Path, tmp_path: Path):
+    """Hole 9: the import leaves a margin of free space on the data root (MINIRUN_MIN_FREE_BYTES, else 5%
+    of the filesystem up to 1 GiB): a 20 MiB layer fits a 64 MiB data root, and is refused when the
+    margin asks for 50 MiB to stay free."""
+    archive = docker_save([zeros_layer(20 * MIB)], tags=("fits/app:1",))
+    refused = import_bytes(archive, tmp_path, env={"MINIRUN_MIN_FREE_BYTES": str(50 * MIB)})
+    assert refused.returncode == 1 and "minirun keeps 50.0 MiB" in refused.stderr, refused.stderr
+    assert leftovers(small_store / "images") == []
+    bad = import_bytes(archive, tmp_path, env={"MINIRUN_MIN_FREE_BYTES": "lots"})
+    assert bad.returncode == 1 and 'MINIRUN_MIN_FREE_BYTES="lots" is not a byte count' in bad.stderr, bad.stderr
+    stored = import_bytes(archive, tmp_path)
+    assert stored.returncode == 0, stored.stderr
+    assert minirun("image", "rm", "fits/app:1").returncode == 0
+
+
+def gnu_tar_sparse_layer(tmp_path: Path, tar_format: str) -> bytes:
+    """A layer made by GNU tar --sparse: a 1 GiB file with two bytes of data, and 40 MiB of plain zeros."""
+    source = tmp_path / f"sparse-src-{tar_format}"
+    source.mkdir()
+    with open(source / "big", "wb") as f:
+        f.truncate(1 << 30)
+        f.seek(500_000_000)
+        f.write(b"middle")
+        f.seek((1 << 30) - 3)
+        f.write(b"end")
+    (source / "zeros").write_bytes(bytes(40 * MIB))
+    layer = tmp_path / f"sparse-{tar_format}.tar"
+    subprocess.run(
+        ["tar", "--sparse", f"--format={tar_format}", "-C", str(source), "-cf", str(layer), "big", "zeros"],
+        check=True,
+    )
+    return layer.read_bytes()
+
+
+@pytest.mark.parametrize("tar_format", ["gnu", "posix"])
+def test_sparse_files_stay_sparse(small_store: Path, tmp_path: Path, tar_format: str):
+    """Hole 9: a 20 KiB sparse layer wrote 1 GiB (holes not kept). A sparse member (GNU and pax sparse
+    headers) and a plain member of zeros are written as holes: a 1 GiB file and 40 MiB of zeros are
+    imported onto a 64 MiB data root, with their content intact."""
+    archive = docker_save([gnu_tar_sparse_layer(tmp_path, tar_format)], tags=("sparse/app:1",))
+    assert len(archive) < 42 * MIB
+    imported = import_bytes(archive, tmp_path)
+    assert imported.returncode == 0, imported.stderr
+    root = rootfs("sparse/app:1")
+    big = os.stat(root / "big")
+    assert big.st_size == 1 << 30 and big.st_blocks * 512 <= 64 * 1024, big
+    with open(root / "big", "rb") as f:
+        f.seek(500_000_000)
+        assert f.read(6) == b"middle"
+        f.seek((1 << 30) - 3)
+        assert f.read() == b"end"
+    zeros = os.stat(root / "zeros")
+    assert zeros.st_size == 40 * MIB and zeros.st_blocks == 0, zeros
+    assert used_bytes(small_store) < 8 * MIB
+    assert minirun("image", "rm", "sparse/app:1").returncode == 0
+    assert leftovers(small_store / "images") == []
+
+
+def test_bad_digests_are_refused_before_any_byte_is_written(small_store: Path, tmp_path: Path):
+    """Hole 9: 968 MB were written before a bad layer digest was refused. A blob that does not match its
+    descriptor's digest is refused before it is even decompressed (here a 200 MiB layer that, extracted,
+    would have filled the 64 MiB data root first), and an uncompressed layer that does not match its
+    diff_id is refused before extraction: the data root's usage never grows."""
+    files = oci_layout_files([zeros_layer(200 * MIB)])
+    for path, data in list(files.items()):
+        if data[:2] == b"\x1f\x8b":  # the layer blob: same size, other content
+            files[path] = gzip.compress(zeros_layer(200 * MIB, name="other"), mtime=0)
+    baseline = used_bytes(small_store)
+    result, peak = import_watching_usage(files_tar(files), tmp_path, small_store, {"MINIRUN_MIN_FREE_BYTES": "0"})
+    assert result.returncode == 1, result.stderr
+    assert "layer 1: content does not match its digest (expected sha256:" in result.stderr, result.stderr
+    assert peak - baseline < MIB, f"{peak - baseline} bytes were written before the refusal"
+
+    archive = wrong_diff_id_archive(zeros_layer(40 * MIB))
+    result, peak = import_watching_usage(archive, tmp_path, small_store, {"MINIRUN_MIN_FREE_BYTES": "0"})
+    assert result.returncode == 1 and "layer 1 (uncompressed): content does not match its digest" in result.stderr
+    assert peak - baseline < MIB, f"{peak - baseline} bytes were written before the refusal"
+    assert leftovers(small_store / "images") == []
+    assert used_bytes(small_store) == baseline
