@@ -59,3 +59,16 @@ def _guard_real_host(request: pytest.FixtureRequest) -> None:
     """Refuse to run a root test in the machine's real network namespace."""
     if "root" in request.keywords and not in_sandbox():
         pytest.exit("refusing to run root tests outside the sandbox network namespace", returncode=3)
+
+
+@pytest.fixture(autouse=True)
+def _tmp_path_removed_without_recursion(request: pytest.FixtureRequest):
+    """Some tests make trees deeper than Python's recursion limit (5000 levels: issue 12, holes 5 and 9).
+    pytest removes old temporary directories with shutil.rmtree, which would then crash a later session
+    with RecursionError; so each test's tmp_path goes with minirun's own iterative removal."""
+    yield
+    path = request.node.funcargs.get("tmp_path")
+    if path is not None:
+        from minirun.fs import tree
+
+        tree.remove_tree(str(path))
