@@ -143,11 +143,12 @@ def release_steps(
 
 
 def forget(record: dict[str, Any]) -> list[str]:
-    """Remove the record, the name claim, the log and the container's directory (its image layer)."""
-    state.remove(record)
+    """Remove the log, the container's directory (its image layer) and then the record and name claim: the
+    record goes last, so whoever sees it gone (`rm`, a test, reconcile's orphan rule) finds its files gone."""
     if record.get("log"):
         state.remove_file(record["log"])
     remove_container_dir(record["id"])
+    state.remove(record)
     if record.get("image"):
         from minirun.runtime import images
 
