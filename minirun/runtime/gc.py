@@ -245,6 +245,7 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
     directories = _container_dirs()
     pod_directories = _pod_data_dirs()
     records = state.all_records()
+    state.test_pause()
     removed = removed_pods + [
         f"temp file {name}" for d in (paths.containers_dir(), paths.names_dir()) for name in state.sweep_temp_files(d)
     ]
@@ -261,8 +262,12 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
             continue
         if record.get("status") == "exited" or state.owner_alive(record):
             continue
+        state.test_pause()
+        orphan = _still_orphaned(record)
+        if orphan is None:
+            continue
         try:
-            removed += _reconcile_orphan(record, narrator)
+            removed += _reconcile_orphan(orphan, narrator)
         except TeardownError as exc:
             _warn(exc)
     for orphan in directories - known:
@@ -298,6 +303,18 @@ def _remove_orphan_pod_dirs(listed: set[str]) -> list[str]:
     return removed
 
 
+def _still_orphaned(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The record as it is now, if its owner is still dead in it; None if it changed hands or went.
+
+    `record` was read before its owner was seen dead, and an owner writes its last word before it exits
+    (a worker hands a detached container to the supervisor, then exits): so only a read made after the
+    owner was seen dead shows the final state. Acting on the first read lost live containers."""
+    fresh = state.load(record["id"])
+    if fresh is None or fresh.get("corrupt") or fresh.get("status") == "exited" or state.owner_alive(fresh):
+        return None
+    return fresh
+
+
 def _reconcile_orphan(record: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
     label = f"(container {record['id']})"
     if record.get("status") == "creating" or not record.get("detached"):
@@ -315,16 +332,19 @@ def remove_orphan_links(bridge: str) -> list[str]:
     """Delete host veths on `bridge` that belong to no live container or pod (e.g. a killed verifier's)."""
     from minirun.net import links, rtnl
 
-    owners = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | _pod_ids()
-    live = {links.host_veth_name(owner) for owner in owners}
     removed = []
     with rtnl.Rtnl() as ipr:
         master = links.get_link(ipr, bridge)
         if master is None:
             return removed
-        for link in links.list_links(ipr):
-            orphan = link.master == master.index and link.kind == "veth" and link.name not in live
-            if orphan and links.delete_link(ipr, link.name):
+        # Links first, owners after: a container writes its record before it makes its veth, so a veth
+        # listed here whose owner is in no record read afterwards really is an orphan (the other order
+        # cut the veth of a container created in between).
+        ports = [link for link in links.list_links(ipr) if link.master == master.index and link.kind == "veth"]
+        owners = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | _pod_ids()
+        live = {links.host_veth_name(owner) for owner in owners}
+        for link in ports:
+            if link.name not in live and links.delete_link(ipr, link.name):
                 removed.append(f"link {link.name} (on {bridge}, no container)")
     return removed
 

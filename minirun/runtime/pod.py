@@ -573,8 +573,20 @@ def inspect(pod: dict[str, Any]) -> dict[str, Any]:
 def reconcile(narrator: Narrator | None = None) -> list[str]:
     """Pods whose creation was interrupted (their creator died) are rolled back."""
     removed = []
-    for pod in all_pods():
-        owner = pod.get("owner")
-        if pod.get("status") == "creating" and owner and not proc.is_alive(owner["pid"], owner["started"]):
-            removed += [f"{item} (interrupted pod {pod['name']})" for item in release(pod, narrator)]
+    pods = all_pods()
+    state.test_pause()
+    for pod in pods:
+        if not _interrupted(pod):
+            continue
+        state.test_pause()
+        # Read again now that the creator was seen dead: it writes the finished record before it exits,
+        # so only this read shows whether it finished (see gc._still_orphaned).
+        fresh = load(pod["name"])
+        if fresh is not None and fresh.get("id") == pod.get("id") and _interrupted(fresh):
+            removed += [f"{item} (interrupted pod {pod['name']})" for item in release(fresh, narrator)]
     return removed
+
+
+def _interrupted(pod: dict[str, Any]) -> bool:
+    owner = pod.get("owner")
+    return pod.get("status") == "creating" and bool(owner) and not proc.is_alive(owner["pid"], owner["started"])

@@ -10,6 +10,7 @@ import contextlib
 import datetime
 import json
 import os
+import time
 from typing import Any
 
 from minirun import paths
@@ -146,3 +147,14 @@ def remove(record: dict[str, Any]) -> None:
     if record.get("name"):
         release_name(record["name"], record["id"])
     remove_file(paths.container_record(record["id"]))
+
+
+# Test-only: seconds to wait between reading state and acting on it, where a concurrent command may change
+# it meanwhile (the reconcile race of issue 13); unset in normal use.
+PAUSE_ENV = "MINIRUN_TEST_RECONCILE_PAUSE"
+
+
+def test_pause() -> None:
+    pause = os.environ.get(PAUSE_ENV)
+    if pause:
+        time.sleep(float(pause))
