@@ -145,7 +145,7 @@ def inspect_cmd(
 def logs_cmd(
     ref: str = typer.Argument(..., metavar="CONTAINER"),
     follow: bool = typer.Option(False, "-f", "--follow", help="keep printing until the container exits"),
-    tail: int = typer.Option(None, "-n", "--tail", help="only the last N lines"),
+    tail: int = typer.Option(None, "-n", "--tail", min=0, help="only the last N lines"),
     debug: bool = DEBUG,
 ) -> None:
     """Print a detached container's output (stdout and stderr, interleaved as written)."""
@@ -174,10 +174,13 @@ def port_cmd(ref: str = typer.Argument(..., metavar="CONTAINER"), debug: bool = 
             typer.echo(f"{container_port} -> {binding['HostIp']}:{binding['HostPort']}")
 
 
+STOP_TIME_HELP = "seconds to wait after SIGTERM before SIGKILL (-1: forever, as Docker)"
+
+
 @app.command("stop")
 def stop_cmd(
     refs: list[str] = typer.Argument(..., metavar="CONTAINER..."),
-    time_: float = typer.Option(10.0, "-t", "--time", help="seconds to wait after SIGTERM before SIGKILL"),
+    time_: float = typer.Option(10.0, "-t", "--time", help=STOP_TIME_HELP),
     debug: bool = DEBUG,
 ) -> None:
     """SIGTERM, wait, then SIGKILL. Stopping a stopped container is not an error."""
@@ -329,7 +332,7 @@ def pod_rm_cmd(
 @pod_app.command("stop")
 def pod_stop_cmd(
     name: str = typer.Argument(..., metavar="NAME"),
-    time_: float = typer.Option(10.0, "-t", "--time", help="seconds to wait after SIGTERM before SIGKILL"),
+    time_: float = typer.Option(10.0, "-t", "--time", help=STOP_TIME_HELP),
     debug: bool = DEBUG,
 ) -> None:
     """Stop every member; the pod keeps its namespaces and address until `pod rm`."""

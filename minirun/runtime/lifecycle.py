@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import math
 import os
 import signal
 import time
@@ -94,6 +95,8 @@ def status_text(record: dict[str, Any], now: datetime.datetime | None = None) ->
     status = record.get("status")
     if status == "creating":
         return "Created"
+    if status == "running" and not gc.container_alive(record):
+        return "Exited (unknown)"  # its PID 1 ended (a zombie too) and its owner has not recorded how yet
     if status == "running":
         return f"Up {human_duration(seconds_since(record.get('started'), now))}"
     code = record.get("exit_code", gc.EXIT_STATUS_LOST)
@@ -105,7 +108,7 @@ def ps_rows(show_all: bool) -> list[dict[str, Any]]:
     rows = []
     records = sorted(state.all_records(), key=lambda r: r.get("created", ""), reverse=True)
     for record in records:
-        if not show_all and record.get("status") != "running":
+        if not show_all and not is_running(record):
             continue
         network = record.get("network") or _pod_network(record)
         rows.append(
@@ -350,9 +353,12 @@ def kill(record: dict[str, Any], signum: int) -> None:
 
 
 def stop(record: dict[str, Any], timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
-    """SIGTERM, the grace period, then SIGKILL (a PID 1 without a TERM handler ends as 137). Idempotent."""
+    """SIGTERM, the grace period, then SIGKILL (a PID 1 without a TERM handler ends as 137). Idempotent.
+    A negative grace period waits for as long as it takes, as Docker's `stop -t -1`."""
     if not is_running(record):
         return
+    if timeout < 0:
+        timeout = math.inf
     with contextlib.suppress(ProcessLookupError):
         os.kill(record["pid"], signal.SIGTERM)
     if not _wait_gone(record, timeout):

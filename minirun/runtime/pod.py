@@ -375,7 +375,14 @@ def _pin_step(pod: dict[str, Any], ns: str, holder: dict[str, Any]) -> Step:
             os.unlink(target)
             raise
         pod["pins"][ns] = target
-        return lambda: unpin(target)
+
+        def undo() -> None:
+            unpin(target)
+            if ns != "net":  # the pod's own pin directory, made for it (a failed create left it behind)
+                with contextlib.suppress(OSError):  # another pin still in it
+                    os.rmdir(os.path.dirname(target))
+
+        return undo
 
     def explain() -> list[str]:
         pid = holder.get("pid", "<pid>")

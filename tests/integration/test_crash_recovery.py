@@ -1,0 +1,63 @@
+"""Issue 13: crash recovery that never harms the living. Zombies are dead (item 4) and the smaller
+findings of item 5; the reconcile race (item 1) is in test_reconcile_race.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+from tests.integration.conftest import ipam_reservations, minirun, records, spawn, wait_for, wait_running
+
+
+def process_state(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0].decode()
+    except FileNotFoundError:
+        return None
+
+
+def test_a_zombie_container_is_not_up_and_goes_at_once(state_dir: Path):
+    """Item 4: a killed container whose parent does not reap it counted as "Up" forever: it kept its
+    address, `stop -t 1` returned after 6 s with it still listed, `rm -f` took 9 s. A zombie is dead."""
+    launcher = spawn("run", "--name", "undead", "sleep", "300")
+    (record,) = wait_running(state_dir)
+    os.kill(launcher.pid, signal.SIGSTOP)  # the container's parent: it will not reap it now
+    try:
+        os.kill(record["pid"], signal.SIGKILL)
+        wait_for(lambda: process_state(record["pid"]) == "Z", what="the container a zombie")
+        assert "undead" not in minirun("ps").stdout
+        assert minirun("stop", "-t", "1", "undead", timeout=5).returncode == 0
+        assert minirun("rm", "-f", "undead", timeout=5).returncode == 0
+        assert records(state_dir) == [] and ipam_reservations(state_dir) == []
+    finally:
+        os.kill(launcher.pid, signal.SIGCONT)
+        launcher.wait(timeout=30)
+
+
+def test_stop_with_a_negative_grace_period_waits_as_long_as_it_takes(state_dir: Path, clean_slate):
+    """Item 5: `stop -t -1` killed at once; Docker waits for the container however long it takes."""
+    script = 'trap "sleep 1; exit 3" TERM; echo ready; while :; do sleep 0.1; done'
+    started = minirun("run", "-d", "--name", "patient", "sh", "-c", script)
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: "ready" in minirun("logs", "patient").stdout, what="the trap set")
+    assert minirun("stop", "-t", "-1", "patient").returncode == 0
+    assert "Exited (3)" in minirun("ps", "-a").stdout  # its own exit after the grace it needed, not 137
+
+
+def test_logs_tail_takes_no_negative_count(clean_slate):
+    """Item 5: `logs --tail -5` exited 0 and printed nothing."""
+    assert minirun("run", "-d", "--name", "talker", "echo", "hi").returncode == 0
+    result = minirun("logs", "--tail", "-5", "talker")
+    assert result.returncode == 2 and "--tail" in result.stderr and "greater than or equal to 0" in result.stderr
+
+
+def test_a_failed_pod_create_leaves_no_directory(state_dir: Path, clean_slate):
+    """Item 5: a `pod create` that failed (address pool exhausted) left an empty pods/NAME/ that nothing
+    removed."""
+    assert minirun("network", "create", "tiny", "--subnet", "10.99.0.0/30").returncode == 0
+    assert minirun("pod", "create", "first", "--network", "tiny").returncode == 0
+    failed = minirun("pod", "create", "second", "--network", "tiny")
+    assert failed.returncode != 0 and len(failed.stderr.splitlines()) == 1, failed.stderr
+    assert sorted(p.name for p in (state_dir / "pods").iterdir()) == ["first", "first.json"]
