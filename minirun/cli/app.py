@@ -218,10 +218,22 @@ def rm_cmd(
 
 
 @app.command("gc")
-def gc_cmd(explain: bool = EXPLAIN, verbose: bool = VERBOSE, debug: bool = DEBUG) -> None:
+def gc_cmd(
+    damaged: bool = typer.Option(False, "--damaged", help="show what containers with damaged records hold"),
+    force: bool = typer.Option(False, "-f", "--force", help="with --damaged: release it"),
+    explain: bool = EXPLAIN,
+    verbose: bool = VERBOSE,
+    debug: bool = DEBUG,
+) -> None:
     """Release what killed launchers left behind (addresses, veths, records) and print it."""
     from minirun.net.network import all_networks
     from minirun.runtime import gc
+
+    if force and not damaged:
+        raise typer.BadParameter("-f only goes with --damaged", param_hint="-f")
+    if damaged:
+        _damaged(force, debug)
+        return
 
     def collect() -> list[str]:
         removed = gc.reconcile(_narrator(explain, verbose))
@@ -232,6 +244,23 @@ def gc_cmd(explain: bool = EXPLAIN, verbose: bool = VERBOSE, debug: bool = DEBUG
     removed = _managed(collect, debug, reconcile=False)
     for item in removed:
         typer.echo(f"removed {item}")
+
+
+def _damaged(force: bool, debug: bool) -> None:
+    from minirun.runtime import damaged
+
+    holdings = _managed(damaged.holdings, debug)
+    if not holdings:
+        typer.echo("no damaged records")
+        return
+    for holding in holdings:
+        if force:
+            for item in _managed(lambda h=holding: damaged.release(h), debug, reconcile=False):
+                typer.echo(f"released {item} (container {holding.container_id})")
+        else:
+            typer.echo(f"container {holding.container_id} (damaged record) holds: {', '.join(holding.describe())}")
+    if not force:
+        typer.echo("release them with: minirun gc --damaged -f")
 
 
 def _subapp(name: str, help_text: str) -> typer.Typer:

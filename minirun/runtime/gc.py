@@ -227,8 +227,8 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
     """Deal with what dead owners left behind. Cheap when there is nothing to do (a few listdirs)."""
     # Snapshot reservations and claims BEFORE the records: a run writes its record first, so anything
     # listed here that lacks a record was really orphaned.
-    reservations = _ipam_reservations()
-    claims = _name_claims()
+    reservations = ipam_reservations()
+    claims = name_claims()
     pods = _pod_ids()
     if pods:
         from minirun.runtime import pod
@@ -253,12 +253,22 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
         removed += _remove_orphan_pod_dirs(pod_directories)
     if not records and not reservations and not claims and not directories:
         return removed
-    known = set()
+    # A record that cannot be read is never evidence that what it describes is free: its id keeps holding
+    # its address, name, directory and veth until an operator releases them (gc --damaged -f).
+    damaged = set(state.damaged_records())
+    known = set(damaged)
     for record in records:
         known.add(record["id"])
         if record.get("corrupt"):
-            state.remove_file(paths.container_record(record["id"]))
-            removed.append(f"corrupt record {record['id']}")
+            aside = state.set_aside(record["id"])
+            if aside:
+                print(
+                    f"minirun: warning: the record of container {record['id']} is damaged; moved to {aside}, and "
+                    "what the container may hold (address, name, veth, files) stays reserved; see "
+                    "'minirun gc --damaged'",
+                    file=sys.stderr,
+                )
+            damaged.add(record["id"])
             continue
         if record.get("status") == "exited" or state.owner_alive(record):
             continue
@@ -273,7 +283,7 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
     for orphan in directories - known:
         if remove_container_dir(orphan):
             removed.append(f"directory of container {orphan}")
-    holders = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | pods
+    holders = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | pods | damaged
     for network, addresses in reservations.items():
         if any(owner not in holders for owner in addresses.values()):
             removed += _release_orphans(network, addresses, holders)
@@ -342,6 +352,7 @@ def remove_orphan_links(bridge: str) -> list[str]:
         # cut the veth of a container created in between).
         ports = [link for link in links.list_links(ipr) if link.master == master.index and link.kind == "veth"]
         owners = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | _pod_ids()
+        owners |= set(state.damaged_records())
         live = {links.host_veth_name(owner) for owner in owners}
         for link in ports:
             if link.name not in live and links.delete_link(ipr, link.name):
@@ -388,7 +399,7 @@ def _pod_ids() -> set[str]:
     return ids
 
 
-def _ipam_reservations() -> dict[str, dict[str, str]]:
+def ipam_reservations() -> dict[str, dict[str, str]]:
     try:
         networks = os.listdir(paths.ipam_root())
     except FileNotFoundError:
@@ -420,7 +431,7 @@ def _release_orphans(network: str, addresses: dict[str, str], holders: set[str])
     return removed
 
 
-def _name_claims() -> dict[str, str]:
+def name_claims() -> dict[str, str]:
     try:
         names = os.listdir(paths.names_dir())
     except FileNotFoundError:

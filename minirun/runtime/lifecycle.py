@@ -31,6 +31,13 @@ def find(ref: str) -> dict[str, Any]:
     if len(matches) > 1:
         ids = ", ".join(sorted(r["id"] for r in matches))
         raise MinirunError(f'"{ref}" matches several containers ({ids})', hint="give more of the id", code=1)
+    named = state.read_name(ref) if ref and "/" not in ref else None
+    damaged = [i for i in state.damaged_records() if ref and (i.startswith(ref) or i == named)]
+    if damaged:
+        raise NotFound(
+            f"no such container: {ref} (the record of container {damaged[0]} is damaged)",
+            hint="see what it holds with 'minirun gc --damaged', release it with 'minirun gc --damaged -f'",
+        )
     raise NotFound(f"no such container: {ref}", hint="see 'minirun ps -a'")
 
 

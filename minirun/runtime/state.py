@@ -113,10 +113,44 @@ def read_json(path: str) -> dict[str, Any] | None:
 
 
 def load(container_id: str) -> dict[str, Any] | None:
+    """The container's record; {"id": ID, "corrupt": True} for one that cannot be read as a record."""
     try:
-        return read_json(paths.container_record(container_id))
-    except ValueError:
+        record = read_json(paths.container_record(container_id))
+    except (ValueError, UnicodeDecodeError, OSError):
         return {"id": container_id, "corrupt": True}
+    if record is not None and (not isinstance(record, dict) or record.get("id") != container_id):
+        return {"id": container_id, "corrupt": True}
+    return record
+
+
+# A damaged record is moved aside as ID.json.damaged-TIMESTAMP: out of every listing of records, but its id
+# still holds what the container may own (see gc.reconcile) until `minirun gc --damaged -f`.
+DAMAGED_MARK = ".json.damaged-"
+
+
+def set_aside(container_id: str) -> str | None:
+    """Move a damaged record aside; returns its new path (None when it is gone already)."""
+    path = paths.container_record(container_id)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    aside = f"{path[: -len('.json')]}{DAMAGED_MARK}{stamp}"
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return None
+    return aside
+
+
+def damaged_records() -> dict[str, list[str]]:
+    """Container id -> the damaged records set aside for it."""
+    try:
+        names = os.listdir(paths.containers_dir())
+    except FileNotFoundError:
+        return {}
+    found: dict[str, list[str]] = {}
+    for name in sorted(names):
+        if DAMAGED_MARK in name and not name.startswith("."):
+            found.setdefault(name.split(DAMAGED_MARK, 1)[0], []).append(os.path.join(paths.containers_dir(), name))
+    return found
 
 
 def all_records() -> list[dict[str, Any]]:

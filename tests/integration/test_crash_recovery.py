@@ -7,7 +7,7 @@ import os
 import signal
 from pathlib import Path
 
-from tests.integration.conftest import ipam_reservations, minirun, records, spawn, wait_for, wait_running
+from tests.integration.conftest import host_links, ipam_reservations, minirun, records, spawn, wait_for, wait_running
 
 
 def process_state(pid: int) -> str | None:
@@ -61,3 +61,38 @@ def test_a_failed_pod_create_leaves_no_directory(state_dir: Path, clean_slate):
     failed = minirun("pod", "create", "second", "--network", "tiny")
     assert failed.returncode != 0 and len(failed.stderr.splitlines()) == 1, failed.stderr
     assert sorted(p.name for p in (state_dir / "pods").iterdir()) == ["first", "first.json"]
+
+
+def test_a_damaged_record_is_set_aside_and_its_holdings_stay_reserved(state_dir: Path, clean_slate):
+    """Item 2: `echo '{' > containers/ID.json` while the container ran: `ps -a` forgot it, its address and
+    name were released while it ran, `gc` cut its veth, and on a /29 two containers then held one address.
+    The record is set aside with one warning; what it may hold stays reserved until `gc --damaged -f`."""
+    assert minirun("network", "create", "small", "--subnet", "10.98.0.0/29").returncode == 0
+    started = minirun("run", "-d", "--name", "victim", "--network", "small", "sleep", "300")
+    assert started.returncode == 0, started.stderr
+    (record,) = wait_running(state_dir)
+    address = record["network"]["address"].split("/")[0]
+    veth = record["network"]["host_veth"]
+    try:
+        (state_dir / "containers" / f"{record['id']}.json").write_text("{")
+
+        listing = minirun("ps", "-a")
+        assert listing.returncode == 0 and "victim" not in listing.stdout
+        assert listing.stderr.count("is damaged") == 1, listing.stderr
+        assert minirun("ps", "-a").stderr == ""  # warned once: the record is set aside
+        assert minirun("gc").returncode == 0
+        assert veth in host_links()  # not cut
+        assert (state_dir / "names" / "victim").exists()
+        other = minirun("run", "--rm", "--network", "small", "ip", "-4", "-br", "addr", "show", "eth0")
+        assert other.returncode == 0 and f"{address}/" not in other.stdout, other.stdout  # no duplicate
+        assert "damaged" in minirun("rm", "-f", "victim").stderr
+
+        shown = minirun("gc", "--damaged")
+        assert f"address {address} on network small" in shown.stdout and f"link {veth}" in shown.stdout
+        released = minirun("gc", "--damaged", "-f")
+        assert released.returncode == 0 and f"released address {address}" in released.stdout, released.stdout
+        wait_for(lambda: veth not in host_links(), what="the veth released")
+        assert minirun("gc", "--damaged").stdout.strip() == "no damaged records"
+    finally:
+        minirun("gc", "--damaged", "-f")
+        os.kill(record["pid"], signal.SIGKILL)  # its process: nobody manages it any more (no record)
