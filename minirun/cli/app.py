@@ -247,12 +247,22 @@ def gc_cmd(
 
 
 def _damaged(force: bool, debug: bool) -> None:
-    from minirun.runtime import damaged
+    from minirun.runtime import damaged, pod
 
     holdings = _managed(damaged.holdings, debug)
-    if not holdings:
+    pods = pod.damaged_names()
+    if not holdings and not pods:
         typer.echo("no damaged records")
         return
+    for name in pods:
+        if force:
+            for item in _managed(lambda n=name: pod.release_damaged(n), debug, reconcile=False):
+                typer.echo(f"released {item} (pod {name})")
+        else:
+            typer.echo(
+                f"pod {name} (damaged record) holds its pins (/run/netns/minirun-{name}), its directory, and "
+                "an address and veth that no command releases until then"
+            )
     for holding in holdings:
         if force:
             for item in _managed(lambda h=holding: damaged.release(h), debug, reconcile=False):

@@ -6,11 +6,12 @@ import ipaddress
 import json
 import os
 import re
+import sys
 import zlib
 from typing import NamedTuple
 
 from minirun import paths
-from minirun.errors import ConfigError
+from minirun.errors import ConfigError, MinirunError
 
 DEFAULT_NETWORK = "minirun"
 DEFAULT_BRIDGE = "minirun0"
@@ -115,12 +116,27 @@ def from_attachment(record: dict) -> Network | None:
         return None
 
 
+_WARNED: set[str] = set()  # once per command
+
+
+class DamagedRecord(MinirunError):
+    """A network record that cannot be read: the network (its bridge, its addresses) may still be in use,
+    so it is neither reused nor removed on the strength of that file."""
+
+
 def load(name: str) -> Network | None:
+    """The network `name`, None when it has no record; DamagedRecord when its record cannot be read."""
+    path = record_path(name)
     try:
-        with open(record_path(name)) as f:
+        with open(path) as f:
             return from_record(json.load(f))
     except FileNotFoundError:
         return None
+    except (ValueError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise DamagedRecord(
+            f"the record of network {name} ({path}) is damaged: {exc}",
+            hint=f"repair it, or move it away once nothing uses the network (bridge {bridge_name(name)})",
+        ) from None
 
 
 def has_resolver(network: Network) -> bool:
@@ -135,8 +151,19 @@ def user_networks() -> list[Network]:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         return []
-    found = [load(n[: -len(".json")]) for n in names if n.endswith(".json") and not n.startswith(".")]
-    return [n for n in found if n is not None]
+    found = []
+    for entry in names:
+        if entry.endswith(".json") and not entry.startswith("."):
+            try:
+                network = load(entry[: -len(".json")])
+            except DamagedRecord as exc:  # every other network still works; this one is named, not guessed
+                if exc.msg not in _WARNED:
+                    _WARNED.add(exc.msg)
+                    print(f"minirun: warning: {exc.msg}; {exc.hint}", file=sys.stderr)
+                continue
+            if network is not None:
+                found.append(network)
+    return found
 
 
 def all_networks() -> list[Network]:

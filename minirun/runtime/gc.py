@@ -284,8 +284,9 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
         if remove_container_dir(orphan):
             removed.append(f"directory of container {orphan}")
     holders = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | pods | damaged
+    held_back = _damaged_pods_exist()
     for network, addresses in reservations.items():
-        if any(owner not in holders for owner in addresses.values()):
+        if not held_back and any(owner not in holders for owner in addresses.values()):
             removed += _release_orphans(network, addresses, holders)
     for name, owner in claims.items():
         if owner not in known and state.read_name(name) == owner:
@@ -342,7 +343,9 @@ def remove_orphan_links(bridge: str) -> list[str]:
     """Delete host veths on `bridge` that belong to no live container or pod (e.g. a killed verifier's)."""
     from minirun.net import links, rtnl
 
-    removed = []
+    removed: list[str] = []
+    if _damaged_pods_exist():
+        return removed  # one of them may be a damaged pod's (see _damaged_pods_exist)
     with rtnl.Rtnl() as ipr:
         master = links.get_link(ipr, bridge)
         if master is None:
@@ -391,12 +394,31 @@ def _pod_ids() -> set[str]:
     ids = set()
     for name in names:
         if name.endswith(".json") and not name.startswith("."):
+            path = os.path.join(paths.pods_dir(), name)
             try:
-                with open(os.path.join(paths.pods_dir(), name)) as f:
+                with open(path) as f:
                     ids.add(json.load(f)["id"])
-            except (OSError, ValueError, KeyError):
+            except FileNotFoundError:
                 continue
+            except (OSError, ValueError, KeyError, TypeError):
+                # Never evidence that the pod's pins, address and veth are free: set aside, held (see reconcile).
+                aside = state.set_aside_file(path)
+                if aside:
+                    print(
+                        f"minirun: warning: the record of pod {name[: -len('.json')]} is damaged; moved to {aside}, "
+                        "and what the pod may hold stays reserved; see 'minirun gc --damaged'",
+                        file=sys.stderr,
+                    )
     return ids
+
+
+def _damaged_pods_exist() -> bool:
+    """A damaged pod record hides which address and veth are its own: while one exists, no address and no
+    veth is released as an orphan (`gc --damaged -f` ends that)."""
+    try:
+        return any(state.DAMAGED_MARK in name for name in os.listdir(paths.pods_dir()))
+    except FileNotFoundError:
+        return False
 
 
 def ipam_reservations() -> dict[str, dict[str, str]]:
@@ -427,7 +449,7 @@ def _release_orphans(network: str, addresses: dict[str, str], holders: set[str])
     removed = []
     for address, owner in addresses.items():
         if owner not in holders and store.release(address, owner):
-            removed.append(f"address {address} (container {owner})")
+            removed.append(f"address {address} (owner {owner})")
     return removed
 
 

@@ -43,11 +43,26 @@ def parse_share(text: str) -> tuple[str, ...]:
     return items
 
 
+class DamagedPod(MinirunError):
+    """A pod record that cannot be read: the pod's pins, address and veth may still be in use."""
+
+
 def load(name: str) -> dict[str, Any] | None:
-    return state.read_json(paths.pod_record(name))
+    """The pod's record, None when there is none; DamagedPod when it cannot be read as one."""
+    try:
+        pod = state.read_json(paths.pod_record(name))
+    except (ValueError, UnicodeDecodeError, OSError):
+        pod = {}
+    if pod is not None and (not isinstance(pod, dict) or pod.get("name") != name or "id" not in pod):
+        raise DamagedPod(
+            f"the record of pod {name} is damaged",
+            hint="see what it may hold with 'minirun gc --damaged', release it with 'minirun gc --damaged -f'",
+        )
+    return pod
 
 
 def all_pods() -> list[dict[str, Any]]:
+    """Every pod with a readable record (reconcile sets damaged ones aside)."""
     try:
         names = os.listdir(paths.pods_dir())
     except FileNotFoundError:
@@ -55,17 +70,74 @@ def all_pods() -> list[dict[str, Any]]:
     pods = []
     for entry in sorted(names):
         if entry.endswith(".json") and not entry.startswith("."):
-            pod = load(entry[: -len(".json")])
-            if pod is not None:
-                pods.append(pod)
+            with contextlib.suppress(DamagedPod):
+                pod = load(entry[: -len(".json")])
+                if pod is not None:
+                    pods.append(pod)
     return pods
+
+
+def set_aside_damaged() -> list[str]:
+    """Move every damaged pod record aside (NAME.json.damaged-TIMESTAMP); returns the new paths."""
+    try:
+        names = os.listdir(paths.pods_dir())
+    except FileNotFoundError:
+        return []
+    moved = []
+    for entry in sorted(names):
+        if entry.endswith(".json") and not entry.startswith("."):
+            try:
+                load(entry[: -len(".json")])
+            except DamagedPod:
+                aside = state.set_aside_file(os.path.join(paths.pods_dir(), entry))
+                if aside:
+                    moved.append(aside)
+    return moved
+
+
+def damaged_names() -> list[str]:
+    try:
+        names = os.listdir(paths.pods_dir())
+    except FileNotFoundError:
+        return []
+    return sorted({n.split(state.DAMAGED_MARK, 1)[0] for n in names if state.DAMAGED_MARK in n})
+
+
+def release_damaged(name: str) -> list[str]:
+    """`gc --damaged -f` for a pod: its pins and directories go with its damaged records; what it held on
+    the network (address, veth), now owned by no record, goes with the reconcile that follows."""
+    removed = []
+    for target in [paths.netns_pin(name), *(os.path.join(paths.pod_pin_dir(name), ns) for ns in SHAREABLE)]:
+        if os.path.lexists(target):
+            unpin(target)
+            removed.append(f"pin {target}")
+    with contextlib.suppress(OSError):
+        os.rmdir(paths.pod_pin_dir(name))
+    from minirun.runtime import sandbox
+
+    if sandbox.remove_pod_etc(name):
+        removed.append(f"directory of pod {name}")
+    for entry in sorted(os.listdir(paths.pods_dir())):
+        if entry.startswith(f"{name}{state.DAMAGED_MARK}"):
+            state.remove_file(os.path.join(paths.pods_dir(), entry))
+            removed.append(f"damaged record {entry}")
+    return removed
 
 
 def find(name: str) -> dict[str, Any]:
     pod = load(name)
     if pod is None or pod.get("status") != "ready":
-        raise NotFound(f"no such pod: {name}", hint="see 'minirun pod ls'")
+        raise _not_found(name)
     return pod
+
+
+def _not_found(name: str) -> NotFound:
+    if name in damaged_names():
+        return NotFound(
+            f"no such pod: {name} (its record is damaged)",
+            hint="see what it holds with 'minirun gc --damaged', release it with 'minirun gc --damaged -f'",
+        )
+    return NotFound(f"no such pod: {name}", hint="see 'minirun pod ls'")
 
 
 def join_paths(pod: dict[str, Any]) -> tuple[tuple[str, int], ...]:
@@ -407,7 +479,7 @@ def remove(name: str, force: bool, narrator: Narrator | None = None) -> list[str
 
     pod = load(name)
     if pod is None:
-        raise NotFound(f"no such pod: {name}", hint="see 'minirun pod ls'")
+        raise _not_found(name)
     running = [m for m in members(name) if lifecycle.is_running(m)]
     if running and not force:
         raise MinirunError(

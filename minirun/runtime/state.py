@@ -130,7 +130,11 @@ DAMAGED_MARK = ".json.damaged-"
 
 def set_aside(container_id: str) -> str | None:
     """Move a damaged record aside; returns its new path (None when it is gone already)."""
-    path = paths.container_record(container_id)
+    return set_aside_file(paths.container_record(container_id))
+
+
+def set_aside_file(path: str) -> str | None:
+    """Move the damaged record at `path` (NAME.json) aside as NAME.json.damaged-TIMESTAMP."""
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S.%fZ")
     aside = f"{path[: -len('.json')]}{DAMAGED_MARK}{stamp}"
     try:
