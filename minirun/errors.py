@@ -65,3 +65,37 @@ class TeardownError(MinirunError):
     def __init__(self, what: str, errors: list[str]) -> None:
         super().__init__(f"{what}: " + "; ".join(errors), code=1)
         self.errors = errors
+
+
+# A sick host (issue 13): the errno of a failed write to minirun's own state or data, as one line naming
+# the path, which of minirun's roots it is in, and the way out.
+_SICK_HOST = {
+    _errno.ENOSPC: ("no space left on the filesystem of {path}", "free space there"),
+    _errno.EDQUOT: ("disk quota exceeded on the filesystem of {path}", "free space there"),
+    _errno.EROFS: ("{path} is on a read-only filesystem", "remount it read-write"),
+    _errno.ENOTDIR: ("{path}: a part of that path is a file, not a directory", "move that file away"),
+    _errno.EACCES: ("permission denied on {path}", "fix its permissions (minirun runs as root)"),
+    _errno.EPERM: ("operation not permitted on {path}", "check its attributes (chattr) and mount options"),
+    _errno.EEXIST: ("{path} is in the way", "move it away"),
+    _errno.EISDIR: ("{path} is a directory where minirun keeps a file", "move it away"),
+}
+
+
+def host_error(exc: OSError, code: int = EXIT_MINIRUN_FAILED) -> MinirunError | None:
+    """A MinirunError for an OSError on a path in minirun's state or data root; None for anything else
+    (then it is a bug, and reported as one)."""
+    from minirun import paths
+
+    known = _SICK_HOST.get(exc.errno or 0)
+    path = exc.filename if isinstance(exc.filename, str) else None
+    if known is None or path is None:
+        return None
+    roots = (
+        (paths.state_root(), "state dir", paths.STATE_DIR_ENV),
+        (paths.data_root(), "data dir", paths.DATA_DIR_ENV),
+    )
+    for root, label, env in roots:
+        if os.path.normpath(path) == os.path.normpath(root) or path.startswith(os.path.normpath(root) + "/"):
+            what, fix = known
+            return MinirunError(f"{what.format(path=path)} ({label} {root})", hint=f"{fix}, or set {env}", code=code)
+    return None

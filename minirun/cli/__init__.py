@@ -17,6 +17,10 @@ def report(exc: BaseException, *, debug: bool) -> None:
         import traceback
 
         traceback.print_exception(exc, file=sys.stderr)
+    if isinstance(exc, OSError):
+        from minirun.errors import host_error
+
+        exc = host_error(exc) or exc
     if isinstance(exc, MinirunError):
         hint = f"; {exc.hint}" if exc.hint else ""
         print(f"minirun: error: {exc.msg}{hint}", file=sys.stderr)

@@ -62,6 +62,13 @@ def _managed(action: Callable[[], Any], debug: bool, *, reconcile: bool = True) 
     except MinirunError as exc:
         report(exc, debug=debug or os.environ.get(DEBUG_ENV) == "1")
         raise typer.Exit(1 if exc.code == 125 else exc.code) from None
+    except OSError as exc:  # a sick host (full, read-only...): one line when it concerns minirun's own files
+        from minirun.errors import host_error
+
+        if host_error(exc) is None:
+            raise
+        report(exc, debug=debug or os.environ.get(DEBUG_ENV) == "1")
+        raise typer.Exit(1) from None
 
 
 def _each(refs: list[str], action: Callable[[str], None], debug: bool) -> None:

@@ -27,6 +27,9 @@ def _connect() -> socket.socket | None:
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         return None
+    except OSError as exc:  # the state dir is sick (a file, unreadable...): name the path
+        sock.close()
+        raise OSError(exc.errno, exc.strerror, paths.supervisor_socket()) from None
     return sock
 
 

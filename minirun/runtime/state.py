@@ -24,12 +24,18 @@ def _temp_path(path: str) -> str:
 
 
 def _write_temp(path: str, text: str) -> str:
+    """A temp file beside `path` holding `text`; on any failure (a full or read-only disk) none is left, and
+    the OSError names the path (errors.host_error turns it into one line for the operator)."""
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = _temp_path(path)
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        remove_file(tmp)
+        raise OSError(exc.errno, exc.strerror, path) from None
     return tmp
 
 
@@ -40,7 +46,12 @@ def now_iso() -> str:
 
 def write_atomic(path: str, data: dict[str, Any]) -> None:
     """Readers never see half a record: write a temp file in the same directory, fsync, rename."""
-    os.replace(_write_temp(path, json.dumps(data, indent=1, sort_keys=True)), path)
+    tmp = _write_temp(path, json.dumps(data, indent=1, sort_keys=True))
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        remove_file(tmp)
+        raise
 
 
 def create_atomic(path: str, text: str) -> bool:

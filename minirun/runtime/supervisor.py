@@ -254,7 +254,13 @@ def _handle_request(
     except MinirunError as exc:
         response = {"ok": False, "error": exc.msg, "hint": exc.hint, "code": exc.code}
     except Exception as exc:  # noqa: BLE001 - reported to the client, which prints it
-        response = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "code": 125}
+        from minirun.errors import host_error
+
+        known = host_error(exc) if isinstance(exc, OSError) else None
+        if known is not None:  # a sick host: full or read-only state or data dir
+            response = {"ok": False, "error": known.msg, "hint": known.hint, "code": 125}
+        else:
+            response = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "code": 125}
     conn.sendall(json.dumps(response).encode() + b"\n")
     conn.close()
 

@@ -3,11 +3,16 @@ findings of item 5; the reconcile race (item 1) is in test_reconcile_race.py."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
+from minirun.kernel import syscalls as k
 from tests.integration.conftest import host_links, ipam_reservations, minirun, records, spawn, wait_for, wait_running
 
 
@@ -146,3 +151,51 @@ def test_a_damaged_network_record_breaks_no_other_network(clean_slate):
     assert minirun("run", "--rm", "--network", "fine", "true").returncode == 0
     (records_dir / "broken.json").unlink()  # what an operator does once nothing uses it
     subprocess.run(["ip", "link", "delete", "mr-broken"], check=True)
+
+
+SICK_COMMANDS = [
+    ("run", "--rm", "true"),
+    ("run", "-d", "sleep", "1"),
+    ("run", "--rm", "--pod", "q", "true"),
+    ("ps", "-a"),
+    ("pod", "create", "p"),
+    ("network", "create", "n"),
+    ("gc",),
+]
+
+
+@pytest.fixture
+def sick_root(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A state dir on a full tmpfs, on a read-only one, or a state dir that is a regular file."""
+    mount_point = tmp_path / "sick"
+    mount_point.mkdir()
+    mode = request.param
+    if mode == "full":
+        k.mount("tmpfs", str(mount_point), "tmpfs", 0, "size=64k")
+        with contextlib.suppress(OSError), open(mount_point / "fill", "wb") as f:
+            f.write(b"\0" * 1024 * 1024)
+    elif mode == "read-only":
+        k.mount("tmpfs", str(mount_point), "tmpfs", k.MS_RDONLY, "size=64k")
+    else:
+        (mount_point / "state").write_text("not a directory\n")
+    try:
+        yield mount_point / "state"
+    finally:
+        if mode != "a-file":
+            k.umount2(str(mount_point), k.MNT_DETACH)
+
+
+@pytest.mark.parametrize("sick_root", ["full", "read-only", "a-file"], indirect=True)
+def test_a_sick_state_dir_gets_one_line_and_leaves_nothing(sick_root: Path):
+    """Item 3: a full or read-only state dir, or one that is a file, gave tracebacks and "internal error"
+    and left temp files behind. Every command now says in one line which path and what to do."""
+    env = {"MINIRUN_STATE_DIR": str(sick_root)}
+    for command in SICK_COMMANDS:
+        result = minirun(*command, env=env)
+        assert "Traceback" not in result.stderr and "internal error" not in result.stderr, (command, result.stderr)
+        assert len(result.stderr.splitlines()) <= 1, (command, result.stderr)
+        if result.returncode != 0:
+            assert result.returncode == (125 if command[0] == "run" else 1), (command, result.returncode)
+            assert str(sick_root) in result.stderr and "MINIRUN_STATE_DIR" in result.stderr, result.stderr
+    leftovers = [p for p in sick_root.parent.rglob(".*.tmp")]
+    assert leftovers == []
