@@ -85,10 +85,16 @@ def build(ref: str, tag: str | None, used_by: images.UsedBy) -> images.Image:
     name = images.normalize_name(tag or recipe.name)
     with images.staging() as stage:
         layer = os.path.join(stage.dir, "recipe.tar")
-        with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
-            _write_layer(recipe, tar)
-        with open(layer, "rb") as f:
-            archive.apply_layer(f, stage.rootfs, f"recipe {recipe.directory}")
+        try:
+            with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
+                _write_layer(recipe, tar)
+            with open(layer, "rb") as f:
+                archive.apply_layer(f, stage.rootfs, f"recipe {recipe.directory}")
+        except OSError as exc:
+            if exc.filename is not None:
+                raise
+            # A write on a full or read-only data root names no file: name the one being written.
+            raise OSError(exc.errno, exc.strerror, stage.dir) from None
         return images.commit(stage, name, recipe.config, used_by, f"recipe {recipe.directory}")
 
 

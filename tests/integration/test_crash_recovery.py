@@ -199,3 +199,23 @@ def test_a_sick_state_dir_gets_one_line_and_leaves_nothing(sick_root: Path):
             assert str(sick_root) in result.stderr and "MINIRUN_STATE_DIR" in result.stderr, result.stderr
     leftovers = [p for p in sick_root.parent.rglob(".*.tmp")]
     assert leftovers == []
+
+
+def test_a_full_data_dir_gets_one_line_and_leaves_nothing(tmp_path: Path):
+    """Item 3: a full data dir (images, containers' layers): `image build` printed a traceback."""
+    data = tmp_path / "data-mount"
+    data.mkdir()
+    k.mount("tmpfs", str(data), "tmpfs", 0, "size=64k")
+    try:
+        with contextlib.suppress(OSError), open(data / "fill", "wb") as f:
+            f.write(b"\0" * 1024 * 1024)
+        env = {"MINIRUN_DATA_DIR": str(data / "root")}
+        for command in (("image", "build", "busybox"), ("run", "--rm", "true"), ("image", "ls")):
+            result = minirun(*command, env=env)
+            assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 1, (command, result.stderr)
+            if result.returncode != 0:
+                assert str(data / "root") in result.stderr, result.stderr
+        assert [p.name for p in data.iterdir()] in (["fill"], ["fill", "root"], ["root", "fill"])
+        assert not any(p.name.startswith(".tmp-") for p in data.rglob("*"))
+    finally:
+        k.umount2(str(data), k.MNT_DETACH)
