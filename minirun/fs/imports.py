@@ -17,14 +17,13 @@ import os
 import platform
 import posixpath
 import re
-import shutil
 import sys
 import tarfile
 import zlib
 from collections.abc import Iterator
 from typing import IO, Any, NamedTuple, Protocol
 
-from minirun.errors import ConfigError, NotFound
+from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.fs import archive, images, space
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -104,10 +103,23 @@ def _name_for(name: str | None) -> str:
 
 
 def _spool_stdin(directory: str) -> str:
-    """stdin can be read only once and not seeked; the importer needs both."""
+    """stdin can be read only once and not seeked; the importer needs both. The copy stops where it would
+    eat into the data root's free-space margin (the disk containers write to as well)."""
     path = os.path.join(directory, "stdin.tar")
-    with open(path, "wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    room = space.Room(directory)
+    written = 0
+    try:
+        with open(path, "wb") as out:
+            while chunk := sys.stdin.buffer.read(1 << 20):
+                written += len(chunk)
+                room.check(written, 1, "the archive on stdin")
+                out.write(chunk)
+    except OSError as exc:
+        raise MinirunError(
+            f"cannot keep the archive read from stdin in {directory}: {exc.strerror}; nothing was stored",
+            hint="free space there, or import from a file: minirun image import FILE",
+            code=1,
+        ) from None
     return path
 
 
@@ -126,12 +138,34 @@ def _missing(path: str) -> ConfigError:
     return ConfigError(f'the archive has no "{path}"', hint=_CORRUPT_HINT)
 
 
+# Manifests, indexes and configs are small (registries refuse manifests over 4 MiB); a bigger one is a bomb
+# meant to fill the host's memory. The outer archive holds layers and a few JSON files, not a tree.
+MAX_JSON_BYTES = 4 << 20
+MAX_ARCHIVE_MEMBERS = 100_000
+
+
+def _read_small(f: IO[bytes], path: str) -> bytes:
+    data = f.read(MAX_JSON_BYTES + 1)
+    if len(data) > MAX_JSON_BYTES:
+        raise ConfigError(
+            f"{path} in the archive is over {MAX_JSON_BYTES >> 20} MiB, too big for an image's JSON", hint=_CORRUPT_HINT
+        )
+    return data
+
+
 class TarSource:
     """Reads members of a tar by name; never extracts them anywhere."""
 
     def __init__(self, tar: tarfile.TarFile) -> None:
         self.tar = tar
-        self.members = {posixpath.normpath(m.name): m for m in tar.getmembers()}
+        self.members: dict[str, tarfile.TarInfo] = {}
+        for member in tar:  # every header stays in memory (~700 bytes each): bounded, as a registry would
+            if len(self.members) >= MAX_ARCHIVE_MEMBERS:
+                raise ConfigError(
+                    f"the archive has more than {MAX_ARCHIVE_MEMBERS} entries; nothing was stored",
+                    hint="docker save and OCI layouts hold a few files besides their layers: is it an image?",
+                )
+            self.members[posixpath.normpath(member.name)] = member
 
     def _member(self, path: str) -> tarfile.TarInfo:
         path = _inside(path)
@@ -154,7 +188,7 @@ class TarSource:
 
     def read(self, path: str) -> bytes:
         with self.open(path) as f:
-            return f.read()
+            return _read_small(f, path)
 
     @contextlib.contextmanager
     def open(self, path: str) -> Iterator[IO[bytes]]:
@@ -181,7 +215,7 @@ class DirSource:
 
     def read(self, path: str) -> bytes:
         with self.open(path) as f:
-            return f.read()
+            return _read_small(f, path)
 
     @contextlib.contextmanager
     def open(self, path: str) -> Iterator[IO[bytes]]:

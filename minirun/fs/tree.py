@@ -19,6 +19,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import shlex
 import stat
 import struct
 from collections.abc import Iterator
@@ -74,10 +75,12 @@ class Removal(NamedTuple):
 
 
 def short_path(path: str, limit: int = 200) -> str:
-    """A path fit for one line: a 5000-level tree's path is 10 kB; keep its head and its tail."""
-    if len(path) <= limit:
-        return path
-    return f"{path[: limit // 2]}...{path[-limit // 2 :]}"
+    """A path fit for one line of a report and safe to paste into a shell: a container chose these names
+    (a newline could forge a line of minirun's output, `; rm -rf ~` a command). Long ones (a 5000-level
+    tree's path is 10 kB) keep their head and tail; unprintable characters are shown as \\xNN."""
+    if len(path) > limit:
+        path = f"{path[: limit // 2]}...{path[-limit // 2 :]}"
+    return shlex.quote("".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in path))
 
 
 class _Level(NamedTuple):
@@ -112,12 +115,12 @@ class _Remover:
         path = short_path(self.path_of(name))
         if exc.errno == errno.EPERM and _has_attributes(dir_fd, name):
             self.report(
-                name, "it is immutable or append-only", f"clear that with 'chattr -i -a {path}', then run 'minirun gc'"
+                name, "it is immutable or append-only", f"clear that with: chattr -i -a {path}; then run: minirun gc"
             )
         elif exc.errno == errno.EBUSY:
-            self.report(name, "it is a mount point", f"unmount it with 'umount {path}', then run 'minirun gc'")
+            self.report(name, "it is a mount point", f"unmount it with: umount {path}; then run: minirun gc")
         else:
-            self.report(name, exc.strerror or str(exc), f"remove it by hand ('rm -rf {path}'), then run 'minirun gc'")
+            self.report(name, exc.strerror or str(exc), f"remove it by hand: rm -rf {path}; then run: minirun gc")
 
     # --- the walk ---------------------------------------------------------------------------------
 

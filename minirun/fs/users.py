@@ -4,6 +4,7 @@ user.GetExecUser rules): a name must exist there, a number need not (gid 0 and h
 from __future__ import annotations
 
 import os
+import stat
 from typing import NamedTuple
 
 from minirun.errors import ConfigError
@@ -59,8 +60,7 @@ def _entries(root: str, relative: str, fields: int) -> list[list[str]]:
     if path is None:
         return []
     try:
-        with open(path, errors="replace") as f:
-            lines = f.read().splitlines()
+        lines = _read_account_file(path).decode(errors="replace").splitlines()
     except OSError:
         return []
     found = []
@@ -69,6 +69,25 @@ def _entries(root: str, relative: str, fields: int) -> list[list[str]]:
         if len(parts) == fields and not line.startswith("#"):
             found.append(parts)
     return found
+
+
+# An /etc/passwd or /etc/group is a few KiB; the container made this one (`exec -u NAME` reads it): never
+# more than this, never a device (/dev/zero) or a FIFO (which would block).
+MAX_ACCOUNT_FILE = 1 << 20
+
+
+def _read_account_file(path: str) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"{path} is not a regular file", hint="the container's account files must be files")
+        data = os.read(fd, MAX_ACCOUNT_FILE + 1)
+        if len(data) > MAX_ACCOUNT_FILE:
+            raise ConfigError(f"{path} is over {MAX_ACCOUNT_FILE >> 20} MiB", hint="that is no /etc/passwd")
+        return data
+    finally:
+        os.close(fd)
 
 
 def _inside(root: str, relative: str, max_links: int = 40) -> str | None:

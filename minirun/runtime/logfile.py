@@ -28,6 +28,7 @@ MAX_FILES_LIMIT = 100
 _SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmg]?)i?b?$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}  # go-units RAMInBytes: binary, as Docker's
 CHUNK = 1 << 16
+MIN_MAX_SIZE = 4 << 10
 
 
 class LogOptions(NamedTuple):
@@ -49,6 +50,10 @@ def parse_size(text: str) -> int:
     size = int(float(match.group(1)) * _UNITS[match.group(2).lower()])
     if size <= 0:
         raise ConfigError(f'invalid --log-opt max-size "{text}": must be positive', hint="e.g. max-size=10m")
+    if size < MIN_MAX_SIZE:
+        # Each rotation renames every kept file, in the supervisor's loop: a log smaller than a few pipe
+        # reads would rotate on nearly every read and slow every container's log and DNS.
+        raise ConfigError(f'invalid --log-opt max-size "{text}": the least is 4k', hint="e.g. max-size=10m")
     return size
 
 
@@ -114,6 +119,11 @@ class RotatingWriter:
         while view and self.fd >= 0:
             limit = self.options.max_bytes
             if limit and self.size >= limit:
+                # Whole files' worth of this write beyond the last max_files would each be rotated in only
+                # to be rotated out again: skip them (the files left are the same, the renames are not).
+                excess = -(-len(view) // limit) - self.options.max_files
+                if excess > 0:
+                    view = view[excess * limit :]
                 self.rotate()
                 if self.size >= limit:  # could not rotate (e.g. a read-only disk): drop, never spin
                     self.failed = True

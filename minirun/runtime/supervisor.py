@@ -25,6 +25,7 @@ import contextlib
 import fcntl
 import json
 import os
+import resource
 import selectors
 import signal
 import socket
@@ -80,6 +81,11 @@ class Supervisor:
         self.resolver = Resolver()
 
     def serve(self) -> None:
+        # Two descriptors per detached container (its log pipe, its hand-off): the usual soft limit of
+        # 1024 would refuse the 500th. The hard limit is what the host allows.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
         lock = os.open(paths.supervisor_lock(), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -10,6 +10,7 @@ immutable file) is reported in one line and never blocks other commands.
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import uuid
 from pathlib import Path
@@ -158,3 +159,39 @@ def test_reconcile_removes_deep_orphans_and_reports_what_it_cannot(busybox_image
     assert cleaned.returncode == 0 and cleaned.stderr == "", cleaned.stderr
     assert f"removed directory of container {stuck_dir.name}" in cleaned.stdout
     assert not stuck_dir.exists()
+
+
+def test_a_leftover_the_container_named_cannot_forge_output_or_commands(state_dir: Path):
+    """Review of hole 5: an immutable file named "a<newline>minirun: container removed<newline>b; rm -rf ~ #"
+    made every command print a forged "minirun: container removed" line, and the suggested fix, pasted into a
+    shell, ran `rm -rf ~`. The path is shown escaped and shell-quoted, in one line."""
+    minirun("ps")
+    stuck_dir = orphan_dir(state_dir)
+    name = "a\nminirun: container removed\nb; rm -rf ~ #"
+    stuck = stuck_dir / "upper" / name
+    stuck.parent.mkdir(parents=True)
+    stuck.write_text("x")
+    made = subprocess.run(["chattr", "+i", str(stuck)], capture_output=True, text=True)
+    if made.returncode != 0:
+        pytest.skip(f"this filesystem refuses chattr +i: {made.stderr.strip()}")
+    try:
+        result = minirun("ps", "-a")
+        assert result.returncode == 0
+        (line,) = result.stderr.splitlines()
+        assert "\\x0aminirun: container removed\\x0ab; rm -rf ~ #'" in line, line
+        fix = line.split("clear that with: ", 1)[1].split("; then run:", 1)[0]
+        assert shlex.split(fix)[:3] == ["chattr", "-i", "-a"] and len(shlex.split(fix)) == 4, fix
+    finally:
+        subprocess.run(["chattr", "-i", str(stuck)], check=True)
+    assert minirun("gc").returncode == 0 and not stuck_dir.exists()
+
+
+def test_exec_user_reads_no_endless_passwd(busybox_image, clean_slate):
+    """Review of holes 5 and 8: `exec -u NAME` read the container's /etc/passwd whole; one linked to
+    /dev/zero grew minirun to 1.5 GB. Account files must be regular files of at most 1 MiB."""
+    started = minirun("run", "-d", "--name", "liar", "--image", busybox_image, "sh", "-c",
+                      "ln -sf /dev/zero /etc/passwd && echo ready && exec sleep 60")  # fmt: skip
+    assert started.returncode == 0, started.stderr
+    wait_for(lambda: "ready" in minirun("logs", "liar").stdout, what="the link made")
+    result = minirun("exec", "-u", "nobody", "liar", "id", timeout=20)
+    assert result.returncode == 125 and "/etc/passwd is not a regular file" in result.stderr, result.stderr

@@ -740,3 +740,22 @@ def test_bad_digests_are_refused_before_any_byte_is_written(small_store: Path, t
     assert peak - baseline < MIB, f"{peak - baseline} bytes were written before the refusal"
     assert leftovers(small_store / "images") == []
     assert used_bytes(small_store) == baseline
+
+
+def test_a_huge_manifest_is_refused_before_it_fills_memory(store: Path, tmp_path: Path):
+    """Review of hole 9: a 400 KB archive whose manifest.json was 400 MiB of spaces took 864 MB of RAM to
+    read. JSON files of an image are capped at 4 MiB (registries refuse bigger manifests)."""
+    archive = tar_of(member("manifest.json", data=b" " * (5 << 20) + b"[]"))
+    result = import_bytes(archive, tmp_path)
+    assert result.returncode == 1 and "manifest.json in the archive is over 4 MiB" in result.stderr, result.stderr
+    assert leftovers(store) == []
+
+
+def test_stdin_is_not_spooled_past_the_free_space_margin(store: Path, tmp_path: Path):
+    """Review of hole 9: `image import -` copied stdin onto the data root with no free-space check, filled
+    it and died with a traceback. The copy stops at the margin, with one line, and nothing is stored."""
+    env = {"MINIRUN_MIN_FREE_BYTES": str(1 << 62)}  # no room at all: refused at the first megabyte
+    result = minirun("image", "import", "-", input="\0" * (8 << 20), env=env)
+    assert result.returncode == 1 and "the archive on stdin" in result.stderr, result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert leftovers(store) == []

@@ -25,7 +25,7 @@ def test_defaults_cap_the_log():
         (["max-size=1m", "max-file=2"], 1 << 20, 2),
         (["max-size=10k,max-file=5"], 10 << 10, 5),
         (["max-size=2g"], 2 << 30, 3),
-        (["max-size=512"], 512, 3),
+        (["max-size=4k"], 4 << 10, 3),
         (["max-size=1.5m"], 3 << 19, 3),
         (["max-size=64KiB"], 64 << 10, 3),
     ],
@@ -40,6 +40,7 @@ def test_sizes_and_counts(given, size, files):
     [
         (["max-size=abc"], 'invalid --log-opt max-size "abc"'),
         (["max-size=0"], "must be positive"),
+        (["max-size=512"], "the least is 4k"),
         (["max-size=-1"], 'invalid --log-opt max-size "-1"'),
         (["max-file=2"], "max-file needs max-size"),
         (["max-size=1m", "max-file=0"], 'invalid --log-opt max-file "0"'),
@@ -57,7 +58,7 @@ def test_bad_options_are_refused_with_one_line(given, message):
 
 def test_writer_rotates_and_keeps_at_most_max_file_files(tmp_path: Path):
     path = str(tmp_path / "c.log")
-    options = logfile.parse_options(["max-size=1k", "max-file=3"])
+    options = logfile.LogOptions("1k", "3", 1 << 10, 3)  # below the CLI's least max-size: the mechanics alone
     writer = logfile.RotatingWriter(path, options)
     lines = b"".join(b"line %d\n" % i for i in range(2000))
     for start in range(0, len(lines), 700):  # writes that straddle the size boundary
@@ -73,7 +74,7 @@ def test_writer_rotates_and_keeps_at_most_max_file_files(tmp_path: Path):
 
 def test_max_file_one_keeps_only_the_newest(tmp_path: Path):
     path = str(tmp_path / "c.log")
-    options = logfile.parse_options(["max-size=100", "max-file=1"])
+    options = logfile.LogOptions("100", "1", 100, 1)  # below the CLI's least max-size: the mechanics alone
     writer = logfile.RotatingWriter(path, options)
     writer.write(b"x" * 250)
     writer.close()
@@ -114,3 +115,24 @@ def test_a_relay_starting_late_does_not_recreate_a_removed_log(tmp_path: Path):
     writer = logfile.RotatingWriter(str(path), logfile.parse_options([]), create=False)
     writer.write(b"lost\n")
     assert writer.failed and not path.exists()
+
+
+def test_a_huge_write_rotates_at_most_max_file_times(tmp_path: Path):
+    """Review of hole 8: every rotation renames each kept file, in the supervisor's loop; a 64 KiB write to a
+    tiny log rotated once per kilobyte. Files a write would rotate out again are skipped: the same files
+    are left, after at most max_file rotations."""
+    path = str(tmp_path / "c.log")
+    options = logfile.LogOptions("1k", "3", 1 << 10, 3)
+    writer = logfile.RotatingWriter(path, options)
+    rotations = []
+    original = writer.rotate
+    writer.rotate = lambda: (rotations.append(1), original())[1]
+    data = b"".join(b"%07d\n" % i for i in range(8192))  # 64 KiB
+    writer.write(b"head\n")
+    writer.write(data)
+    writer.close()
+    assert len(rotations) <= 3
+    assert sorted(os.listdir(tmp_path)) == ["c.log", "c.log.1", "c.log.2"]
+    kept = logfile.read(path, options)
+    # Block by block: 1019 bytes fill the first file, then 63 full files and 5 bytes; the last three stay.
+    assert len(kept) == 2 * 1024 + 5 and data.endswith(kept)
