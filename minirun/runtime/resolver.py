@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import queue
 import socket
 import struct
 import sys
@@ -117,6 +116,8 @@ def answer(network_name: str, packet: bytes) -> bytes | None:
 MAX_UPSTREAMS = 3  # resolv.conf's MAXNS: a query ties a worker up for at most MAX_UPSTREAMS * FORWARD_TIMEOUT
 FORWARD_WORKERS = 4  # threads that wait on upstreams: the whole of the resolver's concurrency
 FORWARD_QUEUE = 64  # queries waiting for a worker; one more is answered SERVFAIL at once
+PER_NETWORK_QUEUE = 16  # of those, at most this many from one network
+PER_NETWORK_WORKERS = 2  # and at most this many workers on one network's queries at a time
 # The socket's queue: what waits there is answered in order, so under a flood its size is the delay a
 # local name sees (the kernel's default, ~200 KiB, held ~270 queries: over 100 ms of work). The kernel
 # drops the excess, as a busy DNS server does; clients ask again.
@@ -152,28 +153,64 @@ def forward(packet: bytes, reply_to, sock: socket.socket) -> None:
 
 
 class Forwarder:
-    """A fixed pool of FORWARD_WORKERS threads behind a queue of FORWARD_QUEUE: however many queries
-    arrive, the resolver never holds more threads or more waiting queries than that."""
+    """A fixed pool of FORWARD_WORKERS threads behind at most FORWARD_QUEUE waiting queries: however many
+    queries arrive, the resolver never holds more threads or more waiting queries than that. Shared by
+    every network, fairly: one network holds at most PER_NETWORK_QUEUE waiting queries and at most
+    PER_NETWORK_WORKERS of the workers, and the workers take the networks in turn, so a network flooding
+    an upstream that never answers cannot starve the others' forwarding."""
 
-    def __init__(self, workers: int = FORWARD_WORKERS, depth: int = FORWARD_QUEUE) -> None:
-        self.jobs: queue.Queue = queue.Queue(maxsize=depth)
+    def __init__(
+        self,
+        workers: int = FORWARD_WORKERS,
+        depth: int = FORWARD_QUEUE,
+        per_network_depth: int = PER_NETWORK_QUEUE,
+        per_network_workers: int = PER_NETWORK_WORKERS,
+    ) -> None:
         self.wanted = workers
+        self.depth = depth
+        self.per_network_depth = per_network_depth
+        self.per_network_workers = per_network_workers
+        self.ready = threading.Condition()
+        self.waiting: dict[str, deque] = {}  # network -> its queries, oldest first
+        self.busy: dict[str, int] = {}  # network -> workers on its queries now
+        self.turn: deque[str] = deque()  # the networks in the order the workers serve them
         self.workers: list[threading.Thread] = []
         self.retry_at = 0.0  # after a thread could not be made, when to try again
         # Workers never print (a fork of the supervisor while one holds stderr's lock would inherit it
         # held): what they have to say is logged by the serving thread.
         self.messages: deque[str] = deque(maxlen=20)
 
-    def submit(self, packet: bytes, reply_to, sock: socket.socket) -> bool:
-        """Queue a query for forwarding; False when it cannot be (pool full, or no thread could start)."""
+    def submit(self, packet: bytes, reply_to, sock: socket.socket, network: str = "") -> bool:
+        """Queue a query for forwarding; False when it cannot be (its network's share or the pool is full,
+        or no thread could start)."""
         self._start_workers()
         if not self.workers:
             return False
-        try:
-            self.jobs.put_nowait((packet, reply_to, sock))
-        except queue.Full:
-            return False
+        with self.ready:
+            queued = self.waiting.setdefault(network, deque())
+            total = sum(len(q) for q in self.waiting.values())
+            if total >= self.depth or len(queued) >= self.per_network_depth:
+                return False
+            queued.append((packet, reply_to, sock))
+            if network not in self.turn:
+                self.turn.append(network)
+            self.ready.notify()
         return True
+
+    def _take(self) -> tuple[str, tuple] | None:
+        """The next query in turn whose network has a worker to spare (call holding `ready`)."""
+        for _ in range(len(self.turn)):
+            network = self.turn[0]
+            self.turn.rotate(-1)
+            queued = self.waiting.get(network)
+            if queued and self.busy.get(network, 0) < self.per_network_workers:
+                job = queued.popleft()
+                if not queued:
+                    del self.waiting[network]
+                    self.turn.remove(network)
+                self.busy[network] = self.busy.get(network, 0) + 1
+                return network, job
+        return None
 
     def _start_workers(self) -> None:
         if len(self.workers) >= self.wanted or time.monotonic() < self.retry_at:
@@ -190,11 +227,20 @@ class Forwarder:
 
     def _work(self) -> None:
         while True:
-            packet, reply_to, sock = self.jobs.get()
+            with self.ready:
+                while (taken := self._take()) is None:
+                    self.ready.wait()
+            network, (packet, reply_to, sock) = taken
             try:
                 forward(packet, reply_to, sock)
             except Exception as exc:  # noqa: BLE001 - one bad query must not take a worker with it
                 self.messages.append(f"DNS forwarding failed: {type(exc).__name__}: {exc}")
+            finally:
+                with self.ready:
+                    self.busy[network] -= 1
+                    if not self.busy[network]:
+                        del self.busy[network]
+                    self.ready.notify_all()  # a network held back by its share may go on now
 
 
 class Resolver:
@@ -289,7 +335,7 @@ class Resolver:
         reply = answer(network_name, packet)
         if reply is None:
             # Upstreams may be slow: never block the supervisor's loop on them; never queue without bound.
-            if self.forwarder.submit(packet, peer, sock):
+            if self.forwarder.submit(packet, peer, sock, network_name):
                 return
             reply = dns.error_response(packet, dns.SERVFAIL)
         with contextlib.suppress(OSError):

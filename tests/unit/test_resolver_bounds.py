@@ -32,3 +32,29 @@ def test_no_thread_to_be_had_means_servfail_not_a_dead_supervisor(monkeypatch, p
     forwarder = resolver.Forwarder(workers=2, depth=4)
     assert forwarder.submit(b"query", None, pair[0]) is False
     assert forwarder.workers == [] and "can't start new thread" in forwarder.messages[0]
+
+
+def test_one_network_cannot_starve_the_others_forwarding(monkeypatch, pair):
+    """Review of hole 7: the forwarding pool was shared first come, first served: a container flooding an
+    upstream that never answers took every worker and queue slot, and another network's names got SERVFAIL.
+    A network gets at most its share of workers and of the queue, and the workers serve networks in turn."""
+    release = threading.Event()
+    served = []
+
+    def fake_forward(packet, reply_to, sock):
+        if packet.startswith(b"flood"):
+            release.wait(10)  # an upstream that does not answer
+        served.append(packet)
+
+    monkeypatch.setattr(resolver, "forward", fake_forward)
+    forwarder = resolver.Forwarder(workers=3, depth=8, per_network_depth=4, per_network_workers=2)
+    accepted = [forwarder.submit(b"flood%d" % i, None, pair[0], "noisy") for i in range(8)]
+    assert accepted == [True] * 4 + [False] * 4  # its share of the queue, then SERVFAIL
+    assert forwarder.submit(b"victim", None, pair[0], "quiet")  # room in the pool for another network
+    deadline = threading.Event()
+    for _ in range(200):
+        if b"victim" in served:
+            break
+        deadline.wait(0.01)
+    assert served == [b"victim"]  # answered while the flood still holds two workers
+    release.set()
