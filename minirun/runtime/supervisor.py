@@ -46,6 +46,10 @@ from minirun.spec import ContainerSpec
 SpecDecoder = Callable[[Any], ContainerSpec]
 
 IDLE_SECONDS = 2.0
+# How long a "sync" (the CLI making sure DNS is served on its network) waits for a gateway:53 still held
+# by an exiting supervisor, and how often the loop looks again meanwhile.
+SYNC_PATIENCE = 2.0
+SYNC_RETRY = 0.02
 
 
 def identity() -> dict[str, int | None]:
@@ -71,6 +75,7 @@ class Supervisor:
         self.log = Log()
         self.clients = Clients(self.selector, self.log)
         self.stopping = False
+        self.syncs: list[tuple[socket.socket, float]] = []  # "sync" clients waiting for a gateway:53
         from minirun.runtime.logrelay import Relays
 
         self.logs = Relays(
@@ -103,7 +108,8 @@ class Supervisor:
         try:
             while not self.stopping:
                 self._sync_resolver()
-                for key, _ in self.selector.select(timeout=self.clients.timeout(0.5)):
+                timeout = self.clients.timeout(0.5 if not self.syncs else SYNC_RETRY)
+                for key, _ in self.selector.select(timeout=timeout):
                     if key.data == "accept":
                         self.clients.accept(listener)
                     elif key.data == "signal":
@@ -118,8 +124,10 @@ class Supervisor:
                     else:
                         self.resolver.serve_one(key.fileobj, key.data[1])
                 self.clients.expire()
+                self._answer_syncs()
                 self._reap()
-                if self.helpers or self.clients.pending or self.logs or _running_owned_by(self.me) or resolver_in_use():
+                busy = self.helpers or self.clients.pending or self.logs or self.syncs
+                if busy or _running_owned_by(self.me) or resolver_in_use():
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > IDLE_SECONDS:
                     break
@@ -163,15 +171,11 @@ class Supervisor:
             return
         if payload["op"] == "sync":
             # Answered here, not in a worker: the resolver's sockets live in this process. A gateway:53 may
-            # still be held for a moment by a supervisor that is exiting: give it a little while.
-            deadline = time.monotonic() + 2
+            # still be held for a moment by a supervisor that is exiting: the answer waits a little while
+            # for it, on later rounds of the loop (never sleeping in it: DNS and other clients go on).
             self._sync_resolver()
-            while self.resolver.missing() and time.monotonic() < deadline:
-                time.sleep(0.02)
-                self._sync_resolver()
-            with contextlib.suppress(OSError):
-                conn.sendall(b'{"ok": true}\n')
-            conn.close()
+            self.syncs.append((conn, time.monotonic() + SYNC_PATIENCE))
+            self._answer_syncs()
             return
         from minirun.runtime import logrelay
 
@@ -192,7 +196,26 @@ class Supervisor:
         self.logs.expect(log_channel)
         self.helpers.add(pid)
 
+    def _answer_syncs(self) -> None:
+        if not self.syncs:
+            return
+        missing = self.resolver.missing()
+        now = time.monotonic()
+        waiting = []
+        for conn, deadline in self.syncs:
+            if missing and now < deadline:
+                waiting.append((conn, deadline))
+                continue
+            if missing:
+                self.log.line(f"DNS not served on network(s) {', '.join(missing)}: their gateway's port 53 is taken")
+            with contextlib.suppress(OSError):
+                conn.sendall(b'{"ok": true}\n')
+            conn.close()
+        self.syncs = waiting
+
     def _become_helper(self) -> None:
+        for conn, _ in self.syncs:  # the supervisor answers those, not a helper
+            conn.close()
         signal.set_wakeup_fd(-1)
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, signal.SIG_DFL)
