@@ -373,18 +373,6 @@ def _release_localnet(ruleset: list[dict], network: Network) -> None:
         apply("".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in guards))
 
 
-def published_port_owners() -> set[str]:
-    """Owners (container or pod ids) that have DNAT rules in the live ruleset."""
-    from minirun.net import ports
-
-    owners = set()
-    for item in list_json("ruleset"):
-        comment = (item.get("rule") or {}).get("comment") or ""
-        if comment.startswith(ports.PORT_TAG):
-            owners.add(comment[len(ports.PORT_TAG) :])
-    return owners
-
-
 def remove_network(network: Network) -> None:
     """Remove everything minirun added for `network` (its masquerade chain, isolation rules, bridge-set
     element, port helpers and the accepts in a foreign chain); what is already gone is fine."""
