@@ -77,20 +77,6 @@ def prepare_dirs(root: ImageRoot) -> None:
         os.makedirs(path, mode=0o755, exist_ok=True)
 
 
-def enter_image(
-    root: ImageRoot,
-    etc_dir: str | None,
-    *,
-    confined: bool,
-    console_fd: int | None = None,
-    workdir: str | None = None,
-) -> None:
-    """Mount the overlay and everything inside it, pivot into it, and detach the host's tree; then /proc,
-    /sys and the masks (build_image_view, then finish_view)."""
-    build_image_view(root, etc_dir, confined=confined, console_fd=console_fd, workdir=workdir)
-    finish_view(confined=confined, own_sysfs=True)
-
-
 def build_image_view(
     root: ImageRoot,
     etc_dir: str | None,
@@ -99,7 +85,8 @@ def build_image_view(
     console_fd: int | None = None,
     workdir: str | None = None,
 ) -> None:
-    """Everything of enter_image that does not depend on the PID or network namespace of the caller: so it
+    """Mount the overlay and everything inside it, pivot into it, and detach the host's tree: all of the
+    container's view that does not depend on the PID or network namespace of the caller, so it
     may run before the fork into a shared PID namespace (see launch.fork_container). A missing `workdir` is
     created in the container's layer, as Docker does (before a --read-only remount)."""
     m = root.merged
@@ -142,21 +129,6 @@ HOST_MODE_WRITABLE = (("/tmp", 0o1777), ("/var/tmp", 0o1777), ("/run", 0o755))
 SCRATCH_TMPFS_SIZE = "64m"
 
 
-def enter_host(
-    etc_dir: str | None,
-    *,
-    confined: bool,
-    own_sysfs: bool,
-    hidden: tuple[str, ...],
-    writable_dir: str | None,
-    console_fd: int | None = None,
-) -> None:
-    """No image: the host's tree with this PID namespace's /proc, this netns's /sys and our /etc files
-    (build_host_view, then finish_view)."""
-    build_host_view(etc_dir, confined=confined, hidden=hidden, writable_dir=writable_dir, console_fd=console_fd)
-    finish_view(confined=confined, own_sysfs=own_sysfs)
-
-
 def build_host_view(
     etc_dir: str | None,
     *,
@@ -165,7 +137,8 @@ def build_host_view(
     writable_dir: str | None,
     console_fd: int | None = None,
 ) -> None:
-    """Everything of enter_host that does not depend on the caller's PID or network namespace.
+    """No image: the host's tree as the container sees it, but /proc, /sys and the masks (finish_view): all
+    that does not depend on the caller's PID or network namespace.
 
     Confined (not --privileged): every host mount read-only and nodev (submounts too), a minimal /dev,
     private writable dirs on HOST_MODE_WRITABLE (subdirectories of `writable_dir`, on the data root's disk,
@@ -439,7 +412,8 @@ def _ensure_regular_file(path: str) -> None:
 
 
 def explain_image(root: ImageRoot, etc_dir: str | None, confined: bool) -> list[str]:
-    """The commands a person would type for enter_image (in the container's mount namespace)."""
+    """The commands a person would type for build_image_view and finish_view (in the container's mount
+    namespace)."""
     m = root.merged
     lines = [
         f"mount -t overlay overlay -o {'nodev,' if confined else ''}lowerdir={root.lower},upperdir={root.upper},"
@@ -460,7 +434,8 @@ def explain_image(root: ImageRoot, etc_dir: str | None, confined: bool) -> list[
 
 
 def explain_host(etc_dir: str | None, *, confined: bool, own_sysfs: bool) -> list[str]:
-    """The commands a person would type for enter_host (in the container's mount namespace)."""
+    """The commands a person would type for build_host_view and finish_view (in the container's mount
+    namespace)."""
     lines = []
     if confined:
         lines.append("mount --bind -o remount,ro,nodev / (recursively: every host mount)   # the host, read-only")

@@ -77,24 +77,6 @@ def all_pods() -> list[dict[str, Any]]:
     return pods
 
 
-def set_aside_damaged() -> list[str]:
-    """Move every damaged pod record aside (NAME.json.damaged-TIMESTAMP); returns the new paths."""
-    try:
-        names = os.listdir(paths.pods_dir())
-    except FileNotFoundError:
-        return []
-    moved = []
-    for entry in sorted(names):
-        if entry.endswith(".json") and not entry.startswith("."):
-            try:
-                load(entry[: -len(".json")])
-            except DamagedPod:
-                aside = state.set_aside_file(os.path.join(paths.pods_dir(), entry))
-                if aside:
-                    moved.append(aside)
-    return moved
-
-
 def damaged_names() -> list[str]:
     try:
         names = os.listdir(paths.pods_dir())
