@@ -219,3 +219,31 @@ def test_a_full_data_dir_gets_one_line_and_leaves_nothing(tmp_path: Path):
         assert not any(p.name.startswith(".tmp-") for p in data.rglob("*"))
     finally:
         k.umount2(str(data), k.MNT_DETACH)
+
+
+def test_missing_nft_is_one_line_and_leaves_nothing(state_dir: Path):
+    """Item 3: without the nft binary every command that needs the firewall says so in one line."""
+    env = {"MINIRUN_NFT": "/nonexistent/nft"}
+    for command in (("run", "--rm", "true"), ("pod", "create", "p"), ("network", "create", "n")):
+        result = minirun(*command, env=env)
+        assert result.returncode == (125 if command[0] == "run" else 1), (command, result.stderr)
+        (line,) = result.stderr.splitlines()
+        assert "nft" in line and "apt-get install nftables" in line, line
+    pods = state_dir / "pods"
+    assert records(state_dir) == [] and (not pods.exists() or list(pods.iterdir()) == [])
+
+
+def test_an_unwritable_netns_dir_is_one_line_and_leaves_nothing(state_dir: Path):
+    """Item 3: /run/netns where pods pin their network namespace cannot be written: one line naming it,
+    and the pod's half-made state is rolled back."""
+    k.mount("tmpfs", "/run/netns", "tmpfs", k.MS_RDONLY, "size=4k")
+    try:
+        for command in (("pod", "create", "p"), ("run", "--rm", "--pod", "q", "true")):
+            result = minirun(*command)
+            assert result.returncode == (125 if command[0] == "run" else 1), (command, result.stderr)
+            (line,) = result.stderr.splitlines()
+            assert "/run/netns/minirun-" in line and "Read-only file system" in line, line
+    finally:
+        k.umount2("/run/netns", k.MNT_DETACH)
+    pods = state_dir / "pods"
+    assert not pods.exists() or list(pods.iterdir()) == []
