@@ -354,6 +354,23 @@ def remove_ports(owner: str, network: Network | None = None) -> int:
     return len(doomed)
 
 
+def published_by(owner: str, address: str) -> list:
+    """The port mappings the DNAT rules tagged with `owner` publish to `address` (ports.PortMapping), in
+    the order they were added, each once."""
+    from minirun.net import ports
+
+    tag_text = ports.owner_tag(owner)
+    found = []
+    for item in list_json("ruleset"):
+        rule = item.get("rule") or {}
+        if rule.get("comment") != tag_text or (rule.get("family"), rule.get("table")) != (FAMILY, TABLE):
+            continue
+        parsed = ports.mapping_of_rule(rule)
+        if parsed is not None and parsed[1] == address and parsed[0] not in found:
+            found.append(parsed[0])
+    return found
+
+
 def release_localnet(network: Network) -> None:
     """When no published port sends 127/8 into `network`'s subnet, its bridge stops routing 127/8; when no
     interface routes 127/8 any more, the guard goes too (in that order: never routing without the guard).

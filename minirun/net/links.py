@@ -70,8 +70,8 @@ def _link_from_msg(msg) -> Link:
     )
 
 
-def get_link(ipr: Rtnl, name: str) -> Link | None:
-    """The link called `name`, or None when there is none."""
+def _link_message(ipr: Rtnl, name: str):
+    """RTM_GETLINK's answer for the link called `name`, or None when there is none."""
     msg = rtnl.codecs().ifinfmsg()
     msg["attrs"] = [["IFLA_IFNAME", name]]
     try:
@@ -80,7 +80,20 @@ def get_link(ipr: Rtnl, name: str) -> Link | None:
         if exc.errno == errno.ENODEV:
             return None
         raise KernelError(f"look up link {name}", exc.errno) from exc
-    return _link_from_msg(reply)
+    return reply
+
+
+def get_link(ipr: Rtnl, name: str) -> Link | None:
+    """The link called `name`, or None when there is none."""
+    reply = _link_message(ipr, name)
+    return None if reply is None else _link_from_msg(reply)
+
+
+def peer_namespace_id(ipr: Rtnl, name: str) -> int | None:
+    """The id (in the namespace of `ipr`) of the network namespace that holds the peer of veth `name`
+    (IFLA_LINK_NETNSID); None when there is no such link, or its peer is in the same namespace."""
+    reply = _link_message(ipr, name)
+    return None if reply is None else reply.get_attr("IFLA_LINK_NETNSID")
 
 
 def list_links(ipr: Rtnl) -> list[Link]:

@@ -40,3 +40,23 @@ def rtnl_in(netns_path: str) -> Rtnl:
     if not fds:
         raise MinirunError(f"cannot enter the network namespace {netns_path}")
     return Rtnl(socket.socket(fileno=fds[0]))
+
+
+# NETNSA_NSID when the namespace has no id in the asking one (the kernel's NETNSA_NSID_NOT_ASSIGNED, -1).
+_NSID_NOT_ASSIGNED = 0xFFFFFFFF
+
+
+def namespace_id(ipr: Rtnl, netns_fd: int) -> int | None:
+    """The id the namespace of `ipr` gives the network namespace `netns_fd` (an nsfs descriptor), the id a
+    veth names its peer's namespace by (IFLA_LINK_NETNSID); None when it has none. RTM_GETNSID with
+    NETNSA_FD: rtnetlink(7), ip-netns(8) `ip netns identify`/`list-id`."""
+    from minirun.net import rtnl
+
+    msg = rtnl.codecs().nsidmsg()
+    msg["attrs"] = [["NETNSA_FD", netns_fd]]
+    try:
+        replies = ipr.request(msg, rtnl.RTM_GETNSID)
+    except OSError:
+        return None
+    nsid = replies[0].get_attr("NETNSA_NSID") if replies else None
+    return None if nsid is None or nsid == _NSID_NOT_ASSIGNED else nsid

@@ -81,6 +81,29 @@ def owner_tag(owner: str) -> str:
     return f"{PORT_TAG}{owner}"
 
 
+def mapping_of_rule(rule: dict) -> tuple[PortMapping, str] | None:
+    """The mapping a DNAT rule of render_mappings publishes, and the address it leads to, from the rule as
+    `nft -j` lists it; None for any other rule. "ip daddr X" names the host address; without it (only
+    "fib daddr type local", and "!= 127.0.0.0/8" in prerouting) it is every local address."""
+    host_ip, port, proto, target = "0.0.0.0", None, None, None
+    for expr in rule.get("expr") or []:
+        match, dnat = expr.get("match"), expr.get("dnat")
+        if isinstance(dnat, dict):
+            target = dnat
+        if not isinstance(match, dict) or match.get("op") != "==":
+            continue
+        payload = (match.get("left") or {}).get("payload") if isinstance(match.get("left"), dict) else None
+        if not isinstance(payload, dict):
+            continue
+        if payload.get("protocol") == "ip" and payload.get("field") == "daddr" and isinstance(match["right"], str):
+            host_ip = match["right"]
+        elif payload.get("protocol") in ("tcp", "udp") and payload.get("field") == "dport":
+            port, proto = match.get("right"), payload["protocol"]
+    if not isinstance(port, int) or target is None or not isinstance(target.get("port"), int):
+        return None
+    return PortMapping(host_ip, port, target["port"], proto), str(target.get("addr"))
+
+
 def render_infrastructure() -> str:
     """The chains that every published port uses; idempotent (add of an existing chain is a no-op)."""
     return "\n".join(

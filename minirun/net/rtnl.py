@@ -37,6 +37,7 @@ NLMSG_DONE = 0x3
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_GETNSID = 90
 
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
@@ -57,12 +58,13 @@ def _load_codecs() -> types.SimpleNamespace:
     try:
         from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
         from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+        from pyroute2.netlink.rtnl.nsidmsg import nsidmsg
         from pyroute2.netlink.rtnl.rtmsg import rtmsg
     finally:
         if stubbed:
             # A later full `import pyroute2` (tests do it) then runs the real __init__ and reuses these modules.
             del sys.modules["pyroute2"]
-    return types.SimpleNamespace(ifinfmsg=ifinfmsg, ifaddrmsg=ifaddrmsg, rtmsg=rtmsg)
+    return types.SimpleNamespace(ifinfmsg=ifinfmsg, ifaddrmsg=ifaddrmsg, rtmsg=rtmsg, nsidmsg=nsidmsg)
 
 
 _codecs: types.SimpleNamespace | None = None
