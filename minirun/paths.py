@@ -58,6 +58,11 @@ def container_record(container_id: str) -> str:
     return os.path.join(containers_dir(), f"{container_id}.json")
 
 
+def damaged_lock() -> str:
+    """Held while a damaged container record is rebuilt or its holdings are released (`gc --damaged -f`)."""
+    return os.path.join(state_root(), "damaged.lock")
+
+
 def supervisor_socket() -> str:
     return os.path.join(state_root(), "supervisor.sock")
 

@@ -1,7 +1,10 @@
 """Damaged container records (issue 13): a record that cannot be read is set aside by reconcile, and its
 container id keeps holding what the container may own, since nothing proves it free: its address, name
 claim, host veth, published ports and directory. `minirun gc --damaged` shows those; with -f it releases
-them, on the operator's word (the container's process, if it still runs, loses its network)."""
+them, on the operator's word (the container's process, if it still runs, loses its network).
+
+A container whose record was rebuilt (runtime.rebuild) holds its resources through that record again:
+its damaged files are all that `gc --damaged -f` removes then."""
 
 from __future__ import annotations
 
@@ -19,8 +22,11 @@ class Holding(NamedTuple):
     names: list[str]
     veth: str | None  # on the host, when it is there
     directory: str | None
+    rebuilt: bool = False  # it has a record again: only the damaged files are its holding's
 
     def describe(self) -> list[str]:
+        if self.rebuilt:
+            return [f"damaged record {path} (the container has a rebuilt record)" for path in self.records]
         items = [f"address {address} on network {network}" for network, address in self.addresses]
         items += [f"name {name}" for name in self.names]
         items += [f"link {self.veth}"] if self.veth else []
@@ -36,11 +42,14 @@ def holdings() -> list[Holding]:
     from minirun.net import links, rtnl
 
     reservations = gc.ipam_reservations()
-    claims = gc.name_claims()
+    claims = state.name_claims()
     with rtnl.Rtnl() as ipr:
         present = {link.name for link in links.list_links(ipr)}
     found = []
     for container_id, records in sorted(damaged.items()):
+        if _has_record(container_id):
+            found.append(Holding(container_id, records, [], [], None, None, rebuilt=True))
+            continue
         veth = links.host_veth_name(container_id)
         directory = sandbox.container_dir(container_id)
         found.append(
@@ -61,8 +70,24 @@ def holdings() -> list[Holding]:
     return found
 
 
+def _has_record(container_id: str) -> bool:
+    record = state.load(container_id)
+    return record is not None and not record.get("corrupt")
+
+
 def release(holding: Holding) -> list[str]:
-    """Free everything `holding` lists; every step runs (missing is success), failures are collected."""
+    """Free everything `holding` lists; every step runs (missing is success), failures are collected.
+
+    Under the lock a rebuild holds: if the container got a record meanwhile, only the damaged files go."""
+    from minirun import filelock
+
+    with filelock.exclusive(paths.damaged_lock()):
+        if not holding.rebuilt and _has_record(holding.container_id):
+            holding = holding._replace(addresses=[], names=[], veth=None, directory=None, rebuilt=True)
+        return _release(holding)
+
+
+def _release(holding: Holding) -> list[str]:
     from minirun.net import firewall, ipam, links, rtnl
 
     released = []
@@ -72,7 +97,7 @@ def release(holding: Holding) -> list[str]:
     for name in holding.names:
         state.release_name(name, holding.container_id)
         released.append(f"name {name}")
-    if firewall.remove_ports(holding.container_id):
+    if not holding.rebuilt and firewall.remove_ports(holding.container_id):
         released.append("published ports")
     if holding.veth:
         with rtnl.Rtnl() as ipr:

@@ -102,7 +102,8 @@ def release_steps(
                 removed.append(f"address {address}")
 
         steps.append(Step("address", release_address, lambda: [f"rm {store.directory}/{address}   # back in the pool"]))
-    if record.get("ports"):
+    # A rebuilt record read its ports from the rules tagged with its id, or could not: remove whatever is tagged
+    if record.get("ports") or (record.get("rebuilt") and net):
 
         def unpublish() -> None:
             from minirun.net import firewall
@@ -228,7 +229,7 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
     # Snapshot reservations and claims BEFORE the records: a run writes its record first, so anything
     # listed here that lacks a record was really orphaned.
     reservations = ipam_reservations()
-    claims = name_claims()
+    claims = state.name_claims()
     pods = _pod_ids()
     if pods:
         from minirun.runtime import pod
@@ -262,12 +263,7 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
         if record.get("corrupt"):
             aside = state.set_aside(record["id"])
             if aside:
-                print(
-                    f"minirun: warning: the record of container {record['id']} is damaged; moved to {aside}, and "
-                    "what the container may hold (address, name, veth, files) stays reserved; see "
-                    "'minirun gc --damaged'",
-                    file=sys.stderr,
-                )
+                _rebuild_damaged(record["id"], aside)
             damaged.add(record["id"])
             continue
         if record.get("status") == "exited" or state.owner_alive(record):
@@ -293,6 +289,28 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
             state.remove_file(paths.name_claim(name))
             removed.append(f"name {name}")
     return removed
+
+
+def _rebuild_damaged(container_id: str, aside: str) -> None:
+    """A damaged record was just set aside: if its container provably still runs, it gets a record rebuilt
+    from the kernel (runtime.rebuild); else what it may hold stays reserved. One warning either way."""
+    from minirun.runtime import rebuild
+
+    outcome = rebuild.attempt(container_id)
+    if outcome.record is not None:
+        print(
+            f"minirun: warning: the record of container {container_id} is damaged; moved to {aside}; its "
+            f"container still runs, so its record was rebuilt from the kernel ({outcome.reason}); what could "
+            f"not be recovered shows as unknown in 'minirun inspect {container_id}'",
+            file=sys.stderr,
+        )
+        return
+    print(
+        f"minirun: warning: the record of container {container_id} is damaged; moved to {aside}, and what the "
+        f"container may hold (address, name, veth, files) stays reserved (not rebuilt: {outcome.reason}); see "
+        "'minirun gc --damaged'",
+        file=sys.stderr,
+    )
 
 
 def _remove_orphan_pod_dirs(listed: set[str]) -> list[str]:
@@ -451,11 +469,3 @@ def _release_orphans(network: str, addresses: dict[str, str], holders: set[str])
         if owner not in holders and store.release(address, owner):
             removed.append(f"address {address} (owner {owner})")
     return removed
-
-
-def name_claims() -> dict[str, str]:
-    try:
-        names = os.listdir(paths.names_dir())
-    except FileNotFoundError:
-        return {}
-    return {name: owner for name in names if not name.startswith(".") and (owner := state.read_name(name))}

@@ -105,6 +105,15 @@ def read_name(name: str) -> str | None:
         return None
 
 
+def name_claims() -> dict[str, str]:
+    """Every name claim: name -> the container id it names."""
+    try:
+        names = os.listdir(paths.names_dir())
+    except FileNotFoundError:
+        return {}
+    return {name: owner for name in names if not name.startswith(".") and (owner := read_name(name))}
+
+
 def release_name(name: str, container_id: str) -> None:
     if read_name(name) == container_id:
         remove_file(paths.name_claim(name))
