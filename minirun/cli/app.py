@@ -112,7 +112,10 @@ def ps_cmd(
         keys = ("ID", "Names", "Image", "Command", "RunningFor", "Status", "Ports", "IP", "Pod")
         _table(
             headers,
-            [tuple(_truncate(str(r[k]), 22) if k == "Command" else str(r[k] or "-") for k in keys) for r in rows],
+            [
+                tuple(_truncate(str(r[k]), 22) if k == "Command" and r[k] else str(r[k] or "-") for k in keys)
+                for r in rows
+            ],
         )
     else:
         report(MinirunError(f'unknown --format "{fmt}"', hint="use table or json"), debug=debug)
@@ -228,6 +231,9 @@ def rm_cmd(
 def gc_cmd(
     damaged: bool = typer.Option(False, "--damaged", help="show what containers with damaged records hold"),
     force: bool = typer.Option(False, "-f", "--force", help="with --damaged: release it"),
+    rebuild: bool = typer.Option(
+        False, "--rebuild", help="with --damaged: try again to rebuild the records of those still running"
+    ),
     explain: bool = EXPLAIN,
     verbose: bool = VERBOSE,
     debug: bool = DEBUG,
@@ -238,6 +244,11 @@ def gc_cmd(
 
     if force and not damaged:
         raise typer.BadParameter("-f only goes with --damaged", param_hint="-f")
+    if rebuild and (not damaged or force):
+        raise typer.BadParameter("--rebuild goes with --damaged, without -f", param_hint="--rebuild")
+    if rebuild:
+        _rebuild_damaged(debug)
+        return
     if damaged:
         _damaged(force, debug)
         return
@@ -271,13 +282,36 @@ def _damaged(force: bool, debug: bool) -> None:
                 "an address and veth that no command releases until then"
             )
     for holding in holdings:
-        if force:
+        if holding.rebuilt and not force:
+            typer.echo(
+                f"container {holding.container_id} has a rebuilt record; its damaged record is kept: "
+                + ", ".join(holding.records)
+            )
+        elif force:
             for item in _managed(lambda h=holding: damaged.release(h), debug, reconcile=False):
                 typer.echo(f"released {item} (container {holding.container_id})")
         else:
             typer.echo(f"container {holding.container_id} (damaged record) holds: {', '.join(holding.describe())}")
     if not force:
         typer.echo("release them with: minirun gc --damaged -f")
+
+
+def _rebuild_damaged(debug: bool) -> None:
+    """`gc --damaged --rebuild`: each container whose damaged record was set aside and that has no record
+    gets one rebuilt from the kernel if it provably still runs (reconcile tries once, when it sets a record
+    aside; this tries again, e.g. for one set aside by an older minirun)."""
+    from minirun.runtime import damaged, rebuild
+
+    holdings = [h for h in _managed(damaged.holdings, debug) if not h.rebuilt]
+    if not holdings:
+        typer.echo("no damaged record to rebuild")
+        return
+    for holding in holdings:
+        outcome = _managed(lambda h=holding: rebuild.attempt(h.container_id), debug, reconcile=False)
+        if outcome.record is not None:
+            typer.echo(f"rebuilt container {holding.container_id} ({outcome.reason})")
+        else:
+            typer.echo(f"container {holding.container_id} not rebuilt: {outcome.reason}")
 
 
 def _subapp(name: str, help_text: str) -> typer.Typer:

@@ -65,7 +65,7 @@ def _target(ref: str) -> Target:
         f"/proc/{pid}/ns/pid",
         env,
         record.get("workdir") or "/",
-        record["name"],
+        record.get("name") or record["id"],  # a rebuilt record may not know it
         record.get("security"),
         (user[0], user[1], tuple(user[2])) if user else None,
     )

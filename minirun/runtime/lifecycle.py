@@ -125,7 +125,9 @@ def ps_rows(show_all: bool) -> list[dict[str, Any]]:
                 "Image": image_label(record),
                 "Command": " ".join(record.get("command", [])).replace("\n", " "),
                 "CreatedAt": record.get("created", ""),
-                "RunningFor": f"{human_duration(seconds_since(record.get('created'), now))} ago",
+                "RunningFor": (
+                    f"{human_duration(seconds_since(record['created'], now))} ago" if record.get("created") else ""
+                ),
                 "Status": status_text(record, now),
                 "State": record.get("status", ""),
                 "Pod": record.get("pod") or "",
@@ -222,6 +224,21 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
         },
         "LogPath": record.get("log") or "",
         "Pod": record.get("pod") or "",
+        **_rebuilt(record),
+    }
+
+
+def _rebuilt(record: dict[str, Any]) -> dict[str, Any]:
+    """For a record rebuilt from the kernel (runtime.rebuild): from which damaged file, and what it does not
+    know (shown above as empty, never guessed)."""
+    if not record.get("rebuilt"):
+        return {}
+    return {
+        "Rebuilt": {
+            "From": record.get("rebuilt_from", ""),
+            "At": record.get("rebuilt_at", ""),
+            "Unknown": record.get("unknown", []),
+        }
     }
 
 
@@ -285,7 +302,16 @@ def logs(record: dict[str, Any], tail: int | None = None) -> bytes:
     from minirun.runtime import logfile
 
     path = _log_path(record)
-    return logfile.read(path, logfile.from_record(record.get("log_config")), tail)
+    return logfile.read(path, _log_options(record), tail)
+
+
+def _log_options(record: dict[str, Any]):
+    """The record's log options; a rebuilt record does not know them: every rotated file there is is read."""
+    from minirun.runtime import logfile
+
+    if record.get("rebuilt") and not record.get("log_config"):
+        return logfile.LogOptions("unknown", "unknown", 0, logfile.MAX_FILES_LIMIT)
+    return logfile.from_record(record.get("log_config"))
 
 
 def _log_path(record: dict[str, Any]) -> str:
@@ -311,7 +337,7 @@ def follow_logs(record: dict[str, Any], tail: int | None = None) -> Iterator[byt
             return True
         return not gc.container_alive(current) and not state.owner_alive(current)
 
-    yield from logfile.follow(_log_path(record), logfile.from_record(record.get("log_config")), tail, finished)
+    yield from logfile.follow(_log_path(record), _log_options(record), tail, finished)
 
 
 def _wait_gone(record: dict[str, Any], timeout: float) -> bool:
