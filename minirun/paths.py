@@ -71,6 +71,10 @@ def supervisor_lock() -> str:
     return os.path.join(state_root(), "supervisor.lock")
 
 
+def owners_dir() -> str:
+    return os.path.join(state_root(), "owners")
+
+
 def names_dir() -> str:
     return os.path.join(state_root(), "names")
 

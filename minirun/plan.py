@@ -66,7 +66,22 @@ class Narrator:
             self.step(step)
 
 
+# Set when a teardown or rollback step of this process failed: what it could not undo is still on the host,
+# so the process must not report itself as having left nothing behind (runtime.owners.leave).
+_residue = False
+
+
+def residue_left() -> bool:
+    return _residue
+
+
+def _note_residue() -> None:
+    global _residue
+    _residue = True
+
+
 def report_undo_failure(step: str, exc: BaseException) -> None:
+    _note_residue()
     print(f"minirun: warning: rollback of '{step}' failed: {exc}", file=sys.stderr)
 
 
@@ -111,6 +126,7 @@ def run_best_effort(steps: list[Step], what: str, narrator: Narrator | None = No
         if narrator is not None:
             narrator.step(step, time.perf_counter() - started)
     if errors:
+        _note_residue()
         raise TeardownError(what, errors)
 
 

@@ -49,15 +49,19 @@ def exec_cmd(ctx: typer.Context) -> None:
     raise typer.Exit(exec_command(list(ctx.args)))
 
 
-def _managed(action: Callable[[], Any], debug: bool, *, reconcile: bool = True) -> Any:
-    """Management commands: reconcile first, then act; MinirunError -> one line and its code (1 by default)."""
-    from minirun.runtime import gc
+def _managed(action: Callable[[], Any], debug: bool, *, reconcile: bool = True, full: bool = False) -> Any:
+    """Management commands: reconcile first, then act; MinirunError -> one line and its code (1 by default).
+    `full`: a listing, which reads every record itself, also looks at every record in the reconcile (it
+    notices a damaged one even when no minirun process died; see runtime/owners.py)."""
+    from minirun.runtime import gc, owners
     from minirun.runtime.privileges import require_root
 
     try:
         require_root()
         if reconcile:
-            gc.reconcile()
+            gc.reconcile(full=full)
+        else:
+            owners.enter()  # it may change state: if it dies half-way, the next command looks
         return action()
     except MinirunError as exc:
         report(exc, debug=debug or os.environ.get(DEBUG_ENV) == "1")
@@ -100,7 +104,7 @@ def ps_cmd(
     """List containers: ID, name, image, command, created, status, IP."""
     from minirun.runtime import lifecycle
 
-    rows = _managed(lambda: lifecycle.ps_rows(all_), debug)
+    rows = _managed(lambda: lifecycle.ps_rows(all_), debug, full=True)
     if quiet:
         for row in rows:
             typer.echo(row["ID"])
@@ -254,7 +258,7 @@ def gc_cmd(
         return
 
     def collect() -> list[str]:
-        removed = gc.reconcile(_narrator(explain, verbose))
+        removed = gc.reconcile(_narrator(explain, verbose), full=True)
         for network in all_networks():
             removed += gc.remove_orphan_links(network.bridge)
         return removed
@@ -267,7 +271,7 @@ def gc_cmd(
 def _damaged(force: bool, debug: bool) -> None:
     from minirun.runtime import damaged, pod
 
-    holdings = _managed(damaged.holdings, debug)
+    holdings = _managed(damaged.holdings, debug, full=True)
     pods = pod.damaged_names()
     if not holdings and not pods:
         typer.echo("no damaged records")
@@ -362,7 +366,7 @@ def pod_ls_cmd(fmt: str = typer.Option("table", "--format", help="table or json"
     """List pods: NAME, ID, STATUS, IP, MEMBERS, CREATED."""
     from minirun.runtime import lifecycle, pod
 
-    rows = _managed(pod.rows, debug)
+    rows = _managed(pod.rows, debug, full=True)
     if fmt == "json":
         for row in rows:
             typer.echo(json.dumps(row))
@@ -460,7 +464,7 @@ def topology_cmd(
     """Draw the live host: bridge, gateway, veths, containers and pods with their eth0, the NAT exit."""
     from minirun.runtime import topology
 
-    document = _managed(topology.collect, debug)
+    document = _managed(topology.collect, debug, full=True)
     if fmt == "json":
         typer.echo(json.dumps(document, indent=2))
     elif fmt == "dot":
@@ -507,7 +511,7 @@ def network_ls_cmd(fmt: str = typer.Option("table", "--format", help="table or j
     """List networks: NAME, BRIDGE, SUBNET, GATEWAY, INTERNAL, CONTAINERS."""
     from minirun.runtime import networks
 
-    rows = _managed(networks.rows, debug)
+    rows = _managed(networks.rows, debug, full=True)
     if fmt == "json":
         for row in rows:
             typer.echo(json.dumps(row))

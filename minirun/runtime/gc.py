@@ -25,7 +25,7 @@ from minirun import paths
 from minirun.errors import MinirunError, TeardownError
 from minirun.kernel import proc
 from minirun.plan import Narrator, Step, run_best_effort
-from minirun.runtime import state
+from minirun.runtime import owners, state
 
 LINK_GRACE_SECONDS = 2.0
 # Docker's code for "the exit status is unknown": the process ended while nobody was watching it.
@@ -224,8 +224,24 @@ def remove_container_dir(container_id: str) -> bool:
         return False
 
 
-def reconcile(narrator: Narrator | None = None) -> list[str]:
-    """Deal with what dead owners left behind. Cheap when there is nothing to do (a few listdirs)."""
+def reconcile(narrator: Narrator | None = None, *, full: bool = False) -> list[str]:
+    """Deal with what dead owners left behind. When every process that may be changing minirun's state is
+    alive there is nothing to deal with, and this costs one listdir (see runtime/owners.py); `full` looks at
+    everything anyway (`gc`, and listings that read every record themselves)."""
+    registry_known = owners.enter()
+    gone = owners.dead()
+    if registry_known and not gone and not full:
+        return []
+    removed, settled = _reconcile_everything(narrator)
+    if settled:
+        owners.forget(gone)
+    return removed
+
+
+def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
+    """The full pass: (what it removed, whether it left nothing pending). Pending: a container whose owner
+    is dead but whose process runs on (unwatched), a step that failed, orphans held back by damage."""
+    settled = True
     # Snapshot reservations and claims BEFORE the records: a run writes its record first, so anything
     # listed here that lacks a record was really orphaned.
     reservations = ipam_reservations()
@@ -238,7 +254,7 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
             removed_pods = pod.reconcile(narrator)
         except MinirunError as exc:  # reported; the rest of the cleanup and the command go on
             _warn(exc)
-            removed_pods = []
+            removed_pods, settled = [], False
         pods = _pod_ids()
     else:
         removed_pods = []
@@ -253,7 +269,7 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
     if pod_directories:
         removed += _remove_orphan_pod_dirs(pod_directories)
     if not records and not reservations and not claims and not directories:
-        return removed
+        return removed, settled
     # A record that cannot be read is never evidence that what it describes is free: its id keeps holding
     # its address, name, directory and veth until an operator releases them (gc --damaged -f).
     damaged = set(state.damaged_records())
@@ -276,19 +292,31 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
             removed += _reconcile_orphan(orphan, narrator)
         except TeardownError as exc:
             _warn(exc)
+            settled = False
     for orphan in directories - known:
         if remove_container_dir(orphan):
             removed.append(f"directory of container {orphan}")
-    holders = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | pods | damaged
+    live = [r for r in state.all_records() if r.get("status") != "exited"]  # a damaged one holds, too
+    for record in live:
+        if record.get("corrupt"):
+            settled = False  # damaged since the first read: the next pass sets it aside
+        elif state.owner_alive(record):
+            owners.adopt(record["owner"])  # an owner from before the registry must be watched from now on
+        else:
+            settled = False  # unwatched (its supervisor died): every command looks until it ends
+    holders = {r["id"] for r in live} | pods | damaged
     held_back = _damaged_pods_exist()
     for network, addresses in reservations.items():
-        if not held_back and any(owner not in holders for owner in addresses.values()):
-            removed += _release_orphans(network, addresses, holders)
+        if any(owner not in holders for owner in addresses.values()):
+            if held_back:
+                settled = False
+            else:
+                removed += _release_orphans(network, addresses, holders)
     for name, owner in claims.items():
         if owner not in known and state.read_name(name) == owner:
             state.remove_file(paths.name_claim(name))
             removed.append(f"name {name}")
-    return removed
+    return removed, settled
 
 
 def _rebuild_damaged(container_id: str, aside: str) -> None:

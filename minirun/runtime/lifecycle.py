@@ -361,7 +361,7 @@ def wait_exited(record: dict[str, Any], timeout: float) -> dict[str, Any] | None
         if current is None or current.get("status") == "exited":
             return current
         if not state.owner_alive(current):
-            gc.reconcile()
+            gc.reconcile(full=True)
         time.sleep(0.01)
     return state.load(record["id"])
 

@@ -38,7 +38,7 @@ from minirun import paths
 from minirun.errors import MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
-from minirun.runtime import request, state
+from minirun.runtime import owners, request, state
 from minirun.runtime.connections import Clients, Log, Request, reply_error
 from minirun.spec import ContainerSpec
 
@@ -97,6 +97,7 @@ class Supervisor:
         except BlockingIOError:
             return  # another supervisor serves this state root
         k.set_child_subreaper()
+        owners.enter()  # the owner of every detached container: if it dies, the next command looks
         listener = self._listen()
         wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wakeup_w)
@@ -131,6 +132,9 @@ class Supervisor:
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > IDLE_SECONDS:
                     break
+            else:
+                if _running_owned_by(self.me):
+                    owners.keep()  # stopped by a signal: its containers run on, unwatched
         finally:
             # Unlink before closing: a client that finds no socket starts a new supervisor, which waits
             # for our lock.
@@ -190,6 +194,8 @@ class Supervisor:
             except BaseException:  # noqa: BLE001 - a worker must never return into the serve loop
                 code = 1
             finally:
+                with contextlib.suppress(BaseException):
+                    owners.leave()  # os._exit skips atexit
                 os._exit(code)
         conn.close()
         worker_channel.close()

@@ -1,0 +1,97 @@
+"""Issue 13 item 5: the per-run cost stays flat with many containers up, because a command skips the full
+reconcile when every process that may be changing state is alive (runtime/owners.py). These tests show the
+skipping never skips what a dead owner left: a killed launcher, a killed supervisor, state from a minirun
+that had no registry. (The figures: tests/bench_scale.py.)"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+from pathlib import Path
+
+from tests.integration.conftest import host_links, ipam_reservations, minirun, records, spawn, wait_for, wait_running
+
+
+def entries(state_dir: Path) -> list[tuple[int, int]]:
+    directory = state_dir / "owners"
+    found = []
+    for name in os.listdir(directory) if directory.is_dir() else []:
+        pid, started = name.split("-")
+        found.append((int(pid), int(started)))
+    return found
+
+
+def alive(pid: int, started: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except FileNotFoundError:
+        return False
+    return fields[0] not in (b"Z", b"X") and int(fields[19]) == started
+
+
+def test_finished_commands_leave_no_entry(state_dir: Path):
+    """A dead entry would make every later command do the full pass: after ordinary commands, foreground
+    and detached, succeeding and failing, only live processes (the supervisor) are entered."""
+    assert minirun("run", "--rm", "true").returncode == 0
+    assert minirun("run", "--rm", "sh", "-c", "exit 3").returncode == 3
+    assert minirun("run", "-d", "--name", "bg", "sleep", "300").returncode == 0
+    assert minirun("ps").returncode == 0
+    assert minirun("rm", "-f", "bg").returncode == 0
+    assert minirun("run", "--rm", "no-such-command").returncode == 127
+    found = entries(state_dir)
+    assert found, "the supervisor is entered while it lives"
+    assert all(alive(*entry) for entry in found), found
+
+
+def test_a_killed_launcher_is_looked_after_by_the_next_run(state_dir: Path):
+    """kill -9 of a foreground `run`: the next `run` (not a listing) finds its entry dead, tears the
+    container down and takes the entry out."""
+    launcher = spawn("run", "--name", "fg", "sleep", "300")
+    (record,) = wait_running(state_dir)
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait(timeout=10)
+    assert any(entry[0] == launcher.pid for entry in entries(state_dir))
+    assert minirun("run", "--rm", "true").returncode == 0
+    assert records(state_dir) == [] and ipam_reservations(state_dir) == []
+    wait_for(lambda: record["network"]["host_veth"] not in host_links(), what="the killed run's veth gone")
+    assert all(alive(*entry) for entry in entries(state_dir))
+
+
+def test_a_killed_supervisor_keeps_every_command_looking_until_its_containers_end(state_dir: Path):
+    """kill -9 of the supervisor while its container runs: the container runs on, unwatched; when it ends,
+    the next `run` (not a listing) records its exit and releases its address."""
+    assert minirun("run", "-d", "--name", "unwatched", "sleep", "300").returncode == 0
+    (record,) = records(state_dir)
+    os.kill(record["owner"]["pid"], signal.SIGKILL)
+    wait_for(lambda: not alive(record["owner"]["pid"], record["owner"]["started"]), what="the supervisor dead")
+    assert minirun("run", "--rm", "true").returncode == 0
+    assert [r["status"] for r in records(state_dir)] == ["running"]  # alive: left running, as before
+    os.kill(record["pid"], signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{record['pid']}"), what="the container gone")
+    assert minirun("run", "--rm", "true").returncode == 0
+    (after,) = records(state_dir)
+    assert after["status"] == "exited" and after["exit_code"] == 255
+    assert ipam_reservations(state_dir) == []
+    assert re.search(r"unwatched .*Exited \(255\)", minirun("ps", "-a").stdout)
+    assert minirun("rm", "unwatched").returncode == 0
+
+
+def test_state_without_a_registry_is_adopted(state_dir: Path):
+    """State written by a minirun that had no registry (a running supervisor not entered): the first
+    command enters the owners it finds on record, so their death is noticed later."""
+    assert minirun("run", "-d", "--name", "old", "sleep", "300").returncode == 0
+    (record,) = records(state_dir)
+    shutil.rmtree(state_dir / "owners")
+    assert minirun("run", "--rm", "true").returncode == 0
+    supervisor = (record["owner"]["pid"], record["owner"]["started"])
+    assert supervisor in entries(state_dir)
+    os.kill(supervisor[0], signal.SIGKILL)
+    os.kill(record["pid"], signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{record['pid']}"), what="the container gone")
+    assert minirun("run", "--rm", "true").returncode == 0
+    assert [r["status"] for r in records(state_dir)] == ["exited"]
+    assert ipam_reservations(state_dir) == []
+    assert minirun("rm", "old").returncode == 0
