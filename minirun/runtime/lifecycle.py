@@ -22,6 +22,11 @@ EXIT_WAIT_SECONDS = 5.0  # how long to wait for the supervisor to record an exit
 def find(ref: str) -> dict[str, Any]:
     """A container by full id, name, or a unique id prefix (Docker's rules). Raises NotFound (exit 1)."""
     records = state.all_records()
+    if any(r.get("corrupt") for r in records):
+        # Damaged since the last full reconcile (which a command skips while no minirun process has died,
+        # runtime/owners.py): set it aside, rebuilt when its container runs, before looking it up.
+        gc.reconcile(full=True)
+        records = state.all_records()
     for record in records:
         if ref in (record["id"], record.get("name")):
             return record

@@ -95,3 +95,17 @@ def test_state_without_a_registry_is_adopted(state_dir: Path):
     assert [r["status"] for r in records(state_dir)] == ["exited"]
     assert ipam_reservations(state_dir) == []
     assert minirun("rm", "old").returncode == 0
+
+
+def test_a_record_damaged_while_nobody_died_is_noticed_by_the_next_lookup(state_dir: Path):
+    """The fast path skips the full pass when no minirun process died, so nothing has seen a record damaged
+    by hand: `stop NAME` (a lookup, not a listing) must still set it aside and rebuild it, not say "no such
+    container" while the container runs."""
+    assert minirun("run", "-d", "--name", "handled", "sleep", "300").returncode == 0
+    (record,) = records(state_dir)
+    (state_dir / "containers" / f"{record['id']}.json").write_text("{")
+    stopped = minirun("stop", "-t", "1", "handled")
+    assert stopped.returncode == 0 and "rebuilt from the kernel" in stopped.stderr, stopped.stderr
+    assert not os.path.exists(f"/proc/{record['pid']}")
+    assert minirun("rm", "handled").returncode == 0
+    assert minirun("gc", "--damaged", "-f").returncode == 0
