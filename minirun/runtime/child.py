@@ -66,6 +66,7 @@ class ChildPipes(NamedTuple):
     netlink_out: socket.socket  # sends the in-netns rtnetlink socket to the launcher
     go_in: int
     error_out: int
+    launcher_pidfd: int | None = None  # with die_with_parent: a pidfd of the launcher (see exec_command)
 
 
 def main(cfg: ChildConfig, pipes: ChildPipes) -> None:
@@ -83,6 +84,7 @@ def main(cfg: ChildConfig, pipes: ChildPipes) -> None:
             security=cfg.security,
             user=cfg.user,
             prepared=prepared,
+            launcher_pidfd=pipes.launcher_pidfd,
         )
     except BaseException as exc:  # noqa: BLE001 - a forked child must never unwind into the launcher's code
         code = report_failure(exc, pipes.error_out)

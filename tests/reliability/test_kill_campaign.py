@@ -118,6 +118,21 @@ def test_an_exec_killed_takes_its_command_along(user: str, clean_slate):
     assert minirun("exec", "host", "true").returncode == 0  # the container is unharmed
 
 
+@pytest.mark.parametrize("user", ["0", "1000"])
+def test_a_foreground_run_killed_takes_its_container_along(user: str, clean_slate):
+    """kill -9 of a foreground `minirun run`: its container dies with it. With --user the switch to the
+    user cleared the parent-death signal set early, so the container outlived its launcher until the next
+    command cleaned up; it is armed again after the switch."""
+    command = ("sleep", "1014")
+    launcher = spawn("run", "--rm", "--name", "fg", "--user", user, *command)
+    (pid,) = wait_for(lambda: processes_running(command), what="the container started")
+    assert os.stat(f"/proc/{pid}").st_uid == int(user)
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait(timeout=10)
+    wait_for(lambda: not processes_running(command), timeout=5, what="the container gone with its launcher")
+    assert minirun("run", "--rm", "true").returncode == 0  # and the next command reclaims what it held
+
+
 # --- what the image verbs need and may leave ------------------------------------------------------------
 
 
