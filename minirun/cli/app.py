@@ -11,9 +11,11 @@ from typing import Any
 import typer
 
 from minirun import __version__
-from minirun.cli import DEBUG_ENV, exec_command, report, run_command
 from minirun.cli.exec_args import SUMMARY as EXEC_SUMMARY
+from minirun.cli.exec_command import exec_command
+from minirun.cli.report import DEBUG_ENV, report
 from minirun.cli.run_args import SUMMARY as RUN_SUMMARY
+from minirun.cli.run_command import run_command
 from minirun.errors import MinirunError
 
 app = typer.Typer(
