@@ -19,7 +19,7 @@ from minirun import paths
 from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
-from minirun.plan import Narrator, Step, Timing, run_plan
+from minirun.plan import Narrator, Step, Timing, describe, run_plan
 from minirun.runtime import child, gc, launch, logfile, names, sandbox, state
 from minirun.runtime.privileges import require_root
 from minirun.spec import ContainerSpec
@@ -179,7 +179,7 @@ def create(
             from minirun.net import attach
 
             steps += attach.loopback_steps(None, "/proc/<pid>/ns/net")
-        (narrator or Narrator(explain=True)).describe([*steps, _exec_step(cfg)])
+        describe([*steps, _exec_step(cfg)], narrator)
         return None
 
     with contextlib.ExitStack() as undo:
@@ -310,9 +310,7 @@ def _exec_step(cfg: child.ChildConfig) -> Step:
 
 def run(spec: ContainerSpec) -> int:
     """Run `spec` in the foreground; return the exit status Docker would give."""
-    narrator = None
-    if spec.explain or spec.dry_run or spec.verbose:
-        narrator = Narrator(explain=spec.explain or spec.dry_run, verbose=spec.verbose)
+    narrator = Narrator.for_flags(explain=spec.explain, dry_run=spec.dry_run, verbose=spec.verbose)
     if spec.dry_run:
         create(spec, narrator=narrator, dry_run=True)
         return 0

@@ -12,7 +12,7 @@ from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.fs import tree
 from minirun.net import network as netdefs
-from minirun.plan import Narrator, Step, run_best_effort, run_plan
+from minirun.plan import Narrator, Step, describe, run_best_effort, run_plan
 from minirun.runtime import state
 
 # Where automatic subnets come from: /16s after the default network's 10.77/16, clear of Podman's 10.88/16
@@ -67,7 +67,7 @@ def create(
         attach.check_subnet_free(host, network)
         steps = attach.network_steps(network, host, {}, {})
         if dry_run:
-            (narrator or Narrator(explain=True)).describe(steps)
+            describe(steps, narrator)
             return None
         record = {**netdefs.to_record(network), "id": os.urandom(6).hex(), "created": state.now_iso()}
         with contextlib.ExitStack() as undo:

@@ -23,7 +23,7 @@ from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
-from minirun.plan import Narrator, Step, run_best_effort, run_plan
+from minirun.plan import Narrator, Step, describe, run_best_effort, run_plan
 from minirun.runtime import state
 from minirun.spec import validate_pod_name as validate_name
 
@@ -248,7 +248,7 @@ def _create_locked(
     first = [Step("namespaces", spawn, explain_spawn), *(_pin_step(pod, ns, holder) for ns in share)]
     if dry_run:
         steps = attach.bridge_steps(attachment, None, None, -1, net_pin, store, pod_id, ports)
-        (narrator or Narrator(explain=True)).describe([*first, *steps])
+        describe([*first, *steps], narrator)
         return None
     with contextlib.ExitStack() as undo:
         state.write_atomic(paths.pod_record(name), pod)
