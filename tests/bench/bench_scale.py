@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: does `minirun run --rm true` stay as fast with many containers up as with none? (issue 13)
 
-Not part of the test run. As root:  .venv/bin/python tests/bench_scale.py [--levels 0,200,1000] [--runs 10]
+Not part of the test run. As root:  .venv/bin/python tests/bench/bench_scale.py [--levels 0,200,1000] [--runs 10]
 It moves itself into a throwaway network + mount namespace (as the tests do), and for each level starts
 detached `sleep` containers until that many run, then times `run --rm true` (median of --runs) and prints
 the ratio to the first level, measured in this one run. Target: <= 1.1x.
@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from minirun.kernel import syscalls as k  # noqa: E402
 
