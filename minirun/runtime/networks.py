@@ -13,7 +13,7 @@ from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.fs import tree
 from minirun.net import network as netdefs
 from minirun.plan import Narrator, Step, describe, run_best_effort, run_plan
-from minirun.runtime import state
+from minirun.runtime import model, state
 
 # Where automatic subnets come from: /16s after the default network's 10.77/16, clear of Podman's 10.88/16
 # and Kubernetes' 10.244/16 (skipped below only if something on the host already uses them).
@@ -106,7 +106,7 @@ def users(network: netdefs.Network) -> list[str]:
     names = [
         f"container {r.get('name')}"
         for r in state.all_records()
-        if r.get("status") != "exited" and (r.get("network") or {}).get("name") == network.name
+        if model.is_live(r) and (r.get("network") or {}).get("name") == network.name
     ]
     names += [f"pod {p['name']}" for p in pod.all_pods() if (p.get("network") or {}).get("name") == network.name]
     return names
