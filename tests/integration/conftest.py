@@ -95,6 +95,14 @@ def wait_running(state: Path, count: int = 1, timeout: float = 10.0) -> list[dic
     )
 
 
+def process_name(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
 def host_links() -> dict[str, dict]:
     with IPRoute() as ipr:
         return {
