@@ -38,7 +38,7 @@ from minirun.cni.protocol import (
 )
 from minirun.cni.store import LockTimeout, Store
 from minirun.errors import KernelError, MinirunError, StepError
-from minirun.net import attach, firewall, links, rtnl, sysctl
+from minirun.net import attach, firewall, firewall_tags, links, rtnl, sysctl
 from minirun.net.ipam import AddressStore, Allocator, SubnetExhausted
 from minirun.net.netns import rtnl_in
 from minirun.net.rtnl import NetlinkError, Rtnl
@@ -510,20 +510,27 @@ def cmd_check(conf: Conf, params: Params, config: dict[str, Any]) -> None:
             if record.get("ipMasq") or record.get("ports"):
                 ruleset = firewall.list_json("ruleset")
                 if record.get("ipMasq") and not firewall.masquerade_in_place(ruleset, conf.network):
-                    raise fail(f"the masquerade rule for {conf.network.subnet} is missing in table inet minirun")
+                    raise fail(
+                        f"the masquerade rule for {conf.network.subnet} is missing in table {firewall_tags.TABLE_REF}"
+                    )
                 if record.get("ports"):
                     from minirun.net import ports as portdefs
 
-                    tag = portdefs.owner_tag(record["portOwner"])
+                    tag = firewall_tags.port_owner_tag(record["portOwner"])
                     found = sum(1 for i in ruleset if (i.get("rule") or {}).get("comment") == tag)
                     mappings = tuple(portdefs.PortMapping(*m) for m in record["ports"])
                     rendered = portdefs.render_mappings(record["portOwner"], str(address.ip), mappings)
                     expected = sum(1 for line in rendered.splitlines() if line.startswith("add rule"))
                     if found != expected:
-                        raise fail(f"port rules of {cid}: {found} in table inet minirun, {expected} expected")
+                        raise fail(
+                            f"port rules of {cid}: {found} in table {firewall_tags.TABLE_REF}, {expected} expected"
+                        )
                     if portdefs.needs_localnet(mappings) and not firewall.guard_in_place(ruleset):
                         bridge_name = conf.network.bridge
-                        raise fail(f"{bridge_name} routes 127/8 but the 127/8 guard (chain localnet-guard) is missing")
+                        raise fail(
+                            f"{bridge_name} routes 127/8 but the 127/8 guard (chain {firewall_tags.CHAIN_GUARD}) is "
+                            "missing"
+                        )
         finally:
             container.close()
             host.close()

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from minirun import paths
 from minirun.net import firewall, links, sysctl
+from minirun.net import firewall_tags as tags
 from minirun.net.network import Network, default_network, has_resolver, user_networks
 from minirun.net.rtnl import Rtnl
 from minirun.runtime import lifecycle, state
@@ -113,7 +114,7 @@ def check_host(host: Rtnl, network: Network) -> list[Finding]:
         )
     drop = firewall.find_foreign_drop(ruleset)
     if drop is not None:
-        ours = firewall.rule_handles(firewall.rules_in_chain(ruleset, drop), firewall.tag(network))
+        ours = firewall.rule_handles(firewall.rules_in_chain(ruleset, drop), tags.network_tag(network))
         findings.append(
             _ok(f"forward DROP policy ({drop.family} {drop.table}): minirun's accepts are in {drop.chain}")
             if ours
@@ -259,11 +260,11 @@ def _leak_findings(host: Rtnl, network: Network, ruleset: list[dict]) -> list[Fi
             )
     from minirun.net.network import all_networks
 
-    known = {firewall.tag(n) for n in all_networks()}
+    known = {tags.network_tag(n) for n in all_networks()}
     for item in ruleset:
         rule = item.get("rule") or {}
         comment = rule.get("comment") or ""
-        if comment.startswith(firewall.TAG_PREFIX) and comment not in known:
+        if comment.startswith(tags.NETWORK_TAG_PREFIX) and comment not in known:
             where = f"{rule['family']} {rule['table']} {rule['chain']}"
             findings.append(
                 Finding(

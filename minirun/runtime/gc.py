@@ -77,7 +77,7 @@ def release_resources(
 def release_steps(
     record: dict[str, Any], removed: list[str], *, host_rtnl=None, defer_link_check: bool = False
 ) -> list[Step]:
-    from minirun.net import ipam, links
+    from minirun.net import firewall_tags, ipam, links
 
     container_id = record["id"]
     pid = record.get("pid")
@@ -117,8 +117,8 @@ def release_steps(
                 "ports",
                 unpublish,
                 lambda: [
-                    f"nft delete rule inet minirun <chain> handle <h>   # each rule tagged "
-                    f'"minirun port owner={container_id}" (nft -a list table inet minirun)'
+                    f"nft delete rule {firewall_tags.TABLE_REF} <chain> handle <h>   # each rule tagged "
+                    f'"{firewall_tags.port_owner_tag(container_id)}" (nft -a list table {firewall_tags.TABLE_REF})'
                 ],
             )
         )
