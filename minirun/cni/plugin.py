@@ -351,19 +351,6 @@ def _add(conf: Conf, params: Params, store: Store, host: Rtnl, container: Rtnl, 
 # ---------------------------------------------------------------------------------------------------- DEL / GC
 
 
-def _reservations(addresses: AddressStore) -> dict[str, tuple[str, str]]:
-    """{address: (owner, ifname)} of every IPAM record."""
-    found = {}
-    for addr in addresses.reservations():
-        try:
-            with open(os.path.join(addresses.directory, addr)) as f:
-                owner, _, ifname = f.read().partition("\n")
-        except FileNotFoundError:
-            continue
-        found[addr] = (owner, ifname)
-    return found
-
-
 def teardown(
     conf: Conf, store: Store, host: Rtnl, cid: str, ifname: str, record: dict | None, prev: list[str]
 ) -> list[str]:
@@ -382,7 +369,7 @@ def teardown(
         # The recorded or prevResult address, and anything else IPAM holds for (container, ifname): an ADD
         # killed before its record was complete reserved one that neither names.
         wanted = {(record or {}).get("address", "").split("/", 1)[0], *prev}
-        wanted |= {a for a, (o, i) in _reservations(addresses).items() if o == cid and i in (ifname, "")}
+        wanted |= {a for a, (o, i) in addresses.reservations().items() if o == cid and i in (ifname, "")}
         for addr in wanted - {""}:
             addresses.release(addr, cid)
 
@@ -441,7 +428,7 @@ def cmd_gc(conf: Conf, config: dict[str, Any]) -> None:
                     errors += teardown(conf, store, host, key[0], key[1], record, [])
             held = {(r.get("containerID"), r.get("ifname")) for r in store.records()}
             addresses = address_store(conf, store)
-            for addr, (owner, ifname) in _reservations(addresses).items():
+            for addr, (owner, ifname) in addresses.reservations().items():
                 if (owner, ifname) not in keep and (owner, ifname) not in held:
                     addresses.release(addr, owner)
             if not store.records():

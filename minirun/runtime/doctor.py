@@ -247,15 +247,15 @@ def _leak_findings(host: Rtnl, network: Network, ruleset: list[dict]) -> list[Fi
     from minirun.net import ipam
 
     store = ipam.AddressStore(paths.ipam_dir(network.name))
-    for address, owner in store.reservations().items():
-        if owner not in owners and not damaged_pods:
+    for address, held in store.reservations().items():
+        if held.owner not in owners and not damaged_pods:
             findings.append(
                 Finding(
                     False,
-                    f"leaked address record {address} (owner {owner} is gone)",
+                    f"leaked address record {address} (owner {held.owner} is gone)",
                     "the address can never be handed out again",
                     f"rm {os.path.join(store.directory, address)}",
-                    lambda a=address, o=owner: store.release(a, o),
+                    lambda a=address, o=held.owner: store.release(a, o),
                 )
             )
     from minirun.net.network import all_networks

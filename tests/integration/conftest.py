@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
+from minirun.net import ipam
+
 MINIRUN = str(Path(sys.executable).parent / "minirun")
 OUTSIDE_NS = "outside"
 OUTSIDE_HOST_IP = "198.51.100.1"  # TEST-NET-2: the test host's "uplink" address
@@ -130,10 +132,9 @@ def delete_link(name: str) -> None:
 
 
 def ipam_reservations(state: Path) -> list[str]:
-    root = state / "ipam"
-    if not root.is_dir():
-        return []
-    return [str(p.relative_to(root)) for p in root.glob("*/*") if p.name[0].isdigit()]
+    """Every address reservation as NETWORK/ADDRESS (IPAM reads its own files: tests/unit/test_ipam_format.py)."""
+    held = ipam.all_reservations(str(state / "ipam"))
+    return [f"{network}/{address}" for network, addresses in held.items() for address in addresses]
 
 
 @pytest.fixture(autouse=True)
