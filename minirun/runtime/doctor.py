@@ -16,6 +16,7 @@ from minirun.net import firewall_tags as tags
 from minirun.net.network import Network, default_network, has_resolver, user_networks
 from minirun.net.rtnl import Rtnl
 from minirun.runtime import lifecycle, state
+from minirun.runtime.model import ContainerStatus, is_live
 
 
 class Finding(NamedTuple):
@@ -34,7 +35,7 @@ def _ok(what: str) -> Finding:
 def check_host(host: Rtnl, network: Network) -> list[Finding]:
     findings = []
     bridge = links.get_link(host, network.bridge)
-    users = [r for r in state.all_records() if r.get("status") == "running"] or _pods()
+    users = [r for r in state.all_records() if r.get("status") == ContainerStatus.RUNNING] or _pods()
     if bridge is None:
         findings.append(
             Finding(
@@ -177,7 +178,7 @@ def _mtu_findings(host: Rtnl) -> list[Finding]:
     findings = []
     for record in state.all_records():
         mtu = (record.get("network") or {}).get("mtu")
-        if record.get("status") == "running" and mtu and mtu > uplink.mtu:
+        if record.get("status") == ContainerStatus.RUNNING and mtu and mtu > uplink.mtu:
             findings.append(
                 Finding(
                     False,
@@ -212,7 +213,7 @@ def _leak_findings(host: Rtnl, network: Network, ruleset: list[dict]) -> list[Fi
     never evidence that what its id holds is free, and a damaged pod record hides which veth and address are
     the pod's, so then none is called leaked (`minirun gc --damaged` shows and releases them)."""
     findings = []
-    owners = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | {p["id"] for p in _pods()}
+    owners = {r["id"] for r in state.all_records() if is_live(r)} | {p["id"] for p in _pods()}
     owners |= set(state.damaged_records())
     expected = {links.host_veth_name(owner) for owner in owners}
     bridge = links.get_link(host, network.bridge)

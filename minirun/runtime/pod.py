@@ -23,6 +23,7 @@ from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
+from minirun.net import firewall_tags
 from minirun.plan import Narrator, Step, describe, run_best_effort, run_plan
 from minirun.runtime import model, state
 from minirun.runtime.model import PodStatus
@@ -549,7 +550,9 @@ def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
         steps.insert(
             0,
             Step(
-                "ports", unpublish, lambda: [f'nft delete rule ... # the rules tagged "minirun port owner={pod["id"]}"']
+                "ports",
+                unpublish,
+                lambda: [f'nft delete rule ... # the rules tagged "{firewall_tags.port_owner_tag(pod["id"])}"'],
             ),
         )
     if infra:
