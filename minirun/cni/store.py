@@ -15,6 +15,8 @@ import os
 import time
 from collections.abc import Iterator
 
+from minirun import jsonstore
+
 
 class LockTimeout(Exception):
     pass
@@ -60,12 +62,10 @@ class Store:
             return None
 
     def save(self, record: dict) -> None:
-        os.makedirs(self.records_dir, mode=0o700, exist_ok=True)
-        path = self.path(record["containerID"], record["ifname"])
-        tmp = f"{path}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(record, f)
-        os.replace(tmp, path)
+        # Not fsync'ed: the runtime retries a CNI ADD that did not finish, and an ADD pays no fsync.
+        jsonstore.write_text_atomic(
+            self.path(record["containerID"], record["ifname"]), json.dumps(record), durable=False
+        )
 
     def remove(self, container_id: str, ifname: str) -> bool:
         try:
@@ -75,17 +75,12 @@ class Store:
         return True
 
     def records(self) -> list[dict]:
-        try:
-            names = sorted(os.listdir(self.records_dir))
-        except FileNotFoundError:
-            return []
         found = []
-        for name in names:
-            if not name.endswith(".json"):
-                continue
+        for name in jsonstore.record_names(self.records_dir):
             try:
-                with open(os.path.join(self.records_dir, name)) as f:
-                    found.append(json.load(f))
-            except (FileNotFoundError, ValueError):
+                record = jsonstore.read_json(os.path.join(self.records_dir, f"{name}.json"))
+            except ValueError:
                 continue
+            if record is not None:
+                found.append(record)
         return found

@@ -10,7 +10,7 @@ import sys
 import zlib
 from typing import NamedTuple
 
-from minirun import paths
+from minirun import jsonstore, paths
 from minirun.errors import ConfigError, MinirunError
 
 DEFAULT_NETWORK = "minirun"
@@ -146,23 +146,17 @@ def has_resolver(network: Network) -> bool:
 
 
 def user_networks() -> list[Network]:
-    directory = os.path.join(paths.state_root(), "networks")
-    try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
-        return []
     found = []
-    for entry in names:
-        if entry.endswith(".json") and not entry.startswith("."):
-            try:
-                network = load(entry[: -len(".json")])
-            except DamagedRecord as exc:  # every other network still works; this one is named, not guessed
-                if exc.msg not in _WARNED:
-                    _WARNED.add(exc.msg)
-                    print(f"minirun: warning: {exc.msg}; {exc.hint}", file=sys.stderr)
-                continue
-            if network is not None:
-                found.append(network)
+    for name in jsonstore.record_names(os.path.join(paths.state_root(), "networks")):
+        try:
+            network = load(name)
+        except DamagedRecord as exc:  # every other network still works; this one is named, not guessed
+            if exc.msg not in _WARNED:
+                _WARNED.add(exc.msg)
+                print(f"minirun: warning: {exc.msg}; {exc.hint}", file=sys.stderr)
+            continue
+        if network is not None:
+            found.append(network)
     return found
 
 

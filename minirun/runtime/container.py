@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any
 
-from minirun import paths
+from minirun import jsonstore, paths
 from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
@@ -187,7 +187,7 @@ def create(
         # The record is written before the name claim and the address, so `gc` never mistakes either for
         # an orphan while this run is still setting up.
         state.save(record)
-        undo.callback(state.remove_file, paths.container_record(container_id))
+        undo.callback(jsonstore.remove_file, paths.container_record(container_id))
         state.claim_name(name, container_id)
         undo.callback(state.release_name, name, container_id)
         undo.callback(gc.remove_container_dir, container_id)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from minirun import paths
+from minirun import jsonstore, paths
 from minirun.runtime import gc, sandbox, state
 
 
@@ -106,6 +106,6 @@ def _release(holding: Holding) -> list[str]:
     if holding.directory and gc.remove_container_dir(holding.container_id):
         released.append(f"directory {holding.directory}")
     for path in holding.records:
-        state.remove_file(path)
+        jsonstore.remove_file(path)
         released.append(f"damaged record {path}")
     return released

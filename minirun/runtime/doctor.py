@@ -10,7 +10,7 @@ import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from minirun import paths
+from minirun import jsonstore, paths
 from minirun.net import firewall, links, sysctl
 from minirun.net import firewall_tags as tags
 from minirun.net.network import Network, default_network, has_resolver, user_networks
@@ -195,16 +195,11 @@ def _damaged_pod_names() -> list[str]:
     from minirun.runtime import pod as pods
 
     damaged = set(pods.damaged_names())
-    try:
-        entries = os.listdir(paths.pods_dir())
-    except FileNotFoundError:
-        entries = []
-    for entry in entries:
-        if entry.endswith(".json") and not entry.startswith("."):
-            try:
-                pods.load(entry[: -len(".json")])
-            except pods.DamagedPod:
-                damaged.add(entry[: -len(".json")])
+    for name in jsonstore.record_names(paths.pods_dir()):
+        try:
+            pods.load(name)
+        except pods.DamagedPod:
+            damaged.add(name)
     return sorted(damaged)
 
 

@@ -21,7 +21,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from minirun import paths
+from minirun import jsonstore, paths
 from minirun.errors import MinirunError, TeardownError
 from minirun.kernel import proc
 from minirun.plan import Narrator, Step, run_best_effort
@@ -150,7 +150,7 @@ def forget(record: dict[str, Any]) -> list[str]:
     """Remove the log, the container's directory (its image layer) and then the record and name claim: the
     record goes last, so whoever sees it gone (`rm`, a test, reconcile's orphan rule) finds its files gone."""
     if record.get("log"):
-        state.remove_file(record["log"])
+        jsonstore.remove_file(record["log"])
     remove_container_dir(record["id"])
     state.remove(record)
     if record.get("image"):
@@ -269,7 +269,9 @@ def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
     records = state.all_records()
     state.test_pause()
     removed = removed_pods + [
-        f"temp file {name}" for d in (paths.containers_dir(), paths.names_dir()) for name in state.sweep_temp_files(d)
+        f"temp file {name}"
+        for d in (paths.containers_dir(), paths.names_dir())
+        for name in jsonstore.sweep_temp_files(d)
     ]
     if pod_directories:
         removed += _remove_orphan_pod_dirs(pod_directories)
@@ -319,7 +321,7 @@ def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
                 removed += _release_orphans(network, addresses, holders)
     for name, owner in claims.items():
         if owner not in known and state.read_name(name) == owner:
-            state.remove_file(paths.name_claim(name))
+            jsonstore.remove_file(paths.name_claim(name))
             removed.append(f"name {name}")
     return removed, settled
 
@@ -351,10 +353,7 @@ def _remove_orphan_pod_dirs(listed: set[str]) -> list[str]:
     A pod record that cannot be read still counts: it is never evidence that its files are free."""
     from minirun.runtime import sandbox
 
-    try:
-        recorded = {name[: -len(".json")] for name in os.listdir(paths.pods_dir()) if name.endswith(".json")}
-    except FileNotFoundError:
-        recorded = set()
+    recorded = set(jsonstore.record_names(paths.pods_dir()))
     removed = []
     for name in sorted(listed - recorded):
         try:
@@ -438,28 +437,23 @@ def _pod_ids() -> set[str]:
     """Ids of the pods on record (a pod's address and veth belong to the pod, not to a container)."""
     import json
 
-    try:
-        names = os.listdir(paths.pods_dir())
-    except FileNotFoundError:
-        return set()
     ids = set()
-    for name in names:
-        if name.endswith(".json") and not name.startswith("."):
-            path = os.path.join(paths.pods_dir(), name)
-            try:
-                with open(path) as f:
-                    ids.add(json.load(f)["id"])
-            except FileNotFoundError:
-                continue
-            except (OSError, ValueError, KeyError, TypeError):
-                # Never evidence that the pod's pins, address and veth are free: set aside, held (see reconcile).
-                aside = state.set_aside_file(path)
-                if aside:
-                    print(
-                        f"minirun: warning: the record of pod {name[: -len('.json')]} is damaged; moved to {aside}, "
-                        "and what the pod may hold stays reserved; see 'minirun gc --damaged'",
-                        file=sys.stderr,
-                    )
+    for name in jsonstore.record_names(paths.pods_dir()):
+        path = paths.pod_record(name)
+        try:
+            with open(path) as f:
+                ids.add(json.load(f)["id"])
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError, KeyError, TypeError):
+            # Never evidence that the pod's pins, address and veth are free: set aside, held (see reconcile).
+            aside = state.set_aside_file(path)
+            if aside:
+                print(
+                    f"minirun: warning: the record of pod {name} is damaged; moved to {aside}, "
+                    "and what the pod may hold stays reserved; see 'minirun gc --damaged'",
+                    file=sys.stderr,
+                )
     return ids
 
 

@@ -8,7 +8,7 @@ import ipaddress
 import os
 from typing import Any
 
-from minirun import filelock, paths
+from minirun import filelock, jsonstore, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.fs import tree
 from minirun.net import network as netdefs
@@ -71,8 +71,8 @@ def create(
             return None
         record = {**netdefs.to_record(network), "id": os.urandom(6).hex(), "created": state.now_iso()}
         with contextlib.ExitStack() as undo:
-            state.write_atomic(netdefs.record_path(name), record)
-            undo.callback(state.remove_file, netdefs.record_path(name))
+            jsonstore.write_atomic(netdefs.record_path(name), record)
+            undo.callback(jsonstore.remove_file, netdefs.record_path(name))
             # The bridge and rules are shared, so their steps leave no undo of their own; roll them back here.
             undo.callback(_remove_kernel_objects, network)
             run_plan(steps, undo, narrator=narrator)
@@ -134,7 +134,7 @@ def removal_steps(network: netdefs.Network) -> list[Step]:
             links.delete_link(host, network.bridge)
 
     def forget() -> None:
-        state.remove_file(netdefs.record_path(network.name))
+        jsonstore.remove_file(netdefs.record_path(network.name))
         tree.remove_tree(paths.ipam_dir(network.name)).check()
 
     return [

@@ -19,7 +19,7 @@ import signal
 import socket
 from typing import Any, NamedTuple
 
-from minirun import filelock, paths
+from minirun import filelock, jsonstore, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
@@ -52,7 +52,7 @@ class DamagedPod(MinirunError):
 def load(name: str) -> dict[str, Any] | None:
     """The pod's record, None when there is none; DamagedPod when it cannot be read as one."""
     try:
-        pod = state.read_json(paths.pod_record(name))
+        pod = jsonstore.read_json(paths.pod_record(name))
     except (ValueError, UnicodeDecodeError, OSError):
         pod = {}
     if pod is not None and (not isinstance(pod, dict) or pod.get("name") != name or "id" not in pod):
@@ -65,17 +65,12 @@ def load(name: str) -> dict[str, Any] | None:
 
 def all_pods() -> list[dict[str, Any]]:
     """Every pod with a readable record (reconcile sets damaged ones aside)."""
-    try:
-        names = os.listdir(paths.pods_dir())
-    except FileNotFoundError:
-        return []
     pods = []
-    for entry in sorted(names):
-        if entry.endswith(".json") and not entry.startswith("."):
-            with contextlib.suppress(DamagedPod):
-                pod = load(entry[: -len(".json")])
-                if pod is not None:
-                    pods.append(pod)
+    for name in jsonstore.record_names(paths.pods_dir()):
+        with contextlib.suppress(DamagedPod):
+            pod = load(name)
+            if pod is not None:
+                pods.append(pod)
     return pods
 
 
@@ -103,7 +98,7 @@ def release_damaged(name: str) -> list[str]:
         removed.append(f"directory of pod {name}")
     for entry in sorted(os.listdir(paths.pods_dir())):
         if entry.startswith(f"{name}{state.DAMAGED_MARK}"):
-            state.remove_file(os.path.join(paths.pods_dir(), entry))
+            jsonstore.remove_file(os.path.join(paths.pods_dir(), entry))
             removed.append(f"damaged record {entry}")
     return removed
 
@@ -253,8 +248,8 @@ def _create_locked(
         describe([*first, *steps], narrator)
         return None
     with contextlib.ExitStack() as undo:
-        state.write_atomic(paths.pod_record(name), pod)
-        undo.callback(state.remove_file, paths.pod_record(name))
+        jsonstore.write_atomic(paths.pod_record(name), pod)
+        undo.callback(jsonstore.remove_file, paths.pod_record(name))
         run_plan(first, undo, narrator=narrator)
         helper, netlink = holder["pid"], holder["netlink"]
         netns_fd = os.open(net_pin, os.O_RDONLY | os.O_CLOEXEC)
@@ -268,7 +263,7 @@ def _create_locked(
         pod.pop("owner")
         if "pid" in share:
             pod["infra"] = {"pid": helper, "started": proc.start_time(helper)}
-        state.write_atomic(paths.pod_record(name), pod)
+        jsonstore.write_atomic(paths.pod_record(name), pod)
         undo.pop_all()
     os.close(netns_fd)
     netlink.close()
@@ -451,7 +446,7 @@ def unpin(target: str) -> None:
     """Unmount and remove a pin; one that is already gone is fine."""
     with contextlib.suppress(OSError):
         k.umount2(target, k.MNT_DETACH)
-    state.remove_file(target)
+    jsonstore.remove_file(target)
 
 
 def remove(name: str, force: bool, narrator: Narrator | None = None) -> list[str]:
@@ -525,7 +520,7 @@ def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
         from minirun.runtime import sandbox
 
         sandbox.remove_pod_etc(name)
-        state.remove_file(paths.pod_record(name))
+        jsonstore.remove_file(paths.pod_record(name))
         removed.append(f"pod {name}")
 
     pinned = sorted(pod.get("pins", {}).values())

@@ -35,7 +35,7 @@ import json
 import os
 from typing import Any, NamedTuple
 
-from minirun import filelock, paths
+from minirun import filelock, jsonstore, paths
 from minirun.errors import MinirunError
 from minirun.kernel import proc
 from minirun.runtime import model, sandbox, state
@@ -143,7 +143,7 @@ def _rebuild(container_id: str) -> dict[str, Any]:
     else:
         unknown.append("image")
     record.update(rebuilt=True, rebuilt_from=damaged[-1], rebuilt_at=state.now_iso(), unknown=sorted(unknown))
-    if not state.create_atomic(paths.container_record(container_id), json.dumps(record, indent=1, sort_keys=True)):
+    if not jsonstore.create_atomic(paths.container_record(container_id), json.dumps(record, indent=1, sort_keys=True)):
         raise Refused("a record appeared meanwhile")
     # Ended while we wrote: its supervisor may have reaped it before there was a record to find. With no live
     # owner in the record, the next command's reconcile tears it down, as when the supervisor dies.

@@ -7,85 +7,20 @@ files can be released.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import json
 import os
 import time
 from typing import Any
 
-from minirun import paths
+from minirun import jsonstore, paths
 from minirun.errors import Conflict
+from minirun.jsonstore import create_atomic, read_json, remove_file, write_atomic
 from minirun.kernel import proc
-
-
-def _temp_path(path: str) -> str:
-    # The writer's pid is in the name so `sweep_temp_files` can tell an abandoned one from one in use.
-    return os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
-
-
-def _write_temp(path: str, text: str) -> str:
-    """A temp file beside `path` holding `text`; on any failure (a full or read-only disk) none is left, and
-    the OSError names the path (errors.host_error turns it into one line for the operator)."""
-    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as exc:
-        remove_file(tmp)
-        raise OSError(exc.errno, exc.strerror, path) from None
-    return tmp
 
 
 def now_iso() -> str:
     """UTC with microseconds and a Z, as Docker's inspect shows times."""
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def write_atomic(path: str, data: dict[str, Any]) -> None:
-    """Readers never see half a record: write a temp file in the same directory, fsync, rename."""
-    tmp = _write_temp(path, json.dumps(data, indent=1, sort_keys=True))
-    try:
-        os.replace(tmp, path)
-    except OSError:
-        remove_file(tmp)
-        raise
-
-
-def create_atomic(path: str, text: str) -> bool:
-    """Create `path` holding `text` unless it exists; never visible half-written (link(2) is atomic)."""
-    tmp = _write_temp(path, text)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        return False
-    finally:
-        os.unlink(tmp)
-    return True
-
-
-def sweep_temp_files(directory: str) -> list[str]:
-    """Remove temp files whose writer died before renaming or linking them."""
-    removed = []
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return removed
-    for name in names:
-        if name.startswith(".") and name.endswith(".tmp"):
-            pid = name.rsplit(".", 2)[-2]
-            if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
-                remove_file(os.path.join(directory, name))
-                removed.append(name)
-    return removed
-
-
-def remove_file(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 def claim_name(name: str, container_id: str) -> None:
@@ -122,15 +57,6 @@ def release_name(name: str, container_id: str) -> None:
 
 def save(record: dict[str, Any]) -> None:
     write_atomic(paths.container_record(record["id"]), record)
-
-
-def read_json(path: str) -> dict[str, Any] | None:
-    """A record, or None when it does not exist. Raises ValueError for one that is not JSON."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return None
 
 
 def load(container_id: str) -> dict[str, Any] | None:
@@ -179,17 +105,7 @@ def damaged_records() -> dict[str, list[str]]:
 
 
 def all_records() -> list[dict[str, Any]]:
-    try:
-        names = os.listdir(paths.containers_dir())
-    except FileNotFoundError:
-        return []
-    records = []
-    for name in names:
-        if name.endswith(".json") and not name.startswith("."):
-            record = load(name[: -len(".json")])
-            if record is not None:
-                records.append(record)
-    return records
+    return [r for r in map(load, jsonstore.record_names(paths.containers_dir())) if r is not None]
 
 
 def owner_alive(record: dict[str, Any]) -> bool:
