@@ -9,7 +9,7 @@ right way.
 - This process in another mount namespace for a while (entering_mount_namespace,
   entering_new_mount_namespace): a child forked there is born in it, so it never has the host's tree as its
   root (the runc exec race, CVE-2016-9962). mount_namespaces(7).
-- A child's own namespaces (join_namespaces, then unshare).
+- A child's own namespaces (join_namespaces, then enter_new_namespaces: unshare(2)).
 - A NETLINK_ROUTE socket handed back from inside a network namespace (send_netlink, receive_socket,
   netlink_in): a socket stays in the network namespace it was created in for its whole life, and a unix
   socket passes it to another process as SCM_RIGHTS ancillary data (unix(7)). So the parent configures the
@@ -51,7 +51,7 @@ class PidNamespaceFork:
     """
 
     def __init__(self, target: int | None = None) -> None:
-        self._target = target
+        self.target = target
         self._own = -1
         self.pid = -1  # -1: nothing forked (yet); 0: this is the child; else the child's PID
 
@@ -62,10 +62,10 @@ class PidNamespaceFork:
 
     def fork(self) -> int:
         """Switch the PID namespace for children, fork; 0 in the child, the child's PID in the parent."""
-        if self._target is None:
+        if self.target is None:
             k.unshare(k.CLONE_NEWPID)
         else:
-            k.setns(self._target, k.CLONE_NEWPID)
+            k.setns(self.target, k.CLONE_NEWPID)
         self.pid = os.fork()
         if self.pid == 0:
             os.close(self._own)  # the child keeps no handle on its parent's PID namespace
@@ -133,7 +133,7 @@ def join_namespaces(namespaces: Iterable[tuple[int, int]], *, close: bool = Fals
     return joined
 
 
-def unshare(flags: int) -> None:
+def enter_new_namespaces(flags: int) -> None:
     """unshare(2): the calling process in new namespaces of the CLONE_* `flags`. Not for CLONE_NEWPID, which
     only moves children: see PidNamespaceFork."""
     if flags & k.CLONE_NEWPID:

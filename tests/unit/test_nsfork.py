@@ -79,7 +79,7 @@ def test_a_failed_pid_namespace_switch_leaves_the_parent_at_home():
         os.close(not_a_pidns)
     assert _inode("/proc/self/ns/pid_for_children") == _inode("/proc/self/ns/pid")
     with pytest.raises(ValueError):
-        nsfork.unshare(k.CLONE_NEWPID)
+        nsfork.enter_new_namespaces(k.CLONE_NEWPID)
 
 
 def test_a_child_forked_in_a_new_mount_namespace_is_born_with_its_view(tmp_path):
@@ -117,7 +117,7 @@ def _child_in_new_netns() -> Iterator[tuple[int, Rtnl]]:
     if pid == 0:
         try:
             parent_end.close()
-            nsfork.unshare(k.CLONE_NEWNET)
+            nsfork.enter_new_namespaces(k.CLONE_NEWNET)
             nsfork.send_netlink(child_end)
             child_end.recv(1)  # until the parent closes its end
         finally:
