@@ -60,10 +60,23 @@ class Narrator:
                 for line in command.splitlines():
                     print(f"    {line}", file=self.stream)
 
+    @classmethod
+    def for_flags(cls, *, explain: bool = False, dry_run: bool = False, verbose: bool = False) -> Narrator | None:
+        """The one way a command's flags make a narrator: --dry-run explains (it has nothing else to show);
+        None when nothing is to be told."""
+        if not (explain or dry_run or verbose):
+            return None
+        return cls(explain=explain or dry_run, verbose=verbose)
+
     def describe(self, steps: list[Step]) -> None:
         """--dry-run: every step, nothing applied; values not known yet are <placeholders>."""
         for step in steps:
             self.step(step)
+
+
+def describe(steps: list[Step], narrator: Narrator | None) -> None:
+    """--dry-run: tell `steps` through `narrator` (one that explains when the caller made none)."""
+    (narrator or Narrator(explain=True)).describe(steps)
 
 
 # Set when a teardown or rollback step of this process failed: what it could not undo is still on the host,

@@ -11,9 +11,11 @@ from typing import Any
 import typer
 
 from minirun import __version__
-from minirun.cli import DEBUG_ENV, exec_command, report, run_command
 from minirun.cli.exec_args import SUMMARY as EXEC_SUMMARY
+from minirun.cli.exec_command import exec_command
+from minirun.cli.report import DEBUG_ENV, report
 from minirun.cli.run_args import SUMMARY as RUN_SUMMARY
+from minirun.cli.run_command import run_command
 from minirun.errors import MinirunError
 
 app = typer.Typer(
@@ -36,7 +38,7 @@ VERBOSE = typer.Option(False, "-v", "--verbose", help="log each step with its du
 def _narrator(explain: bool, verbose: bool):
     from minirun.plan import Narrator
 
-    return Narrator(explain=explain, verbose=verbose) if explain or verbose else None
+    return Narrator.for_flags(explain=explain, verbose=verbose)
 
 
 @app.command("run", help=RUN_SUMMARY + " See 'minirun run --help'.", context_settings=_PASSTHROUGH)
@@ -49,16 +51,21 @@ def exec_cmd(ctx: typer.Context) -> None:
     raise typer.Exit(exec_command(list(ctx.args)))
 
 
-def _managed(action: Callable[[], Any], debug: bool, *, reconcile: bool = True, full: bool = False) -> Any:
+def _managed(
+    action: Callable[[], Any], debug: bool, *, reconcile: bool = True, full: bool = False, dry_run: bool = False
+) -> Any:
     """Management commands: reconcile first, then act; MinirunError -> one line and its code (1 by default).
     `full`: a listing, which reads every record itself, also looks at every record in the reconcile (it
-    notices a damaged one even when no minirun process died; see runtime/owners.py)."""
+    notices a damaged one even when no minirun process died; see runtime/owners.py). A dry run touches
+    nothing, not even the registry of processes at work."""
     from minirun.runtime import gc, owners
     from minirun.runtime.privileges import require_root
 
     try:
         require_root()
-        if reconcile:
+        if dry_run:
+            pass
+        elif reconcile:
             gc.reconcile(full=full)
         else:
             owners.enter()  # it may change state: if it dies half-way, the next command looks
@@ -345,7 +352,7 @@ def pod_create_cmd(
     from minirun.runtime import pod
     from minirun.spec import validate_hostname
 
-    narrator = Narrator(explain=explain or dry_run, verbose=verbose) if explain or dry_run or verbose else None
+    narrator = Narrator.for_flags(explain=explain, dry_run=dry_run, verbose=verbose)
 
     def create():
         shared = pod.parse_share(share)
@@ -356,7 +363,7 @@ def pod_create_cmd(
         host_name = validate_hostname(hostname) if hostname else None
         return pod.create(name, shared, host_name, narrator, dry_run, mappings, network)
 
-    created = _managed(create, debug, reconcile=not dry_run)
+    created = _managed(create, debug, dry_run=dry_run)
     if created is not None:
         typer.echo(created["id"])
 
@@ -496,11 +503,11 @@ def network_create_cmd(
     from minirun.runtime import networks
     from minirun.spec import validate_mtu
 
-    narrator = Narrator(explain=explain or dry_run, verbose=verbose) if explain or dry_run or verbose else None
+    narrator = Narrator.for_flags(explain=explain, dry_run=dry_run, verbose=verbose)
     made = _managed(
         lambda: networks.create(name, subnet, gateway, internal, validate_mtu(mtu), narrator, dry_run),
         debug,
-        reconcile=not dry_run,
+        dry_run=dry_run,
     )
     if made is not None:
         typer.echo(made["id"])

@@ -46,7 +46,6 @@ from minirun.plan import Step, run_plan
 
 TIMINGS_ENV = "MINIRUN_CNI_TIMINGS"  # set: ADD logs how long each step took, on stderr
 DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
-RT_SCOPE_LINK = 253
 
 
 @contextlib.contextmanager

@@ -8,6 +8,10 @@
 <ID> is 64 hex: the sha256 of the runtime config and of a digest of the rootfs content, so rebuilding the
 same thing gives the same ID. Only complete images are ever renamed into by-id/, and every change to
 by-id/ and tags/ happens under one flock, so a failed or killed build leaves nothing a reader could see.
+
+A staging dir is made and flocked by its writer under that same store lock, so under the store lock a
+staging dir nobody holds (and a temporary tag file, written only under it) is a dead writer's: the next
+command that takes the lock removes it, however young it is (`kill -9` of an import, then the retry).
 """
 
 from __future__ import annotations
@@ -19,7 +23,6 @@ import os
 import re
 import stat
 import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
@@ -34,9 +37,6 @@ UsedBy = Callable[[str], list[str]]
 
 NOT_FOUND_HINT = "see 'minirun image ls'; build one with 'minirun image build images/busybox'"
 STAGING_PREFIX = ".tmp-"
-# A staging dir whose writer is gone (its flock is free) is swept once it is this old; the age guards the
-# moment between mkdtemp and flock.
-STALE_SECONDS = 120
 
 _ID = re.compile(r"[0-9a-f]{64}")
 _HEX = re.compile(r"[0-9a-f]{4,64}")
@@ -216,15 +216,24 @@ def names_of(image_id: str) -> list[str]:
 @contextlib.contextmanager
 def staging() -> Iterator[Stage]:
     """A private directory inside the store for assembling one image; removed on the way out, whatever
-    happens. Holding a flock on it tells `sweep_staging` in other processes that it is in use."""
+    happens. Its flock, taken before the store lock is let go, tells `_sweep_locked` in other processes
+    that it is in use."""
     import tempfile
 
     os.makedirs(paths.images_dir(), mode=0o700, exist_ok=True)
-    sweep_staging()
-    directory = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=paths.images_dir())
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    with _lock():
+        _sweep_locked()
+        directory = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=paths.images_dir())
+        fd = -1
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # new: nobody else can hold it
+        except OSError:
+            if fd >= 0:
+                os.close(fd)
+            os.rmdir(directory)
+            raise
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         rootfs = os.path.join(directory, "image", "rootfs")
         os.makedirs(rootfs)
         os.chmod(rootfs, 0o755)
@@ -236,25 +245,18 @@ def staging() -> Iterator[Stage]:
             os.close(fd)
 
 
-def touch(stage: Stage) -> None:
-    """Show that a long build or import is alive (the sweep also goes by age)."""
-    os.utime(stage.dir)
-
-
-def sweep_staging() -> list[str]:
-    """Remove staging dirs that no live writer holds and that are older than a few minutes."""
-    removed = []
+def _sweep_locked() -> None:
+    """Under the store lock: remove the staging dirs no live writer holds, and temporary tag files (see the
+    module docstring)."""
     try:
         names = os.listdir(paths.images_dir())
     except FileNotFoundError:
-        return removed
+        return
     for name in names:
         if not name.startswith(STAGING_PREFIX):
             continue
         path = os.path.join(paths.images_dir(), name)
         try:
-            if time.time() - os.lstat(path).st_mtime < STALE_SECONDS:
-                continue
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
             continue
@@ -264,9 +266,12 @@ def sweep_staging() -> list[str]:
             continue  # its writer is still at work
         finally:
             os.close(fd)
-        if _discard(path, raise_errors=False):
-            removed.append(name)
-    return removed
+        _discard(path, raise_errors=False)
+    for directory, _dirs, files in os.walk(_tags_dir()):
+        for file in files:
+            if file.startswith(".") and file.endswith(".tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, file))
 
 
 def _discard(directory: str, *, raise_errors: bool = True) -> bool:
@@ -330,6 +335,7 @@ def commit(stage: Stage, name: str, config: dict[str, Any], used_by: UsedBy, sou
 
 
 def _write_tag(name: str, image_id: str) -> None:
+    # Only under the store lock: a temporary file seen there is a dead writer's (_sweep_locked).
     path = _tag_file(name)
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}.tmp")
@@ -378,8 +384,8 @@ def prune(used_by: UsedBy) -> list[str]:
     """Delete every image that no tag names and no container uses; returns their IDs."""
     if not os.path.isdir(_by_id()):
         return []
-    sweep_staging()
     with _lock():
+        _sweep_locked()
         return _prune_locked(used_by)
 
 
@@ -387,8 +393,8 @@ def remove(ref: str, used_by: UsedBy) -> None:
     """Untag NAME (deleting the image when that was its last tag), or delete an image by ID with all its tags.
     Refuses while a container uses an image that would be deleted."""
     image = resolve(ref)
-    sweep_staging()
     with _lock():
+        _sweep_locked()
         tags = _tags()
         by_name = bool(image.name) and tags.get(image.name) == image.id and _as_name(ref) == image.name
         doomed_tags = [image.name] if by_name else _names_of(tags, image.id)

@@ -86,7 +86,6 @@ def import_image(source: str, name: str | None, used_by: images.UsedBy) -> tuple
             devices = 0
             for number, layer in enumerate(plan.layers, 1):
                 devices += _apply(src, layer, stage.rootfs, f"layer {number}")
-                images.touch(stage)
         what = "stdin" if source == "-" else os.path.abspath(source)
         return images.commit(stage, stored_name, plan.config, used_by, f"import {what}"), devices
 

@@ -14,6 +14,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import select
 import signal
 import socket
 import termios
@@ -66,6 +67,7 @@ class ChildPipes(NamedTuple):
     netlink_out: socket.socket  # sends the in-netns rtnetlink socket to the launcher
     go_in: int
     error_out: int
+    launcher_pidfd: int | None = None  # with die_with_parent: a pidfd of the launcher (see exec_command)
 
 
 def main(cfg: ChildConfig, pipes: ChildPipes) -> None:
@@ -83,6 +85,7 @@ def main(cfg: ChildConfig, pipes: ChildPipes) -> None:
             security=cfg.security,
             user=cfg.user,
             prepared=prepared,
+            launcher_pidfd=pipes.launcher_pidfd,
         )
     except BaseException as exc:  # noqa: BLE001 - a forked child must never unwind into the launcher's code
         code = report_failure(exc, pipes.error_out)
@@ -172,11 +175,13 @@ def exec_command(
     security=None,
     user: tuple[int, int, tuple[int, ...]] | None = None,
     prepared=None,
+    launcher_pidfd: int | None = None,
 ) -> None:
     """The last steps before exec, shared by `run` and `exec`. Only returns by raising.
 
     Confinement comes last (capabilities, no_new_privs, seccomp: minirun.security.confine), so that
     everything before it may still use root's powers, and the working directory is entered as the user.
+    With `launcher_pidfd` (a pidfd of the process that forked us) the command dies with that process.
     """
     reset_signals()
     if stdio is not None:
@@ -185,7 +190,7 @@ def exec_command(
             fcntl.ioctl(stdio[0], termios.TIOCSCTTY, 0)
         for target, fd in enumerate(stdio):
             os.dup2(fd, target)
-    _close_stray_fds(keep={0, 1, 2, error_out})
+    _close_stray_fds(keep={0, 1, 2, error_out} | ({launcher_pidfd} if launcher_pidfd is not None else set()))
     if security is not None:
         from minirun.security import confine
 
@@ -199,11 +204,23 @@ def exec_command(
         except OSError as exc:
             message = f"cannot enter working directory {workdir}: {exc.strerror}"
             raise _Failure(EXIT_MINIRUN_FAILED, message) from None
+    if launcher_pidfd is not None:
+        _die_with_launcher(launcher_pidfd)
     try:
         os.execvpe(command[0], list(command), env)
     except OSError as exc:
         code = EXIT_NOT_FOUND if exc.errno in (errno.ENOENT, errno.ENOTDIR) else EXIT_NOT_EXECUTABLE
         raise _Failure(code, f"{exc.errno}:{command[0]}") from None
+
+
+def _die_with_launcher(pidfd: int) -> None:
+    """SIGKILL when the launcher dies, even by SIGKILL. Armed last: a change of user (confine) clears the
+    parent-death signal (prctl(2), PR_SET_PDEATHSIG). A launcher that died before it was armed left no
+    signal, but its pidfd reads as exited (pidfd_open(2)): then nobody waits for the command, so it never
+    starts. (getppid() cannot tell: in the container's PID namespace our parent has no number.)"""
+    k.set_parent_death_signal(signal.SIGKILL)
+    if select.select([pidfd], [], [], 0)[0]:
+        os._exit(EXIT_MINIRUN_FAILED)
 
 
 def reset_signals() -> None:

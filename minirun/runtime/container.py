@@ -19,8 +19,9 @@ from minirun import paths
 from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
-from minirun.plan import Narrator, Step, Timing, run_plan
+from minirun.plan import Narrator, Step, Timing, describe, run_plan
 from minirun.runtime import child, gc, launch, logfile, names, sandbox, state
+from minirun.runtime.model import ContainerStatus, move_container
 from minirun.runtime.privileges import require_root
 from minirun.spec import ContainerSpec
 
@@ -128,7 +129,7 @@ def create(
         "env": [f"{key}={value}" for key, value in env.items()],
         "workdir": view.workdir,
         "created": state.now_iso(),
-        "status": "creating",
+        "status": ContainerStatus.CREATING,
         "owner": owner_identity(),
         # "bridge" for every bridged network (its name is in "network"), as teardown expects
         "network_mode": "pod" if pod else spec.network if spec.network in ("none", "host") else "bridge",
@@ -179,7 +180,7 @@ def create(
             from minirun.net import attach
 
             steps += attach.loopback_steps(None, "/proc/<pid>/ns/net")
-        (narrator or Narrator(explain=True)).describe([*steps, _exec_step(cfg)])
+        describe([*steps, _exec_step(cfg)], narrator)
         return None
 
     with contextlib.ExitStack() as undo:
@@ -228,8 +229,12 @@ def create(
                 steps = attach.loopback_steps(container_rtnl, ns_label)
         run_plan(steps, undo, timings, narrator)
 
-        record.update(
-            status="running", pid=started.pid, pid_started=proc.start_time(started.pid), started=state.now_iso()
+        move_container(
+            record,
+            ContainerStatus.RUNNING,
+            pid=started.pid,
+            pid_started=proc.start_time(started.pid),
+            started=state.now_iso(),
         )
         if network is not None:
             record["network"] = attachment.as_record()
@@ -310,9 +315,7 @@ def _exec_step(cfg: child.ChildConfig) -> Step:
 
 def run(spec: ContainerSpec) -> int:
     """Run `spec` in the foreground; return the exit status Docker would give."""
-    narrator = None
-    if spec.explain or spec.dry_run or spec.verbose:
-        narrator = Narrator(explain=spec.explain or spec.dry_run, verbose=spec.verbose)
+    narrator = Narrator.for_flags(explain=spec.explain, dry_run=spec.dry_run, verbose=spec.verbose)
     if spec.dry_run:
         create(spec, narrator=narrator, dry_run=True)
         return 0
@@ -342,7 +345,7 @@ def run(spec: ContainerSpec) -> int:
                 pty.finish()
     finally:
         clock = time.perf_counter()
-        created.record.update(status="exited", exit_code=status, finished=state.now_iso())
+        move_container(created.record, ContainerStatus.EXITED, exit_code=status, finished=state.now_iso())
         gc.teardown(created.record, host_rtnl=created.host_rtnl, defer_link_check=True)
         if spec.timings:
             _print_timings([Timing("teardown", time.perf_counter() - clock)])
@@ -376,7 +379,9 @@ def run_detached(spec: ContainerSpec, supervisor: dict[str, int | None], log_cha
         logrelay.hand_off(log_channel, container_id, log_path, options, output_r)
     except OSError as exc:
         created.launch.abort()
-        record.update(status="exited", exit_code=EXIT_MINIRUN_FAILED, finished=state.now_iso(), auto_remove=True)
+        move_container(
+            record, ContainerStatus.EXITED, exit_code=EXIT_MINIRUN_FAILED, finished=state.now_iso(), auto_remove=True
+        )
         gc.teardown(record, host_rtnl=created.host_rtnl)
         raise MinirunError(f"the supervisor did not take the container's output: {exc.strerror}") from None
     finally:
@@ -384,7 +389,9 @@ def run_detached(spec: ContainerSpec, supervisor: dict[str, int | None], log_cha
     failure = created.launch.release()
     if failure:
         os.waitpid(created.launch.pid, 0)
-        record.update(status="exited", exit_code=launch.failure_exit_code(failure), finished=state.now_iso())
+        move_container(
+            record, ContainerStatus.EXITED, exit_code=launch.failure_exit_code(failure), finished=state.now_iso()
+        )
         record["auto_remove"] = True  # it never ran: leave nothing (Docker would keep a "Created" container)
         gc.teardown(record, host_rtnl=created.host_rtnl)
         raise MinirunError(launch.describe_failure(failure), code=launch.failure_exit_code(failure))

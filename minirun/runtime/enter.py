@@ -128,6 +128,8 @@ def exec_in(
             )
         )
     child_pid = -1
+    # The command dies with this process (kill -9 too): nobody would wait for it or forward signals to it.
+    launcher = os.pidfd_open(os.getpid())  # close-on-exec, as every pidfd
     try:
         # A pod that does not share a PID namespace (pidns None): the command gets one of its own (as a member
         # does), never the host's, where /proc would list, and CAP_KILL reach, every host process.
@@ -137,9 +139,11 @@ def exec_in(
             if child_pid == 0:
                 identity = Identity(security, target.user, user)
                 fresh_view = container_mnt is None
-                _child(namespaces, fresh_view, command, full_env, workdir or target.workdir, error_out, pty, identity)
+                cwd = workdir or target.workdir
+                _child(namespaces, fresh_view, command, full_env, cwd, error_out, pty, identity, launcher)
     finally:
         if child_pid != 0:
+            os.close(launcher)
             for fd, _ in namespaces:
                 os.close(fd)
             if pidns is not None:
@@ -164,7 +168,7 @@ class Identity(NamedTuple):
     requested: str | None  # exec --user, resolved inside the container's mount namespace
 
 
-def _child(namespaces, fresh_view, command, env, cwd, error_out, pty, identity: Identity) -> None:
+def _child(namespaces, fresh_view, command, env, cwd, error_out, pty, identity: Identity, launcher: int) -> None:
     """Never returns."""
     code = EXIT_MINIRUN_FAILED
     try:
@@ -189,6 +193,7 @@ def _child(namespaces, fresh_view, command, env, cwd, error_out, pty, identity: 
             controlling_tty=pty is not None,
             security=identity.security,
             user=user,
+            launcher_pidfd=launcher,
         )
     except BaseException as exc:  # noqa: BLE001 - a forked child must never unwind into the launcher's code
         with contextlib.suppress(Exception):

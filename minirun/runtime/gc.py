@@ -25,7 +25,7 @@ from minirun import paths
 from minirun.errors import MinirunError, TeardownError
 from minirun.kernel import proc
 from minirun.plan import Narrator, Step, run_best_effort
-from minirun.runtime import owners, state
+from minirun.runtime import model, owners, state
 
 LINK_GRACE_SECONDS = 2.0
 # Docker's code for "the exit status is unknown": the process ended while nobody was watching it.
@@ -175,7 +175,7 @@ def teardown(
                 ]
                 narrator.step(Step("records", lambda: None, lambda: [f"rm -f {' '.join(f for f in files if f)}"]))
         elif os.path.exists(paths.container_record(record["id"])):  # not removed meanwhile by `rm -f`
-            record["status"] = "exited"
+            model.move_container(record, model.ContainerStatus.EXITED)
             record.setdefault("exit_code", EXIT_STATUS_LOST)
             state.save(record)
     return removed
@@ -282,7 +282,7 @@ def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
                 _rebuild_damaged(record["id"], aside)
             damaged.add(record["id"])
             continue
-        if record.get("status") == "exited" or state.owner_alive(record):
+        if model.is_exited(record) or state.owner_alive(record):
             continue
         state.test_pause()
         orphan = _still_orphaned(record)
@@ -296,7 +296,7 @@ def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
     for orphan in directories - known:
         if remove_container_dir(orphan):
             removed.append(f"directory of container {orphan}")
-    live = [r for r in state.all_records() if r.get("status") != "exited"]  # a damaged one holds, too
+    live = [r for r in state.all_records() if model.is_live(r)]  # a damaged one holds, too
     for record in live:
         if record.get("corrupt"):
             settled = False  # damaged since the first read: the next pass sets it aside
@@ -367,14 +367,14 @@ def _still_orphaned(record: dict[str, Any]) -> dict[str, Any] | None:
     (a worker hands a detached container to the supervisor, then exits): so only a read made after the
     owner was seen dead shows the final state. Acting on the first read lost live containers."""
     fresh = state.load(record["id"])
-    if fresh is None or fresh.get("corrupt") or fresh.get("status") == "exited" or state.owner_alive(fresh):
+    if fresh is None or fresh.get("corrupt") or model.is_exited(fresh) or state.owner_alive(fresh):
         return None
     return fresh
 
 
 def _reconcile_orphan(record: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
     label = f"(container {record['id']})"
-    if record.get("status") == "creating" or not record.get("detached"):
+    if record.get("status") == model.ContainerStatus.CREATING or not record.get("detached"):
         record["auto_remove"] = True  # never finished starting, or a foreground run whose launcher died
         return [f"{item} {label}" for item in teardown(record, narrator=narrator)]
     if container_alive(record):
@@ -400,7 +400,7 @@ def remove_orphan_links(bridge: str) -> list[str]:
         # listed here whose owner is in no record read afterwards really is an orphan (the other order
         # cut the veth of a container created in between).
         ports = [link for link in links.list_links(ipr) if link.master == master.index and link.kind == "veth"]
-        owners = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | _pod_ids()
+        owners = {r["id"] for r in state.all_records() if model.is_live(r)} | _pod_ids()
         owners |= set(state.damaged_records())
         live = {links.host_veth_name(owner) for owner in owners}
         for link in ports:

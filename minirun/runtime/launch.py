@@ -78,6 +78,9 @@ def fork_container(cfg: child.ChildConfig, pid_namespace: str | None = None) -> 
     netlink_parent, netlink_child = nsfork.socket_channel()
     go_in, go_out = os.pipe2(os.O_CLOEXEC)
     error_in, error_out = os.pipe2(os.O_CLOEXEC)
+    # A foreground container dies with its launcher; switching to --user clears the parent-death signal set
+    # early, so the child re-arms it after the switch, checking this pidfd for a launcher already gone.
+    launcher = os.pidfd_open(os.getpid()) if cfg.die_with_parent else None
     pidns = nsfork.PidNamespaceFork(os.open(pid_namespace, os.O_RDONLY | os.O_CLOEXEC) if pid_namespace else None)
     # SIGCHLD stays blocked from before the fork, so an early exit is never missed by sigwaitinfo(); the
     # forwarded signals too, so one that arrives while the network is set up is held and passed on to the
@@ -93,7 +96,7 @@ def fork_container(cfg: child.ChildConfig, pid_namespace: str | None = None) -> 
                 netlink_parent.close()
                 os.close(go_out)
                 os.close(error_in)
-                child.main(cfg, child.ChildPipes(netlink_child, go_in, error_out))
+                child.main(cfg, child.ChildPipes(netlink_child, go_in, error_out, launcher))
     except BaseException:
         if pid == -1:  # nothing forked: nobody else holds these
             netlink_parent.close()
@@ -102,6 +105,8 @@ def fork_container(cfg: child.ChildConfig, pid_namespace: str | None = None) -> 
         raise
     finally:
         if pid != 0:
+            if launcher is not None:
+                os.close(launcher)
             for fd in join_fds:
                 os.close(fd)
             if pidns.target is not None:

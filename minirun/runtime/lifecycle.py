@@ -13,7 +13,8 @@ from typing import Any
 
 from minirun.errors import MinirunError, NotFound
 from minirun.net.ports import PortMapping
-from minirun.runtime import gc, state
+from minirun.runtime import gc, model, state
+from minirun.runtime.model import ContainerStatus
 
 DEFAULT_STOP_TIMEOUT = 10.0
 EXIT_WAIT_SECONDS = 5.0  # how long to wait for the supervisor to record an exit after the process died
@@ -51,7 +52,7 @@ def published_ports(exclude: str | None = None) -> dict[str, tuple]:
     from minirun.net.ports import PortMapping
     from minirun.runtime import pod
 
-    owners = [(f"container {r.get('name')}", r) for r in state.all_records() if r.get("status") != "exited"]
+    owners = [(f"container {r.get('name')}", r) for r in state.all_records() if model.is_live(r)]
     owners += [(f"pod {p['name']}", p) for p in pod.all_pods()]
     return {
         label: tuple(PortMapping(*m) for m in owner["ports"])
@@ -61,7 +62,7 @@ def published_ports(exclude: str | None = None) -> dict[str, tuple]:
 
 
 def is_running(record: dict[str, Any]) -> bool:
-    return record.get("status") == "running" and gc.container_alive(record)
+    return record.get("status") == ContainerStatus.RUNNING and gc.container_alive(record)
 
 
 def _parse_time(text: str | None) -> datetime.datetime | None:
@@ -105,11 +106,11 @@ def seconds_since(text: str | None, now: datetime.datetime) -> float:
 def status_text(record: dict[str, Any], now: datetime.datetime | None = None) -> str:
     now = now or datetime.datetime.now(datetime.UTC)
     status = record.get("status")
-    if status == "creating":
+    if status == ContainerStatus.CREATING:
         return "Created"
-    if status == "running" and not gc.container_alive(record):
+    if status == ContainerStatus.RUNNING and not gc.container_alive(record):
         return "Exited (unknown)"  # its PID 1 ended (a zombie too) and its owner has not recorded how yet
-    if status == "running":
+    if status == ContainerStatus.RUNNING:
         return f"Up {human_duration(seconds_since(record.get('started'), now))}"
     code = record.get("exit_code", gc.EXIT_STATUS_LOST)
     return f"Exited ({code}) {human_duration(seconds_since(record.get('finished'), now))} ago"
@@ -138,7 +139,9 @@ def ps_rows(show_all: bool) -> list[dict[str, Any]]:
                 "Pod": record.get("pod") or "",
                 "Ports": ", ".join(str(PortMapping(*m)) for m in ports_of(record)),
                 # Released at exit: an exited container has no address (Docker shows none either).
-                "IP": (network.get("address") or "").split("/")[0] if record.get("status") == "running" else "-",
+                "IP": (network.get("address") or "").split("/")[0]
+                if record.get("status") == ContainerStatus.RUNNING
+                else "-",
             }
         )
     return rows
@@ -185,7 +188,9 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
         "Path": (record.get("command") or [""])[0],
         "Args": (record.get("command") or [])[1:],
         "State": {
-            "Status": "running" if running else {"creating": "created"}.get(record.get("status"), "exited"),
+            "Status": "running"
+            if running
+            else {ContainerStatus.CREATING: "created"}.get(record.get("status"), "exited"),
             "Running": running,
             "Pid": pid or 0,
             "ExitCode": 0 if running else record.get("exit_code", 0),
@@ -338,7 +343,7 @@ def follow_logs(record: dict[str, Any], tail: int | None = None) -> Iterator[byt
 
     def finished() -> bool:
         current = state.load(record["id"])
-        if current is None or current.get("status") == "exited":
+        if current is None or model.is_exited(current):
             return True
         return not gc.container_alive(current) and not state.owner_alive(current)
 
@@ -363,7 +368,7 @@ def wait_exited(record: dict[str, Any], timeout: float) -> dict[str, Any] | None
     deadline = time.monotonic() + EXIT_WAIT_SECONDS
     while time.monotonic() < deadline:
         current = state.load(record["id"])
-        if current is None or current.get("status") == "exited":
+        if current is None or model.is_exited(current):
             return current
         if not state.owner_alive(current):
             gc.reconcile(full=True)

@@ -12,8 +12,8 @@ from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.fs import tree
 from minirun.net import network as netdefs
-from minirun.plan import Narrator, Step, run_best_effort, run_plan
-from minirun.runtime import state
+from minirun.plan import Narrator, Step, describe, run_best_effort, run_plan
+from minirun.runtime import model, state
 
 # Where automatic subnets come from: /16s after the default network's 10.77/16, clear of Podman's 10.88/16
 # and Kubernetes' 10.244/16 (skipped below only if something on the host already uses them).
@@ -67,7 +67,7 @@ def create(
         attach.check_subnet_free(host, network)
         steps = attach.network_steps(network, host, {}, {})
         if dry_run:
-            (narrator or Narrator(explain=True)).describe(steps)
+            describe(steps, narrator)
             return None
         record = {**netdefs.to_record(network), "id": os.urandom(6).hex(), "created": state.now_iso()}
         with contextlib.ExitStack() as undo:
@@ -106,7 +106,7 @@ def users(network: netdefs.Network) -> list[str]:
     names = [
         f"container {r.get('name')}"
         for r in state.all_records()
-        if r.get("status") != "exited" and (r.get("network") or {}).get("name") == network.name
+        if model.is_live(r) and (r.get("network") or {}).get("name") == network.name
     ]
     names += [f"pod {p['name']}" for p in pod.all_pods() if (p.get("network") or {}).get("name") == network.name]
     return names

@@ -23,8 +23,9 @@ from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.kernel import nsfork, proc
 from minirun.kernel import syscalls as k
-from minirun.plan import Narrator, Step, run_best_effort, run_plan
-from minirun.runtime import state
+from minirun.plan import Narrator, Step, describe, run_best_effort, run_plan
+from minirun.runtime import model, state
+from minirun.runtime.model import PodStatus
 from minirun.spec import validate_pod_name as validate_name
 
 SHAREABLE = {"net": k.CLONE_NEWNET, "uts": k.CLONE_NEWUTS, "ipc": k.CLONE_NEWIPC, "pid": k.CLONE_NEWPID}
@@ -108,7 +109,7 @@ def release_damaged(name: str) -> list[str]:
 
 def find(name: str) -> dict[str, Any]:
     pod = load(name)
-    if pod is None or pod.get("status") != "ready":
+    if pod is None or not model.is_ready(pod):
         raise _not_found(name)
     return pod
 
@@ -147,11 +148,11 @@ def members(pod_name: str) -> list[dict[str, Any]]:
 def ensure(name: str, *, quiet: bool = False) -> dict[str, Any]:
     """The pod `name`, created on first use. Two concurrent callers create exactly one pod."""
     existing = load(name)
-    if existing is not None and existing.get("status") == "ready":
+    if existing is not None and model.is_ready(existing):
         return existing
     with filelock.exclusive(paths.pods_lock()):
         existing = load(name)
-        if existing is not None and existing.get("status") == "ready":
+        if existing is not None and model.is_ready(existing):
             return existing
         pod = _create_locked(name, DEFAULT_SHARE, None)
     if not quiet:
@@ -215,7 +216,7 @@ def _create_locked(
         "hostname": hostname or name,
         "share": list(share),
         "created": state.now_iso(),
-        "status": "creating",
+        "status": PodStatus.CREATING,
         "owner": owner_identity(),
         "pins": {},
         "ports": [list(mapping) for mapping in ports],
@@ -248,7 +249,7 @@ def _create_locked(
     first = [Step("namespaces", spawn, explain_spawn), *(_pin_step(pod, ns, holder) for ns in share)]
     if dry_run:
         steps = attach.bridge_steps(attachment, None, None, -1, net_pin, store, pod_id, ports)
-        (narrator or Narrator(explain=True)).describe([*first, *steps])
+        describe([*first, *steps], narrator)
         return None
     with contextlib.ExitStack() as undo:
         state.write_atomic(paths.pod_record(name), pod)
@@ -262,10 +263,7 @@ def _create_locked(
             attachment, host, rtnl.Rtnl(netlink), netns_fd, net_pin, store, pod_id, ports, published
         )
         run_plan(steps, undo, narrator=narrator)
-        pod.update(
-            status="ready",
-            network=attachment.as_record(),
-        )
+        model.move_pod(pod, PodStatus.READY, network=attachment.as_record())
         pod.pop("owner")
         if "pid" in share:
             pod["infra"] = {"pid": helper, "started": proc.start_time(helper)}
@@ -482,7 +480,7 @@ def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
     address = (network.get("address") or "").split("/")[0]
     store = ipam.AddressStore(paths.ipam_dir(network.get("name", "minirun")))
     pins = sorted({*pod.get("pins", {}).values(), *(os.path.join(paths.pod_pin_dir(name), ns) for ns in SHAREABLE)})
-    if "net" in pod.get("pins", {}) or pod.get("status") == "creating":
+    if "net" in pod.get("pins", {}) or pod.get("status") == PodStatus.CREATING:
         pins.append(paths.netns_pin(name))
 
     def stop_init() -> None:
@@ -562,7 +560,7 @@ def stop(name: str, timeout: float) -> None:
 def status(pod: dict[str, Any]) -> str:
     from minirun.runtime import lifecycle
 
-    if pod.get("status") != "ready":
+    if not model.is_ready(pod):
         return "Creating"
     pod_members = members(pod["name"])
     if any(lifecycle.is_running(m) for m in pod_members):
@@ -641,4 +639,4 @@ def reconcile(narrator: Narrator | None = None) -> list[str]:
 
 def _interrupted(pod: dict[str, Any]) -> bool:
     owner = pod.get("owner")
-    return pod.get("status") == "creating" and bool(owner) and not proc.is_alive(owner["pid"], owner["started"])
+    return pod.get("status") == PodStatus.CREATING and bool(owner) and not proc.is_alive(owner["pid"], owner["started"])

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 from minirun import filelock, paths
 from minirun.errors import MinirunError
 from minirun.kernel import proc
-from minirun.runtime import sandbox, state
+from minirun.runtime import model, sandbox, state
 
 # What `run` records and no evidence outside the container tells.
 ALWAYS_UNKNOWN = (
@@ -121,12 +121,12 @@ def _rebuild(container_id: str) -> dict[str, Any]:
     started = proc.start_time(pid)
     if started is None or not proc.is_alive(pid, started):
         raise Refused(f"its PID 1 ({pid}) ended")
-    claimed = {(r.get("pid"), r.get("pid_started")): r["id"] for r in others if r.get("status") != "exited"}
+    claimed = {(r.get("pid"), r.get("pid_started")): r["id"] for r in others if model.is_live(r)}
     claimed |= {((p.get("infra") or {}).get("pid"), (p.get("infra") or {}).get("started")): p["id"] for p in all_pods}
     if (pid, started) in claimed:
         raise Refused(f"its PID 1 ({pid}) is named by the record of {claimed[pid, started]}")
     record.update(
-        status="running",
+        status=model.ContainerStatus.RUNNING,
         pid=pid,
         pid_started=started,
         started=_iso(proc.started_at(started)),

@@ -34,7 +34,7 @@ from collections import deque
 
 from minirun.net import dns
 from minirun.net import network as netdefs
-from minirun.runtime import state
+from minirun.runtime import model, state
 
 DNS_PORT = 53
 
@@ -48,14 +48,14 @@ def lookup(network_name: str, name: str) -> list[str]:
     pod_addresses: dict[str, str] = {}
     for pod in pods.all_pods():
         network = pod.get("network") or {}
-        if network.get("name") != network_name or pod.get("status") != "ready":
+        if network.get("name") != network_name or not model.is_ready(pod):
             continue
         address = network["address"].split("/")[0]
         pod_addresses[pod["name"]] = address
         if name in (pod["name"], str(pod.get("hostname", "")).lower()):
             found.append(address)
     for record in state.all_records():
-        if record.get("status") != "running":
+        if record.get("status") != model.ContainerStatus.RUNNING:
             continue
         if record.get("pod") in pod_addresses:
             address = pod_addresses[record["pod"]]
@@ -387,7 +387,7 @@ def in_use() -> bool:
     from minirun.runtime import pod as pods
 
     try:
-        users = [r.get("network") for r in state.all_records() if r.get("status") == "running"]
+        users = [r.get("network") for r in state.all_records() if r.get("status") == model.ContainerStatus.RUNNING]
         users += [p.get("network") for p in pods.all_pods()]
         return any(u and u.get("name") != netdefs.DEFAULT_NETWORK for u in users)
     except Exception:  # noqa: BLE001

@@ -1,7 +1,8 @@
 """Container records: one atomically written JSON file per container, plus an O_EXCL claim per name.
 
 A record names its owner (the launcher's pid and start time). A record whose owner is gone belongs to a
-launcher that was killed: `stale_records()` finds them so their address, links and files can be released.
+launcher that was killed: `gc.reconcile()` finds them (through `owner_alive()`) so their address, links and
+files can be released.
 """
 
 from __future__ import annotations
@@ -195,10 +196,6 @@ def owner_alive(record: dict[str, Any]) -> bool:
     owner = record.get("owner") or {}
     pid, started = owner.get("pid"), owner.get("started")
     return isinstance(pid, int) and isinstance(started, int) and proc.is_alive(pid, started)
-
-
-def stale_records() -> list[dict[str, Any]]:
-    return [r for r in all_records() if not owner_alive(r)]
 
 
 def remove(record: dict[str, Any]) -> None:

@@ -40,6 +40,7 @@ from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.runtime import owners, request, state
 from minirun.runtime.connections import Clients, Log, Request, reply_error
+from minirun.runtime.model import ContainerStatus
 from minirun.spec import ContainerSpec
 
 # The CLI's check of a `run -d` spec (cli/run_request.py), handed over by the entry point (cli/supervise.py).
@@ -63,7 +64,10 @@ def resolver_in_use() -> bool:
 
 
 def _running_owned_by(me: dict[str, Any]) -> bool:
-    return any(r.get("status") in ("creating", "running") and r.get("owner") == me for r in state.all_records())
+    return any(
+        r.get("status") in (ContainerStatus.CREATING, ContainerStatus.RUNNING) and r.get("owner") == me
+        for r in state.all_records()
+    )
 
 
 class Supervisor:
@@ -245,7 +249,11 @@ class Supervisor:
         from minirun.runtime.launch import exit_status
 
         record = next(
-            (r for r in state.all_records() if r.get("pid") == pid and r.get("status") in ("running", "creating")),
+            (
+                r
+                for r in state.all_records()
+                if r.get("pid") == pid and r.get("status") in (ContainerStatus.RUNNING, ContainerStatus.CREATING)
+            ),
             None,
         )
         if record is None:

@@ -8,6 +8,7 @@ from typing import Any
 from minirun.net import firewall, links
 from minirun.net.network import all_networks
 from minirun.runtime import lifecycle, state
+from minirun.runtime.model import ContainerStatus
 
 
 def collect() -> dict[str, Any]:
@@ -15,7 +16,7 @@ def collect() -> dict[str, Any]:
     from minirun.net import rtnl
     from minirun.runtime import pod as pods
 
-    records = [r for r in state.all_records() if r.get("status") in ("running", "creating")]
+    records = [r for r in state.all_records() if r.get("status") in (ContainerStatus.RUNNING, ContainerStatus.CREATING)]
     all_pods = pods.all_pods()
     owners: dict[str, dict[str, Any]] = {}
     for record in records:

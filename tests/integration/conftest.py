@@ -264,3 +264,10 @@ def busybox_image() -> str:
     built = minirun("image", "build", "busybox")
     assert built.returncode == 0, built.stderr
     return "busybox"
+
+
+def process_states(ref: str) -> list[tuple[str, str]]:
+    """(command name, state letter) of every process in a container's or pod's PID namespace, as
+    /proc/PID/stat inside shows them (a zombie keeps its name, with state Z)."""
+    stats = minirun("exec", ref, "sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null").stdout
+    return [(line.split("(", 1)[1].rsplit(")", 1)[0], line.rsplit(")", 1)[1].split()[0]) for line in stats.splitlines()]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
 
-from tests.integration.conftest import delete_link, minirun
+from tests.integration.conftest import delete_link, minirun, wait_for
 
 
 @pytest.fixture
@@ -110,9 +111,10 @@ def test_mtu_larger_than_the_uplink(state_dir):
 
 def test_doctor_on_a_container_that_is_not_running():
     assert minirun("run", "-d", "--name", "done", "true").returncode == 0
-    import time
-
-    time.sleep(0.5)
+    wait_for(
+        lambda: json.loads(minirun("inspect", "done").stdout)[0]["State"]["Status"] == "exited",
+        what="container done exited",
+    )
     found = minirun("doctor", "done")
     assert found.returncode == 1 and "container done is not running" in found.stdout
     minirun("rm", "-f", "done")

@@ -3,6 +3,7 @@ Docker), hostile and damaged archives refused with nothing left behind, tags, re
 
 from __future__ import annotations
 
+import fcntl
 import gzip
 import hashlib
 import io
@@ -510,14 +511,25 @@ def test_retag_rm_and_images_in_use(store: Path, tmp_path: Path, state_dir: Path
 
 
 def test_stale_staging_dirs_are_swept(store: Path, tmp_path: Path):
-    stale = store / ".tmp-killed-import"
-    (stale / "image" / "rootfs").mkdir(parents=True)
-    old = time.time() - 3600
-    os.utime(stale, (old, old))
-    fresh = store / ".tmp-in-progress"
-    fresh.mkdir()
-    assert import_bytes(docker_save([LAYER_1]), tmp_path).returncode == 0
-    assert not stale.exists() and fresh.exists()
+    """Issue 13: a staging dir left by a killed import was swept only once two minutes old, so the retry
+    right after the kill left it (a half-imported rootfs) behind. A dead writer's staging dir, however young,
+    and a dead writer's temporary tag file go with the next command that takes the store lock; a dir whose
+    writer holds its flock stays."""
+    dead = store / ".tmp-killed-import"
+    (dead / "image" / "rootfs").mkdir(parents=True)
+    (store / "tags").mkdir()
+    dead_tag = store / "tags" / ".app:1.json.12345.tmp"
+    dead_tag.write_text("{")
+    in_progress = store / ".tmp-in-progress"
+    in_progress.mkdir()
+    writer = os.open(in_progress, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(writer, fcntl.LOCK_EX)
+        assert import_bytes(docker_save([LAYER_1]), tmp_path).returncode == 0
+        assert not dead.exists() and not dead_tag.exists() and in_progress.exists()
+    finally:
+        os.close(writer)
+    in_progress.rmdir()
 
 
 # --- imported images run --------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from tests.integration.conftest import (
     host_links,
     ipam_reservations,
     minirun,
+    process_states,
     records,
     wait_for,
 )
@@ -129,7 +130,8 @@ def test_stop_honours_the_grace_period_and_yields_137():
 
 
 def test_stop_with_a_term_handler_is_quick():
-    detach("--name", "polite", "sh", "-c", "trap 'exit 3' TERM; while :; do sleep 0.05; done")
+    detach("--name", "polite", "sh", "-c", "trap 'exit 3' TERM; echo ready; while :; do sleep 0.05; done")
+    wait_for(lambda: "ready\n" in minirun("logs", "polite").stdout, what="trap set")  # else TERM kills sh: 143
     started = time.monotonic()
     assert minirun("stop", "polite").returncode == 0
     assert time.monotonic() - started < 5
@@ -142,9 +144,10 @@ def test_kill_delivers_named_and_numbered_signals():
         "sig",
         "sh",
         "-c",
-        "trap 'echo got-usr1' USR1; trap 'echo got-usr2' USR2; while :; do sleep 0.05; done",
+        "trap 'echo got-usr1' USR1; trap 'echo got-usr2' USR2; echo ready; while :; do sleep 0.05; done",
     )
-    time.sleep(0.2)
+    # the traps are set once "ready" is logged (a bare sleep raced them: an early USR1 kills the shell)
+    wait_for(lambda: "ready\n" in minirun("logs", "sig").stdout, what="traps set")
     assert minirun("kill", "-s", "USR1", "sig").returncode == 0
     assert minirun("kill", "--signal", str(int(signal.SIGUSR2)), "sig").returncode == 0
     wait_for(lambda: "got-usr1\ngot-usr2\n" in minirun("logs", "sig").stdout, what="both signals handled")
@@ -257,17 +260,21 @@ def test_exec_it_into_a_detached_container():
 
 
 def _zombies(ref: str) -> int:
-    stats = minirun("exec", ref, "sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null").stdout
-    return sum(1 for line in stats.splitlines() if line.rsplit(")", 1)[1].split()[0] == "Z")
+    return sum(1 for _, state in process_states(ref) if state == "Z")
 
 
 def test_init_reaps_zombies_and_keeps_the_exit_code():
+    """Waits for conditions, not a bare sleep(0.6): the orphan must turn into a zombie without an init, and
+    be gone (not a zombie "sleep") with one; an init that does not reap times out the second wait."""
     # `(sleep 0.1 &)` orphans a child; `exec sleep` makes PID 1 a process that never reaps it.
     command = ["sh", "-c", "(sleep 0.1 &); exec sleep 30"]
     detach("--name", "noinit", *command)
     detach("--name", "withinit", "--init", *command)
-    time.sleep(0.6)
-    assert _zombies("noinit") == 1  # the negative control: without an init the zombie stays
+    wait_for(lambda: _zombies("noinit") == 1, what="the negative control: without an init the zombie stays")
+    wait_for(
+        lambda: [name for name, _ in process_states("withinit")].count("sleep") == 1,
+        what="the orphan reaped by the init: one sleep left",
+    )
     assert _zombies("withinit") == 0
     assert inspect("withinit")["HostConfig"]["Init"] is True
     code = minirun("run", "--init", "--network", "none", "sh", "-c", "exit 5")

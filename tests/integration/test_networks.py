@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 
 import pytest
 
-from tests.integration.conftest import OUTSIDE_HOST_IP, OUTSIDE_PEER_IP, PYTHON, host_links, minirun, nft_ruleset
+from tests.integration.conftest import (
+    OUTSIDE_HOST_IP,
+    OUTSIDE_PEER_IP,
+    PYTHON,
+    host_links,
+    minirun,
+    nft_ruleset,
+    wait_for,
+)
 
 SERVER = """
 import socket
@@ -28,9 +35,7 @@ def _clean_up(clean_slate):
 
 def serve(name: str, network: str) -> str:
     assert minirun("run", "-d", "--name", name, "--network", network, PYTHON, "-c", SERVER).returncode == 0
-    deadline = time.monotonic() + 10
-    while "serving" not in minirun("logs", name).stdout and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: "serving" in minirun("logs", name).stdout, what=f"{name} serving")
     return minirun("inspect", "-f", "{{.NetworkSettings.IPAddress}}", name).stdout.strip()
 
 

@@ -19,6 +19,7 @@ from tests.integration.conftest import (
     ipam_reservations,
     minirun,
     nft_ruleset,
+    process_states,
     records,
     wait_for,
 )
@@ -126,12 +127,10 @@ def test_pod_rm_refuses_running_members_unless_forced(state_dir):
 
 
 def test_two_pods_reach_each_other_over_the_bridge():
-    assert member("alpha", PYTHON, "-c", LISTENER, "9000", "10", detach=True).returncode == 0
-    wait_for(lambda: pod_inspect("alpha")["Members"], what="alpha member")
+    listener = member("alpha", PYTHON, "-c", LISTENER, "9000", "10", detach=True)
+    assert listener.returncode == 0, listener.stderr
+    wait_for(lambda: "listening" in minirun("logs", listener.stdout.strip()).stdout, what="alpha listening")
     address = pod_inspect("alpha")["IPAddress"]
-    import time
-
-    time.sleep(0.3)
     client = member("beta", PYTHON, "-c", CLIENT, address, "9000", "5")
     assert client.stdout.strip() == "pong", client.stderr
     assert pod_inspect("beta")["IPAddress"] != address
@@ -163,11 +162,9 @@ def test_concurrent_first_runs_create_exactly_one_pod(state_dir):
 
 
 def test_second_member_on_the_same_port_gets_address_in_use():
-    assert member("ports", PYTHON, "-c", LOOPBACK_SERVER, "0.0.0.0", "7000", detach=True).returncode == 0
-    wait_for(lambda: pod_inspect("ports")["Members"], what="first member")
-    import time
-
-    time.sleep(0.3)
+    first = member("ports", PYTHON, "-c", LOOPBACK_SERVER, "0.0.0.0", "7000", detach=True)
+    assert first.returncode == 0, first.stderr
+    wait_for(lambda: "listening" in minirun("logs", first.stdout.strip()).stdout, what="first member listening")
     second = member("ports", PYTHON, "-c", LOOPBACK_SERVER, "0.0.0.0", "7000")
     assert second.returncode != 0 and "Address already in use" in second.stderr
 
@@ -211,28 +208,27 @@ def test_bad_pod_input(args, message, state_dir):
     assert not (state_dir / "pods").exists() or not list((state_dir / "pods").iterdir())
 
 
-def _process_states(ref: str) -> list[tuple[str, str]]:
-    out = minirun("exec", ref, "sh", "-c", "cat /proc/[0-9]*/stat").stdout
-    return [(line.split("(", 1)[1].rsplit(")", 1)[0], line.rsplit(")", 1)[1].split()[0]) for line in out.splitlines()]
-
-
 def test_shared_pid_namespace_sees_members_and_reaps_zombies():
     created = minirun("pod", "create", "--share", "net,uts,ipc,pid", "pidpod")
     assert created.returncode == 0, created.stderr
     assert "pid" in pod_inspect("pidpod")["SharedNamespaces"]
     a = member("pidpod", "sleep", "30", detach=True).stdout.strip()
-    # `(sleep 0.1 &)` orphans a process: in a shared PID namespace the pod's init (tini) adopts and reaps it
-    b = member("pidpod", "sh", "-c", "(sleep 0.1 &); exec sleep 31", detach=True).stdout.strip()
-    import time
+    # `(sleep 2 &)` orphans a process: in a shared PID namespace the pod's init (tini) adopts and reaps it.
+    # Seen first (three sleeps), then gone with no zombie left: a pod init that does not reap keeps a
+    # "sleep" in state Z, so the second wait times out.
+    b = member("pidpod", "sh", "-c", "(sleep 2 &); exec sleep 31", detach=True).stdout.strip()
+    wait_for(lambda: [n for n, _ in process_states(a)].count("sleep") == 3, what="the orphan, seen by a")
 
-    time.sleep(0.6)
-    states = _process_states(a)
+    def reaped():
+        states = process_states(a)
+        return states if [n for n, _ in states].count("sleep") == 2 and all(s != "Z" for _, s in states) else None
+
+    states = wait_for(reaped, timeout=10, what="orphan gone and reaped by the pod's init, no zombie")
     names = [name for name, _ in states]
-    assert names.count("tini") == 1 and "sleep" in names and names.count("sleep") >= 2  # both members visible
-    assert all(state != "Z" for _, state in states), states
+    assert names.count("tini") == 1 and names.count("sleep") == 2  # both members visible
     pids = [json.loads(minirun("inspect", i).stdout)[0]["State"]["Pid"] for i in (a, b)]
     assert os.readlink(f"/proc/{pids[0]}/ns/pid") == os.readlink(f"/proc/{pids[1]}/ns/pid")
-    assert _process_states("pidpod")[0][0] == "tini"  # exec into the pod itself sees its PID 1
+    assert process_states("pidpod")[0][0] == "tini"  # exec into the pod itself sees its PID 1
     infra = json.loads((records_root() / "pods" / "pidpod.json").read_text())["infra"]["pid"]
     assert minirun("pod", "rm", "-f", "pidpod").returncode == 0
     from minirun.kernel.proc import start_time
@@ -248,7 +244,7 @@ def records_root():
 def test_without_shared_pid_namespace_members_are_isolated():
     a = member("nopid", "sleep", "30", detach=True).stdout.strip()
     member("nopid", "sleep", "31", detach=True)
-    names = [name for name, _ in _process_states(a)]
+    names = [name for name, _ in process_states(a)]
     assert names.count("sleep") == 1  # only its own
 
 

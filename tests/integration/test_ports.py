@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
-import time
 
 import pytest
 
-from tests.integration.conftest import OUTSIDE_HOST_IP, PYTHON, minirun, nft_ruleset
+from tests.integration.conftest import OUTSIDE_HOST_IP, PYTHON, minirun, nft_ruleset, wait_for
 
 SERVER = """
 import socket, sys, threading
@@ -42,6 +42,20 @@ def fetch(host: str, port: int, netns: str | None = None, container: str | None 
     return result.stdout.strip() if result.returncode == 0 else f"failed: {result.stderr.strip().splitlines()[-1]}"
 
 
+def fetch_once_up(host: str, port: int, netns: str | None = None, timeout: float = 10) -> str:
+    """fetch() until something answers (the server starts listening after `run -d` returns), instead of a
+    bare sleep. Returns that answer, or the last failure on timeout, for the caller to assert on."""
+    answers: list[str] = []
+
+    def answered() -> bool:
+        answers.append(fetch(host, port, netns=netns))
+        return not answers[-1].startswith("failed: ")
+
+    with contextlib.suppress(AssertionError):  # timed out: the caller's assert shows the last failure
+        wait_for(answered, timeout=timeout, what=f"an answer from {host}:{port}")
+    return answers[-1]
+
+
 @pytest.fixture
 def web(outside):
     result = minirun(
@@ -65,9 +79,7 @@ def web(outside):
     )
     assert result.returncode == 0, result.stderr
     container_id = result.stdout.strip()
-    deadline = time.monotonic() + 10
-    while "serving" not in minirun("logs", "web").stdout and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: "serving" in minirun("logs", "web").stdout, what="web serving")
     yield container_id
     minirun("rm", "-f", "web", "other")
 
@@ -166,8 +178,7 @@ def test_pod_ports(outside):
     try:
         server = minirun("run", "-d", "--pod", "pp", PYTHON, "-c", SERVER, "80")
         assert server.returncode == 0
-        time.sleep(0.5)
-        assert fetch(OUTSIDE_HOST_IP, 8088, netns=outside) == "tcp 80 from 198.51.100.2"
+        assert fetch_once_up(OUTSIDE_HOST_IP, 8088, netns=outside) == "tcp 80 from 198.51.100.2"
         member = minirun("run", "--pod", "pp", "-p", "9000:80", "true")
         assert member.returncode == 125 and "ports belong to the pod" in member.stderr
     finally:
@@ -184,8 +195,7 @@ def test_bad_port_specs(spec):
 def test_published_port_under_docker_forward_drop(outside, docker_forward_drop):
     try:
         assert minirun("run", "-d", "--name", "behind", "-p", "8083:80", PYTHON, "-c", SERVER, "80").returncode == 0
-        time.sleep(0.5)
-        assert fetch(OUTSIDE_HOST_IP, 8083, netns=outside) == "tcp 80 from 198.51.100.2"
+        assert fetch_once_up(OUTSIDE_HOST_IP, 8083, netns=outside) == "tcp 80 from 198.51.100.2"
     finally:
         minirun("rm", "-f", "behind")
 

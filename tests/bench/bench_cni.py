@@ -4,7 +4,7 @@
 the same configuration.
 
 Not part of the test run (pytest collects test_*.py only). Run as root:
-    .venv/bin/python -m compileall -q minirun && .venv/bin/python tests/bench_cni.py [--runs 20]
+    .venv/bin/python -m compileall -q minirun && .venv/bin/python tests/bench/bench_cni.py [--runs 20]
 Like the tests, it first moves itself into a throwaway network + mount namespace with its own /run, so the
 machine's real network and firewall are not touched. Each run: a fresh netns (not timed), ADD (timed), DEL
 (timed). One attachment stays on the network throughout ("warm": the bridge and masquerade rule exist, as
@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from minirun.kernel import syscalls as k  # noqa: E402
 

@@ -1,5 +1,5 @@
-"""Issue 13: crash recovery that never harms the living. Zombies are dead (item 4) and the smaller
-findings of item 5; the reconcile race (item 1) is in test_reconcile_race.py."""
+"""Issue 13 (reliability suite): crash recovery that never harms the living. Zombies are dead (item 4) and the smaller
+findings of item 5; the reconcile race (item 1) is in tests/reliability/test_reconcile_race.py."""
 
 from __future__ import annotations
 

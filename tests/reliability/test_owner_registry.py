@@ -1,7 +1,7 @@
 """Issue 13 item 5: the per-run cost stays flat with many containers up, because a command skips the full
 reconcile when every process that may be changing state is alive (runtime/owners.py). These tests show the
 skipping never skips what a dead owner left: a killed launcher, a killed supervisor, state from a minirun
-that had no registry. (The figures: tests/bench_scale.py.)"""
+that had no registry. (The figures: tests/bench/bench_scale.py.)"""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: memory overhead per detached container (PSS), minirun's supervisor vs Docker's shims.
 
-Not part of the test run. As root:  .venv/bin/python tests/bench_detached.py [--containers 50]
+Not part of the test run. As root:  .venv/bin/python tests/bench/bench_detached.py [--containers 50]
 It moves itself into a throwaway network + mount namespace (as the tests do), starts N detached `sleep`
 containers, and sums the PSS of every minirun process that is not a container: that is the overhead.
 """
@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from minirun.kernel import syscalls as k  # noqa: E402
 

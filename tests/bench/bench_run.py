@@ -2,7 +2,7 @@
 """Benchmark: `minirun run --rm true` end to end, beside the seed's steps as a bash script and Docker.
 
 Not part of the test run (pytest collects test_*.py only). Run as root:
-    .venv/bin/python tests/bench_run.py [--runs 30]
+    .venv/bin/python tests/bench/bench_run.py [--runs 30]
 Like the tests, it first moves itself into a throwaway network + mount namespace, so the machine's real
 network is not touched; Docker, when it is installed and running, is measured before that, on the host.
 """
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from minirun.kernel import syscalls as k  # noqa: E402
 

@@ -1,0 +1,54 @@
+"""`minirun run`: parsed without typer (40-60 ms) or pyroute2 on its path; a detached run is a request to
+the supervisor, a foreground one runs here."""
+
+from __future__ import annotations
+
+import os
+
+from minirun.cli.report import guarded
+from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
+
+
+def run_command(args: list[str]) -> int:
+    """`minirun run ARGS`: returns the exit status (Docker's convention)."""
+    from minirun.cli import run_args
+
+    def action() -> int:
+        spec = run_args.parse(args)
+        if spec.detach and not spec.dry_run:
+            print(_run_detached(spec))
+            return 0
+        from minirun.runtime import container
+
+        return container.run(spec)
+
+    return guarded(args, action, run_args.help_text)
+
+
+def _run_detached(spec) -> str:
+    from minirun.runtime import client
+    from minirun.runtime.privileges import require_root
+
+    require_root()
+    pod_existed = spec.pod is None or _pod_exists(spec.pod)
+    from minirun.runtime.request import run_request
+
+    response = client.request(run_request(spec))
+    if not response.get("ok"):
+        raise MinirunError(
+            response.get("error", "unknown error"),
+            hint=response.get("hint"),
+            code=response.get("code", EXIT_MINIRUN_FAILED),
+        )
+    if not pod_existed and _pod_exists(spec.pod):
+        from minirun.runtime import pod
+
+        # the supervisor's worker made it; say so here, where the user looks (as a foreground run does)
+        pod.announce(pod.find(spec.pod))
+    return response["id"]
+
+
+def _pod_exists(name: str) -> bool:
+    from minirun import paths
+
+    return os.path.exists(paths.pod_record(name))

@@ -1,0 +1,84 @@
+"""What a container and a pod can be, and how one state may follow another.
+
+A container is `creating` (its record written, its process and network being set up, owned by the
+process doing it), then `running` (its PID 1 exec'd), then `exited` (torn down; kept for `ps -a`, `logs`
+and `rm` unless --rm). runc's state machine has the same shape (libcontainer/state_linux.go: created ->
+running -> stopped); a container that fails while creating goes straight to exited. Teardown is
+idempotent, so exited -> exited is allowed. A pod is `creating` until its namespaces are pinned and its
+network attached, then `ready`. Removal deletes the record: there is no state for it.
+
+The values are the strings written in the records on disk (StrEnum members are those strings), so records
+written before this module existed read the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from minirun.errors import Conflict
+
+
+class ContainerStatus(StrEnum):
+    CREATING = "creating"
+    RUNNING = "running"
+    EXITED = "exited"
+
+
+class PodStatus(StrEnum):
+    CREATING = "creating"
+    READY = "ready"
+
+
+CONTAINER_TRANSITIONS: dict[ContainerStatus, frozenset[ContainerStatus]] = {
+    ContainerStatus.CREATING: frozenset({ContainerStatus.RUNNING, ContainerStatus.EXITED}),
+    ContainerStatus.RUNNING: frozenset({ContainerStatus.EXITED}),
+    ContainerStatus.EXITED: frozenset({ContainerStatus.EXITED}),
+}
+POD_TRANSITIONS: dict[PodStatus, frozenset[PodStatus]] = {
+    PodStatus.CREATING: frozenset({PodStatus.READY}),
+    PodStatus.READY: frozenset(),
+}
+
+
+def container_status(record: Mapping[str, Any]) -> ContainerStatus | None:
+    """The record's status; None for a record without a known one (a damaged record)."""
+    try:
+        return ContainerStatus(record.get("status"))
+    except ValueError:
+        return None
+
+
+def is_exited(record: Mapping[str, Any]) -> bool:
+    return record.get("status") == ContainerStatus.EXITED
+
+
+def is_live(record: Mapping[str, Any]) -> bool:
+    """Not exited: creating, running, or unknown (a damaged record holds what it may own)."""
+    return record.get("status") != ContainerStatus.EXITED
+
+
+def is_ready(pod: Mapping[str, Any]) -> bool:
+    return pod.get("status") == PodStatus.READY
+
+
+def move_container(record: dict[str, Any], to: ContainerStatus, **fields: Any) -> dict[str, Any]:
+    """Set the record's status to `to` (and `fields`), if the state machine allows it; else Conflict."""
+    current = container_status(record)
+    if current is None or to not in CONTAINER_TRANSITIONS[current]:
+        raise Conflict(f"container {record.get('id')}: cannot go from {record.get('status')!r} to {to.value!r}")
+    record.update(fields, status=to)
+    return record
+
+
+def move_pod(pod: dict[str, Any], to: PodStatus, **fields: Any) -> dict[str, Any]:
+    """As move_container, for a pod."""
+    try:
+        current = PodStatus(pod.get("status"))
+    except ValueError:
+        current = None
+    if current is None or to not in POD_TRANSITIONS[current]:
+        raise Conflict(f"pod {pod.get('name')}: cannot go from {pod.get('status')!r} to {to.value!r}")
+    pod.update(fields, status=to)
+    return pod
