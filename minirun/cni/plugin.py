@@ -38,7 +38,7 @@ from minirun.cni.protocol import (
 )
 from minirun.cni.store import LockTimeout, Store
 from minirun.errors import KernelError, MinirunError, StepError
-from minirun.net import attach, firewall, links, rtnl, sysctl
+from minirun.net import attach, firewall, firewall_tags, links, rtnl, sysctl
 from minirun.net.ipam import AddressStore, Allocator, SubnetExhausted
 from minirun.net.netns import rtnl_in
 from minirun.net.rtnl import NetlinkError, Rtnl
@@ -350,19 +350,6 @@ def _add(conf: Conf, params: Params, store: Store, host: Rtnl, container: Rtnl, 
 # ---------------------------------------------------------------------------------------------------- DEL / GC
 
 
-def _reservations(addresses: AddressStore) -> dict[str, tuple[str, str]]:
-    """{address: (owner, ifname)} of every IPAM record."""
-    found = {}
-    for addr in addresses.reservations():
-        try:
-            with open(os.path.join(addresses.directory, addr)) as f:
-                owner, _, ifname = f.read().partition("\n")
-        except FileNotFoundError:
-            continue
-        found[addr] = (owner, ifname)
-    return found
-
-
 def teardown(
     conf: Conf, store: Store, host: Rtnl, cid: str, ifname: str, record: dict | None, prev: list[str]
 ) -> list[str]:
@@ -381,7 +368,7 @@ def teardown(
         # The recorded or prevResult address, and anything else IPAM holds for (container, ifname): an ADD
         # killed before its record was complete reserved one that neither names.
         wanted = {(record or {}).get("address", "").split("/", 1)[0], *prev}
-        wanted |= {a for a, (o, i) in _reservations(addresses).items() if o == cid and i in (ifname, "")}
+        wanted |= {a for a, (o, i) in addresses.reservations().items() if o == cid and i in (ifname, "")}
         for addr in wanted - {""}:
             addresses.release(addr, cid)
 
@@ -440,7 +427,7 @@ def cmd_gc(conf: Conf, config: dict[str, Any]) -> None:
                     errors += teardown(conf, store, host, key[0], key[1], record, [])
             held = {(r.get("containerID"), r.get("ifname")) for r in store.records()}
             addresses = address_store(conf, store)
-            for addr, (owner, ifname) in _reservations(addresses).items():
+            for addr, (owner, ifname) in addresses.reservations().items():
                 if (owner, ifname) not in keep and (owner, ifname) not in held:
                     addresses.release(addr, owner)
             if not store.records():
@@ -509,20 +496,27 @@ def cmd_check(conf: Conf, params: Params, config: dict[str, Any]) -> None:
             if record.get("ipMasq") or record.get("ports"):
                 ruleset = firewall.list_json("ruleset")
                 if record.get("ipMasq") and not firewall.masquerade_in_place(ruleset, conf.network):
-                    raise fail(f"the masquerade rule for {conf.network.subnet} is missing in table inet minirun")
+                    raise fail(
+                        f"the masquerade rule for {conf.network.subnet} is missing in table {firewall_tags.TABLE_REF}"
+                    )
                 if record.get("ports"):
                     from minirun.net import ports as portdefs
 
-                    tag = portdefs.owner_tag(record["portOwner"])
+                    tag = firewall_tags.port_owner_tag(record["portOwner"])
                     found = sum(1 for i in ruleset if (i.get("rule") or {}).get("comment") == tag)
                     mappings = tuple(portdefs.PortMapping(*m) for m in record["ports"])
                     rendered = portdefs.render_mappings(record["portOwner"], str(address.ip), mappings)
                     expected = sum(1 for line in rendered.splitlines() if line.startswith("add rule"))
                     if found != expected:
-                        raise fail(f"port rules of {cid}: {found} in table inet minirun, {expected} expected")
+                        raise fail(
+                            f"port rules of {cid}: {found} in table {firewall_tags.TABLE_REF}, {expected} expected"
+                        )
                     if portdefs.needs_localnet(mappings) and not firewall.guard_in_place(ruleset):
                         bridge_name = conf.network.bridge
-                        raise fail(f"{bridge_name} routes 127/8 but the 127/8 guard (chain localnet-guard) is missing")
+                        raise fail(
+                            f"{bridge_name} routes 127/8 but the 127/8 guard (chain {firewall_tags.CHAIN_GUARD}) is "
+                            "missing"
+                        )
         finally:
             container.close()
             host.close()

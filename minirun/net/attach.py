@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from minirun import filelock, paths
 from minirun.errors import ConfigError
-from minirun.net import firewall, links, sysctl
+from minirun.net import firewall, firewall_tags, links, sysctl
 from minirun.net.ipam import AddressStore
 from minirun.net.network import Network, has_resolver
 from minirun.net.rtnl import Rtnl
@@ -134,7 +134,8 @@ def network_steps(net: Network, host: Rtnl, state: dict, done: dict, *, gateway:
         script = done.get("nat")
         if script == "":
             return [
-                f"# the NAT and isolation rules for {net.subnet} are already in place (nft list table inet minirun)"
+                f"# the NAT and isolation rules for {net.subnet} are already in place "
+                f"(nft list table {firewall_tags.TABLE_REF})"
             ]
         if script is None:  # not run (yet): what it does when the rules are missing
             script = ("" if net.internal else firewall.render_masquerade(net)) + firewall.render_isolation(net)

@@ -16,20 +16,25 @@ from typing import NamedTuple
 
 from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError
+from minirun.net.firewall_tags import (
+    BRIDGE_SET,
+    CHAIN_DNAT,
+    CHAIN_GUARD,
+    DNS_CHAIN,
+    FAMILY,
+    GUARD_TAG,
+    ISOLATION_CHAIN,
+    TABLE,
+    dns_tag,
+    isolation_tag,
+    masquerade_chain,
+    network_tag,
+    port_owner_tag,
+    ports_network_tag,
+)
 from minirun.net.network import Network, has_resolver
 
-TABLE = "minirun"
-FAMILY = "inet"
-TAG_PREFIX = "minirun network="
 NFT_ENV = "MINIRUN_NFT"  # path of the nft binary, when it is not on PATH
-
-
-def tag(network: Network) -> str:
-    return f"{TAG_PREFIX}{network.name}"
-
-
-def masquerade_chain(network: Network) -> str:
-    return f"masq-{network.name}"
 
 
 def render_masquerade(network: Network) -> str:
@@ -45,18 +50,10 @@ def render_masquerade(network: Network) -> str:
             f"add chain {FAMILY} {TABLE} {chain} {{ type nat hook postrouting priority srcnat; policy accept; }}",
             f"flush chain {FAMILY} {TABLE} {chain}",
             f"add rule {FAMILY} {TABLE} {chain} ip saddr {network.subnet} ip daddr != {network.subnet} "
-            f'masquerade comment "{tag(network)}"',
+            f'masquerade comment "{network_tag(network)}"',
             "",
         ]
     )
-
-
-BRIDGE_SET = "bridges"
-ISOLATION_CHAIN = "isolation"
-
-
-def isolation_tag(network: Network) -> str:
-    return f"minirun isolation network={network.name}"
 
 
 def render_isolation(network: Network) -> str:
@@ -78,13 +75,6 @@ def render_isolation(network: Network) -> str:
             f'{rule} oifname "{br}" iifname != "{br}" drop {note}',
         ]
     return "\n".join([*lines, ""])
-
-
-DNS_CHAIN = "dns-guard"
-
-
-def dns_tag(network: Network) -> str:
-    return f"minirun dns network={network.name}"
 
 
 def render_dns_guard(network: Network) -> str:
@@ -140,7 +130,7 @@ def render_forward_accepts(network: Network, target: ForeignDrop) -> str:
     """Docker's own three FORWARD rules for docker0, for our bridge, inserted at the top of `target`."""
     where = f"{target.family} {target.table} {target.chain}"
     br = network.bridge
-    note = f'comment "{tag(network)}"'
+    note = f'comment "{network_tag(network)}"'
     return "\n".join(
         [
             f'insert rule {where} oifname "{br}" ct state established,related accept {note}',
@@ -230,7 +220,7 @@ def masquerade_in_place(ruleset: list[dict], network: Network) -> bool:
             and rule.get("family") == FAMILY
             and rule.get("table") == TABLE
             and rule.get("chain") == masquerade_chain(network)
-            and rule.get("comment") == tag(network)
+            and rule.get("comment") == network_tag(network)
         ):
             text = json.dumps(rule.get("expr", []))
             return "masquerade" in text and text.count(subnet) == 2
@@ -268,7 +258,7 @@ def ensure_network(network: Network) -> tuple[ForeignDrop | None, str]:
         script += "".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in stale)
         script += render_dns_guard(network)
     target = find_foreign_drop(ruleset)
-    if target is not None and not rule_handles(rules_in_chain(ruleset, target), tag(network)):
+    if target is not None and not rule_handles(rules_in_chain(ruleset, target), network_tag(network)):
         script += render_forward_accepts(network, target)
     script += _missing_guard(ruleset)
     if script:
@@ -277,14 +267,11 @@ def ensure_network(network: Network) -> tuple[ForeignDrop | None, str]:
 
 
 def _guard_rules(ruleset: list[dict]) -> list[dict]:
-    from minirun.net import ports
-
     return [
         i["rule"]
         for i in ruleset
-        if (i.get("rule") or {}).get("comment") == ports.GUARD_TAG
-        and (i["rule"].get("family"), i["rule"].get("table"), i["rule"].get("chain"))
-        == (FAMILY, TABLE, ports.CHAIN_GUARD)
+        if (i.get("rule") or {}).get("comment") == GUARD_TAG
+        and (i["rule"].get("family"), i["rule"].get("table"), i["rule"].get("chain")) == (FAMILY, TABLE, CHAIN_GUARD)
     ]
 
 
@@ -321,9 +308,9 @@ def ensure_ports(network: Network, owner: str, address: str, mappings: tuple) ->
     ruleset = list_json("ruleset")
     chains = {(i["chain"]["family"], i["chain"]["table"], i["chain"]["name"]) for i in ruleset if "chain" in i}
     script = ""
-    if (FAMILY, TABLE, ports.CHAIN_DNAT) not in chains:
+    if (FAMILY, TABLE, CHAIN_DNAT) not in chains:
         script += ports.render_infrastructure()
-    network_note = f"minirun ports network={network.bridge}"
+    network_note = ports_network_tag(network.bridge)
     present = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == network_note]
     wanted = ports.render_network_rules(network.bridge, str(network.subnet))
     if len(present) != wanted.count("add rule"):  # missing or partly flushed: put back the whole set
@@ -340,9 +327,7 @@ def ensure_ports(network: Network, owner: str, address: str, mappings: tuple) ->
 def remove_ports(owner: str, network: Network | None = None) -> int:
     """Delete the DNAT rules tagged with `owner`; returns how many. None left is fine (no table either).
     With `network` (where the owner's ports led), route_localnet is then released (release_localnet)."""
-    from minirun.net import ports
-
-    tag_text = ports.owner_tag(owner)
+    tag_text = port_owner_tag(owner)
     with filelock.exclusive(paths.ports_lock()):
         ruleset = list_json("ruleset")
         doomed = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == tag_text]
@@ -359,7 +344,7 @@ def published_by(owner: str, address: str) -> list:
     the order they were added, each once."""
     from minirun.net import ports
 
-    tag_text = ports.owner_tag(owner)
+    tag_text = port_owner_tag(owner)
     found = []
     for item in list_json("ruleset"):
         rule = item.get("rule") or {}
@@ -394,7 +379,7 @@ def remove_network(network: Network) -> None:
     """Remove everything minirun added for `network` (its masquerade chain, isolation rules, bridge-set
     element, port helpers and the accepts in a foreign chain); what is already gone is fine."""
     ruleset = list_json("ruleset")
-    ours = {tag(network), isolation_tag(network), dns_tag(network), f"minirun ports network={network.bridge}"}
+    ours = {network_tag(network), isolation_tag(network), dns_tag(network), ports_network_tag(network.bridge)}
     script = ""
     for item in ruleset:
         chain, rule, named_set = item.get("chain"), item.get("rule"), item.get("set")

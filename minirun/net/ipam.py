@@ -2,6 +2,13 @@
 
 Records live under the state root on tmpfs (/run), so they vanish at reboot together with the links they
 describe (host-local keeps them on disk and leaks them across reboots: containernetworking/plugins#252).
+
+The layout, read and written only here (tests/unit/test_ipam_format.py pins it; running containers keep
+their addresses across an upgrade only while it stays readable):
+    <root>/<network>/<IPv4 address>   "OWNER\\nIFNAME", created O_EXCL: one reservation
+    <root>/<network>/lock             the flock held for every read-decide-write
+    <root>/<network>/last_reserved    the last address handed out (round-robin starts after it)
+Any other file there (a dotfile, a temp file) is not a reservation.
 """
 
 from __future__ import annotations
@@ -53,6 +60,30 @@ class Allocator(NamedTuple):
         )
 
 
+class Reservation(NamedTuple):
+    """Who holds an address: a container or pod id (CNI: the container id), and its interface there."""
+
+    owner: str
+    ifname: str  # "" when the record names none
+
+
+def _format_reservation(owner: str, ifname: str) -> str:
+    return f"{owner}\n{ifname}"
+
+
+def _parse_reservation(text: str) -> Reservation:
+    owner, _, ifname = text.partition("\n")
+    return Reservation(owner, ifname)
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.IPv4Address(name)
+    except ValueError:
+        return False
+    return True
+
+
 class AddressStore:
     """The on-disk reservations of one network: <dir>/<ip> holds "owner\\nifname"."""
 
@@ -72,7 +103,7 @@ class AddressStore:
             names = os.listdir(self.directory)
         except FileNotFoundError:
             return set()
-        return {n for n in names if n not in (self.LOCK, self.LAST) and not n.startswith(".")}
+        return {n for n in names if _is_address(n)}
 
     def reserve(self, owner: str, ifname: str = "eth0") -> ipaddress.IPv4Address:
         """Reserve the next free address for `owner`."""
@@ -93,7 +124,7 @@ class AddressStore:
                     taken.add(str(addr))
                     continue
                 with os.fdopen(fd, "w") as f:
-                    f.write(f"{owner}\n{ifname}")
+                    f.write(_format_reservation(owner, ifname))
                 self._write_last(addr)
                 return addr
 
@@ -107,7 +138,7 @@ class AddressStore:
             except FileExistsError:
                 return False
             with os.fdopen(fd, "w") as f:
-                f.write(f"{owner}\n{ifname}")
+                f.write(_format_reservation(owner, ifname))
             return True
 
     def release(self, addr: ipaddress.IPv4Address | str, owner: str | None = None) -> bool:
@@ -122,20 +153,24 @@ class AddressStore:
                 return False
             return True
 
-    def owner_of(self, addr: ipaddress.IPv4Address | str) -> str | None:
+    def reservation(self, addr: ipaddress.IPv4Address | str) -> Reservation | None:
         try:
             with open(os.path.join(self.directory, str(addr))) as f:
-                return f.read().split("\n", 1)[0]
+                return _parse_reservation(f.read())
         except FileNotFoundError:
             return None
 
-    def reservations(self) -> dict[str, str]:
-        """{address: owner} for every record."""
+    def owner_of(self, addr: ipaddress.IPv4Address | str) -> str | None:
+        held = self.reservation(addr)
+        return None if held is None else held.owner
+
+    def reservations(self) -> dict[str, Reservation]:
+        """{address: its reservation} for every record (read without the lock: a snapshot)."""
         found = {}
         for name in self._reserved_names():
-            owner = self.owner_of(name)
-            if owner is not None:
-                found[name] = owner
+            held = self.reservation(name)
+            if held is not None:
+                found[name] = held
         return found
 
     def _read_last(self) -> ipaddress.IPv4Address | None:
@@ -150,3 +185,18 @@ class AddressStore:
         with open(tmp, "w") as f:
             f.write(str(addr))
         os.replace(tmp, os.path.join(self.directory, self.LAST))
+
+
+def all_reservations(root: str) -> dict[str, dict[str, Reservation]]:
+    """{network: {address: reservation}} under `root` (paths.ipam_root(), one directory per network); a
+    network with none is left out."""
+    try:
+        networks = sorted(os.listdir(root))
+    except FileNotFoundError:
+        return {}
+    found = {}
+    for network in networks:
+        held = AddressStore(os.path.join(root, network)).reservations()
+        if held:
+            found[network] = held
+    return found

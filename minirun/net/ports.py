@@ -20,14 +20,17 @@ import re
 from typing import NamedTuple
 
 from minirun.errors import ConfigError
-
-TABLE = "inet minirun"
-CHAIN_DNAT = "ports-prerouting"
-CHAIN_OUTPUT = "ports-output"
-CHAIN_SNAT = "ports-postrouting"
-CHAIN_GUARD = "localnet-guard"
-PORT_TAG = "minirun port owner="
-GUARD_TAG = "minirun localnet-guard"
+from minirun.net.firewall_tags import (
+    CHAIN_DNAT,
+    CHAIN_GUARD,
+    CHAIN_OUTPUT,
+    CHAIN_SNAT,
+    GUARD_TAG,
+    PORT_TAG_PREFIX,
+    TABLE_REF,
+    port_owner_tag,
+    ports_network_tag,
+)
 
 _SPEC = re.compile(r"^(?:(?P<ip>[0-9.]+):)?(?P<host>\d+):(?P<container>\d+)(?:/(?P<proto>tcp|udp))?$")
 
@@ -77,10 +80,6 @@ def parse_all(items: list[str]) -> tuple[PortMapping, ...]:
     return mappings
 
 
-def owner_tag(owner: str) -> str:
-    return f"{PORT_TAG}{owner}"
-
-
 def mapping_of_rule(rule: dict) -> tuple[PortMapping, str] | None:
     """The mapping a DNAT rule of render_mappings publishes, and the address it leads to, from the rule as
     `nft -j` lists it; None for any other rule. "ip daddr X" names the host address; without it (only
@@ -108,10 +107,10 @@ def render_infrastructure() -> str:
     """The chains that every published port uses; idempotent (add of an existing chain is a no-op)."""
     return "\n".join(
         [
-            f"add table {TABLE}",
-            f"add chain {TABLE} {CHAIN_DNAT} {{ type nat hook prerouting priority dstnat; policy accept; }}",
-            f"add chain {TABLE} {CHAIN_OUTPUT} {{ type nat hook output priority -100; policy accept; }}",
-            f"add chain {TABLE} {CHAIN_SNAT} {{ type nat hook postrouting priority srcnat; policy accept; }}",
+            f"add table {TABLE_REF}",
+            f"add chain {TABLE_REF} {CHAIN_DNAT} {{ type nat hook prerouting priority dstnat; policy accept; }}",
+            f"add chain {TABLE_REF} {CHAIN_OUTPUT} {{ type nat hook output priority -100; policy accept; }}",
+            f"add chain {TABLE_REF} {CHAIN_SNAT} {{ type nat hook postrouting priority srcnat; policy accept; }}",
             "",
         ]
     )
@@ -122,9 +121,9 @@ def render_guard() -> str:
     Its chain is its own, so that adding it never touches the nat chains."""
     return "\n".join(
         [
-            f"add table {TABLE}",
-            f"add chain {TABLE} {CHAIN_GUARD} {{ type filter hook prerouting priority raw; policy accept; }}",
-            f'add rule {TABLE} {CHAIN_GUARD} iifname != "lo" ip daddr 127.0.0.0/8 drop comment "{GUARD_TAG}"',
+            f"add table {TABLE_REF}",
+            f"add chain {TABLE_REF} {CHAIN_GUARD} {{ type filter hook prerouting priority raw; policy accept; }}",
+            f'add rule {TABLE_REF} {CHAIN_GUARD} iifname != "lo" ip daddr 127.0.0.0/8 drop comment "{GUARD_TAG}"',
             "",
         ]
     )
@@ -133,11 +132,11 @@ def render_guard() -> str:
 def render_network_rules(bridge: str, subnet: str) -> str:
     """Per network, once: hairpin and host-loopback masquerade (flushable chains are shared, so these carry
     the network's tag and are added only when missing; see firewall.ensure_ports)."""
-    note = f'comment "minirun ports network={bridge}"'
+    note = f'comment "{ports_network_tag(bridge)}"'
     return "\n".join(
         [
-            f'add rule {TABLE} {CHAIN_SNAT} oifname "{bridge}" ip saddr {subnet} ct status dnat masquerade {note}',
-            f'add rule {TABLE} {CHAIN_SNAT} oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade {note}',
+            f'add rule {TABLE_REF} {CHAIN_SNAT} oifname "{bridge}" ip saddr {subnet} ct status dnat masquerade {note}',
+            f'add rule {TABLE_REF} {CHAIN_SNAT} oifname "{bridge}" ip saddr 127.0.0.0/8 masquerade {note}',
             "",
         ]
     )
@@ -154,7 +153,7 @@ def loopback_targets(rules: list[dict]) -> list[ipaddress.IPv4Address]:
     found = []
     for item in rules:
         rule = item.get("rule") or {}
-        if rule.get("chain") != CHAIN_OUTPUT or not str(rule.get("comment", "")).startswith(PORT_TAG):
+        if rule.get("chain") != CHAIN_OUTPUT or not str(rule.get("comment", "")).startswith(PORT_TAG_PREFIX):
             continue
         daddr: object = None
         target: object = None
@@ -185,19 +184,19 @@ def _is_loopback(text: str) -> bool:
 
 def render_mappings(owner: str, address: str, mappings: tuple[PortMapping, ...]) -> str:
     """The DNAT rules of one container or pod, tagged with its id so teardown finds exactly these."""
-    note = f'comment "{owner_tag(owner)}"'
+    note = f'comment "{port_owner_tag(owner)}"'
     lines = []
     for m in mappings:
         target = f"{m.proto} dport {m.host_port} dnat ip to {address}:{m.container_port} {note}"
         if m.host_ip == "0.0.0.0":
             match_local = "fib daddr type local ip daddr != 127.0.0.0/8"
-            lines.append(f"add rule {TABLE} {CHAIN_DNAT} {match_local} {target}")
-            lines.append(f"add rule {TABLE} {CHAIN_OUTPUT} fib daddr type local {target}")
+            lines.append(f"add rule {TABLE_REF} {CHAIN_DNAT} {match_local} {target}")
+            lines.append(f"add rule {TABLE_REF} {CHAIN_OUTPUT} fib daddr type local {target}")
         elif m.loopback_only:
-            lines.append(f"add rule {TABLE} {CHAIN_OUTPUT} ip daddr {m.host_ip} {target}")
+            lines.append(f"add rule {TABLE_REF} {CHAIN_OUTPUT} ip daddr {m.host_ip} {target}")
         else:
-            lines.append(f"add rule {TABLE} {CHAIN_DNAT} ip daddr {m.host_ip} {target}")
-            lines.append(f"add rule {TABLE} {CHAIN_OUTPUT} ip daddr {m.host_ip} {target}")
+            lines.append(f"add rule {TABLE_REF} {CHAIN_DNAT} ip daddr {m.host_ip} {target}")
+            lines.append(f"add rule {TABLE_REF} {CHAIN_OUTPUT} ip daddr {m.host_ip} {target}")
     return "\n".join([*lines, ""])
 
 

@@ -39,9 +39,9 @@ def holdings() -> list[Holding]:
     damaged = state.damaged_records()
     if not damaged:
         return []
-    from minirun.net import links, rtnl
+    from minirun.net import ipam, links, rtnl
 
-    reservations = gc.ipam_reservations()
+    reservations = ipam.all_reservations(paths.ipam_root())
     claims = state.name_claims()
     with rtnl.Rtnl() as ipr:
         present = {link.name for link in links.list_links(ipr)}
@@ -59,8 +59,8 @@ def holdings() -> list[Holding]:
                 [
                     (net, address)
                     for net, owned in reservations.items()
-                    for address, owner in owned.items()
-                    if owner == container_id
+                    for address, held in owned.items()
+                    if held.owner == container_id
                 ],
                 sorted(name for name, owner in claims.items() if owner == container_id),
                 veth if veth in present else None,

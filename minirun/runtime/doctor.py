@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from minirun import paths
 from minirun.net import firewall, links, sysctl
+from minirun.net import firewall_tags as tags
 from minirun.net.network import Network, default_network, has_resolver, user_networks
 from minirun.net.rtnl import Rtnl
 from minirun.runtime import lifecycle, state
@@ -113,7 +114,7 @@ def check_host(host: Rtnl, network: Network) -> list[Finding]:
         )
     drop = firewall.find_foreign_drop(ruleset)
     if drop is not None:
-        ours = firewall.rule_handles(firewall.rules_in_chain(ruleset, drop), firewall.tag(network))
+        ours = firewall.rule_handles(firewall.rules_in_chain(ruleset, drop), tags.network_tag(network))
         findings.append(
             _ok(f"forward DROP policy ({drop.family} {drop.table}): minirun's accepts are in {drop.chain}")
             if ours
@@ -188,12 +189,50 @@ def _mtu_findings(host: Rtnl) -> list[Finding]:
     return findings or [_ok(f"no container's MTU exceeds the uplink {uplink.name}'s ({uplink.mtu})")]
 
 
+def _damaged_pod_names() -> list[str]:
+    """Pods whose record cannot be read: set aside by reconcile, or not yet (doctor does not reconcile)."""
+    from minirun.runtime import pod as pods
+
+    damaged = set(pods.damaged_names())
+    try:
+        entries = os.listdir(paths.pods_dir())
+    except FileNotFoundError:
+        entries = []
+    for entry in entries:
+        if entry.endswith(".json") and not entry.startswith("."):
+            try:
+                pods.load(entry[: -len(".json")])
+            except pods.DamagedPod:
+                damaged.add(entry[: -len(".json")])
+    return sorted(damaged)
+
+
 def _leak_findings(host: Rtnl, network: Network, ruleset: list[dict]) -> list[Finding]:
+    """Veths, address records and rules that nothing owns. As in gc.reconcile: a damaged container record is
+    never evidence that what its id holds is free, and a damaged pod record hides which veth and address are
+    the pod's, so then none is called leaked (`minirun gc --damaged` shows and releases them)."""
     findings = []
     owners = {r["id"] for r in state.all_records() if r.get("status") != "exited"} | {p["id"] for p in _pods()}
+    owners |= set(state.damaged_records())
     expected = {links.host_veth_name(owner) for owner in owners}
     bridge = links.get_link(host, network.bridge)
-    if bridge is not None:
+    damaged_pods = _damaged_pod_names()
+    if damaged_pods:
+        findings.append(
+            Finding(
+                False,
+                (
+                    f"the record of pod {damaged_pods[0]} is damaged"
+                    if len(damaged_pods) == 1
+                    else f"the records of pods {', '.join(damaged_pods)} are damaged"
+                )
+                + f": veths and address records on {network.bridge} are not checked for leaks",
+                "a damaged record hides which veth and address are the pod's: removing them could cut off a pod "
+                "that still runs",
+                "minirun gc --damaged   # shows what it may hold; with -f releases it",
+            )
+        )
+    elif bridge is not None:
         for link in links.list_links(host):
             if link.master == bridge.index and link.kind == "veth" and link.name not in expected:
                 findings.append(
@@ -208,24 +247,24 @@ def _leak_findings(host: Rtnl, network: Network, ruleset: list[dict]) -> list[Fi
     from minirun.net import ipam
 
     store = ipam.AddressStore(paths.ipam_dir(network.name))
-    for address, owner in store.reservations().items():
-        if owner not in owners:
+    for address, held in store.reservations().items():
+        if held.owner not in owners and not damaged_pods:
             findings.append(
                 Finding(
                     False,
-                    f"leaked address record {address} (owner {owner} is gone)",
+                    f"leaked address record {address} (owner {held.owner} is gone)",
                     "the address can never be handed out again",
                     f"rm {os.path.join(store.directory, address)}",
-                    lambda a=address, o=owner: store.release(a, o),
+                    lambda a=address, o=held.owner: store.release(a, o),
                 )
             )
     from minirun.net.network import all_networks
 
-    known = {firewall.tag(n) for n in all_networks()}
+    known = {tags.network_tag(n) for n in all_networks()}
     for item in ruleset:
         rule = item.get("rule") or {}
         comment = rule.get("comment") or ""
-        if comment.startswith(firewall.TAG_PREFIX) and comment not in known:
+        if comment.startswith(tags.NETWORK_TAG_PREFIX) and comment not in known:
             where = f"{rule['family']} {rule['table']} {rule['chain']}"
             findings.append(
                 Finding(

@@ -19,13 +19,16 @@ import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from minirun import paths
 from minirun.errors import MinirunError, TeardownError
 from minirun.kernel import proc
 from minirun.plan import Narrator, Step, run_best_effort
 from minirun.runtime import model, owners, state
+
+if TYPE_CHECKING:
+    from minirun.net.ipam import Reservation
 
 LINK_GRACE_SECONDS = 2.0
 # Docker's code for "the exit status is unknown": the process ended while nobody was watching it.
@@ -77,7 +80,7 @@ def release_resources(
 def release_steps(
     record: dict[str, Any], removed: list[str], *, host_rtnl=None, defer_link_check: bool = False
 ) -> list[Step]:
-    from minirun.net import ipam, links
+    from minirun.net import firewall_tags, ipam, links
 
     container_id = record["id"]
     pid = record.get("pid")
@@ -117,8 +120,8 @@ def release_steps(
                 "ports",
                 unpublish,
                 lambda: [
-                    f"nft delete rule inet minirun <chain> handle <h>   # each rule tagged "
-                    f'"minirun port owner={container_id}" (nft -a list table inet minirun)'
+                    f"nft delete rule {firewall_tags.TABLE_REF} <chain> handle <h>   # each rule tagged "
+                    f'"{firewall_tags.port_owner_tag(container_id)}" (nft -a list table {firewall_tags.TABLE_REF})'
                 ],
             )
         )
@@ -241,10 +244,12 @@ def reconcile(narrator: Narrator | None = None, *, full: bool = False) -> list[s
 def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
     """The full pass: (what it removed, whether it left nothing pending). Pending: a container whose owner
     is dead but whose process runs on (unwatched), a step that failed, orphans held back by damage."""
+    from minirun.net import ipam
+
     settled = True
     # Snapshot reservations and claims BEFORE the records: a run writes its record first, so anything
     # listed here that lacks a record was really orphaned.
-    reservations = ipam_reservations()
+    reservations = ipam.all_reservations(paths.ipam_root())
     claims = state.name_claims()
     pods = _pod_ids()
     if pods:
@@ -307,7 +312,7 @@ def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
     holders = {r["id"] for r in live} | pods | damaged
     held_back = _damaged_pods_exist()
     for network, addresses in reservations.items():
-        if any(owner not in holders for owner in addresses.values()):
+        if any(held.owner not in holders for held in addresses.values()):
             if held_back:
                 settled = False
             else:
@@ -467,33 +472,12 @@ def _damaged_pods_exist() -> bool:
         return False
 
 
-def ipam_reservations() -> dict[str, dict[str, str]]:
-    try:
-        networks = os.listdir(paths.ipam_root())
-    except FileNotFoundError:
-        return {}
-    found = {}
-    for network in networks:
-        directory = paths.ipam_dir(network)
-        entries = {}
-        for name in os.listdir(directory):
-            if name[0].isdigit():
-                try:
-                    with open(os.path.join(directory, name)) as f:
-                        entries[name] = f.read().split("\n", 1)[0]
-                except FileNotFoundError:
-                    continue
-        if entries:
-            found[network] = entries
-    return found
-
-
-def _release_orphans(network: str, addresses: dict[str, str], holders: set[str]) -> list[str]:
+def _release_orphans(network: str, addresses: dict[str, Reservation], holders: set[str]) -> list[str]:
     from minirun.net import ipam
 
     store = ipam.AddressStore(paths.ipam_dir(network))
     removed = []
-    for address, owner in addresses.items():
-        if owner not in holders and store.release(address, owner):
-            removed.append(f"address {address} (owner {owner})")
+    for address, held in addresses.items():
+        if held.owner not in holders and store.release(address, held.owner):
+            removed.append(f"address {address} (owner {held.owner})")
     return removed

@@ -127,6 +127,7 @@ def remove(name: str, narrator: Narrator | None = None) -> None:
 
 def removal_steps(network: netdefs.Network) -> list[Step]:
     from minirun.net import firewall, links, rtnl
+    from minirun.net import firewall_tags as tags
 
     def delete_bridge() -> None:
         with rtnl.Rtnl() as host:
@@ -141,10 +142,10 @@ def removal_steps(network: netdefs.Network) -> list[Step]:
             "rules",
             lambda: firewall.remove_network(network),
             lambda: [
-                f"nft delete chain inet minirun {firewall.masquerade_chain(network)}",
-                f'nft delete element inet minirun {firewall.BRIDGE_SET} {{ "{network.bridge}" }}',
-                f'nft delete rule ... # every rule tagged "{firewall.tag(network)}" '
-                f'or "{firewall.isolation_tag(network)}"',
+                f"nft delete chain {tags.TABLE_REF} {tags.masquerade_chain(network)}",
+                f'nft delete element {tags.TABLE_REF} {tags.BRIDGE_SET} {{ "{network.bridge}" }}',
+                f'nft delete rule ... # every rule tagged "{tags.network_tag(network)}" '
+                f'or "{tags.isolation_tag(network)}"',
             ],
         ),
         Step("bridge", delete_bridge, lambda: [f"ip link delete {network.bridge}"]),

@@ -157,15 +157,11 @@ def _reserved_addresses(container_id: str) -> list[tuple[str, str]]:
     """(network, address) of every address reserved for the id (each reservation file names its owner)."""
     from minirun.net import ipam
 
-    try:
-        networks = sorted(os.listdir(paths.ipam_root()))
-    except FileNotFoundError:
-        return []
     return [
         (network, address)
-        for network in networks
-        for address, owner in sorted(ipam.AddressStore(paths.ipam_dir(network)).reservations().items())
-        if owner == container_id
+        for network, held in sorted(ipam.all_reservations(paths.ipam_root()).items())
+        for address, reservation in sorted(held.items())
+        if reservation.owner == container_id
     ]
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from pyroute2 import IPRoute
 
+from minirun.net import ipam
+
 MINIRUN = str(Path(sys.executable).parent / "minirun")
 OUTSIDE_NS = "outside"
 OUTSIDE_HOST_IP = "198.51.100.1"  # TEST-NET-2: the test host's "uplink" address
@@ -95,6 +97,14 @@ def wait_running(state: Path, count: int = 1, timeout: float = 10.0) -> list[dic
     )
 
 
+def process_name(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
+
+
 def host_links() -> dict[str, dict]:
     with IPRoute() as ipr:
         return {
@@ -122,10 +132,9 @@ def delete_link(name: str) -> None:
 
 
 def ipam_reservations(state: Path) -> list[str]:
-    root = state / "ipam"
-    if not root.is_dir():
-        return []
-    return [str(p.relative_to(root)) for p in root.glob("*/*") if p.name[0].isdigit()]
+    """Every address reservation as NETWORK/ADDRESS (IPAM reads its own files: tests/unit/test_ipam_format.py)."""
+    held = ipam.all_reservations(str(state / "ipam"))
+    return [f"{network}/{address}" for network, addresses in held.items() for address in addresses]
 
 
 @pytest.fixture(autouse=True)

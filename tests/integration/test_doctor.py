@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import delete_link, minirun, wait_for
+from tests.integration.conftest import delete_link, host_links, minirun, process_name, wait_for, wait_running
 
 
 @pytest.fixture
@@ -118,3 +121,56 @@ def test_doctor_on_a_container_that_is_not_running():
     found = minirun("doctor", "done")
     assert found.returncode == 1 and "container done is not running" in found.stdout
     minirun("rm", "-f", "done")
+
+
+def test_fix_keeps_what_a_damaged_container_record_holds(state_dir: Path, clean_slate):
+    """Issue 14 (C12b): doctor's owners left out containers whose damaged record was set aside, so
+    `doctor --fix` called their veth "leaked" and deleted it, and released their address while the container
+    ran; gc holds them on purpose until `gc --damaged -f`. (PID 1 left its veth's netns, so the record is not
+    rebuilt from the kernel: see test_crash_recovery.py.)"""
+    script = "sleep 300 & exec unshare --net sleep 300"
+    started = minirun("run", "-d", "--privileged", "--name", "victim", "sh", "-c", script)
+    assert started.returncode == 0, started.stderr
+    (record,) = wait_running(state_dir)
+    address = record["network"]["address"].split("/")[0]
+    veth = record["network"]["host_veth"]
+    reservation = state_dir / "ipam" / "minirun" / address
+    try:
+        wait_for(lambda: process_name(record["pid"]) == "sleep", what="PID 1 out of its veth's netns")
+        (state_dir / "containers" / f"{record['id']}.json").write_text("{")
+        listing = minirun("ps", "-a")
+        assert "not rebuilt" in listing.stderr, listing.stderr  # set aside, held
+        fixed = minirun("doctor", "--fix")
+        assert veth not in fixed.stdout and f"{address} " not in fixed.stdout, fixed.stdout
+        assert veth in host_links() and reservation.read_text().split("\n")[0] == record["id"]
+    finally:
+        minirun("gc", "--damaged", "-f")
+        os.kill(record["pid"], signal.SIGKILL)  # no record manages it any more
+
+
+@pytest.mark.parametrize("set_aside", [True, False], ids=["set aside", "not yet set aside"])
+def test_fix_keeps_what_a_damaged_pod_record_holds(state_dir: Path, clean_slate, set_aside: bool):
+    """Issue 14 (C12b): doctor's owners left out pods whose record is damaged (set aside by a listing, or not
+    yet: doctor does not reconcile), so `doctor --fix` deleted the pod's veth and released its address, which
+    another container could then take; gc releases no veth and no address while a damaged pod record hides
+    which are the pod's own. Doctor now says so instead."""
+    assert minirun("pod", "create", "held").returncode == 0
+    pod = json.loads((state_dir / "pods" / "held.json").read_text())
+    address = pod["network"]["address"].split("/")[0]
+    veth = pod["network"]["host_veth"]
+    reservation = state_dir / "ipam" / "minirun" / address
+    try:
+        (state_dir / "pods" / "held.json").write_text("{")
+        if set_aside:
+            assert "is damaged" in minirun("pod", "ls").stderr
+        fixed = minirun("doctor", "--fix")
+        assert veth not in fixed.stdout and f"{address} " not in fixed.stdout, fixed.stdout
+        assert veth in host_links() and reservation.read_text().split("\n")[0] == pod["id"]
+        assert fixed.returncode == 1
+        assert "the record of pod held is damaged: veths and address records on minirun0 are not checked" in (
+            fixed.stdout
+        )
+    finally:
+        minirun("gc", "--damaged", "-f")
+        minirun("gc")  # the address and veth, owned by no record now
+        wait_for(lambda: veth not in host_links(), what="the pod's veth gone with its netns")

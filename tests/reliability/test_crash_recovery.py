@@ -12,21 +12,22 @@ from pathlib import Path
 import pytest
 
 from minirun.kernel import syscalls as k
-from tests.integration.conftest import host_links, ipam_reservations, minirun, records, spawn, wait_for, wait_running
+from tests.integration.conftest import (
+    host_links,
+    ipam_reservations,
+    minirun,
+    process_name,
+    records,
+    spawn,
+    wait_for,
+    wait_running,
+)
 
 
 def process_state(pid: int) -> str | None:
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             return f.read().rsplit(b")", 1)[1].split()[0].decode()
-    except FileNotFoundError:
-        return None
-
-
-def process_name(pid: int) -> str | None:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
     except FileNotFoundError:
         return None
 

@@ -3,7 +3,7 @@ import multiprocessing
 
 import pytest
 
-from minirun.net.ipam import AddressStore, Allocator, SubnetExhausted
+from minirun.net.ipam import AddressStore, Allocator, Reservation, SubnetExhausted
 
 NET = ipaddress.IPv4Network("10.77.0.0/29")  # .1 gateway, .2-.6 usable, .7 broadcast
 GW = ipaddress.IPv4Address("10.77.0.1")
@@ -37,7 +37,7 @@ def test_store_reserve_release_round_robin(tmp_path):
     assert store.release(a, "c1") is False  # already free is fine
     # round robin: a just-released address is not handed out again straight away
     assert str(store.reserve("c3")) == "10.77.0.4"
-    assert store.reservations() == {"10.77.0.3": "c2", "10.77.0.4": "c3"}
+    assert store.reservations() == {"10.77.0.3": Reservation("c2", "eth0"), "10.77.0.4": Reservation("c3", "eth0")}
 
 
 def _reserve_many(directory: str, owner: str, count: int, out) -> None:
