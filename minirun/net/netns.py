@@ -1,45 +1,22 @@
 """A netlink socket inside another network namespace, without moving the caller (H4 in STYLE.md).
 
 A forked child joins the namespace, opens the socket and hands it back over SCM_RIGHTS; the socket stays
-bound to that namespace. (pyroute2's IPRoute(netns=...) does the same.)
+bound to that namespace (minirun.kernel.nsfork.netlink_in).
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-
 from minirun.errors import MinirunError
-from minirun.kernel import syscalls as k
-from minirun.net.rtnl import NETLINK_ROUTE, Rtnl
+from minirun.kernel import nsfork
+from minirun.net.rtnl import Rtnl
 
 
 def rtnl_in(netns_path: str) -> Rtnl:
     """An Rtnl for the namespace at `netns_path` (/proc/PID/ns/net or a pin such as /run/netns/NAME)."""
-    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            parent_end.close()
-            fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
-            k.setns(fd, k.CLONE_NEWNET)
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
-            socket.send_fds(child_end, [b"n"], [sock.fileno()])
-            code = 0
-        finally:
-            os._exit(code)
-    child_end.close()
-    try:
-        _, fds, _, _ = socket.recv_fds(parent_end, 16, 1)
-    finally:
-        parent_end.close()
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
-    if not fds:
+    netlink = nsfork.netlink_in(netns_path)
+    if netlink is None:
         raise MinirunError(f"cannot enter the network namespace {netns_path}")
-    return Rtnl(socket.socket(fileno=fds[0]))
+    return Rtnl(netlink)
 
 
 # NETNSA_NSID when the namespace has no id in the asking one (the kernel's NETNSA_NSID_NOT_ASSIGNED, -1).

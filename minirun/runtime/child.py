@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 from minirun import paths
 from minirun.errors import EXIT_MINIRUN_FAILED, EXIT_NOT_EXECUTABLE, EXIT_NOT_FOUND
+from minirun.kernel import nsfork
 from minirun.kernel import syscalls as k
 
 GO = b"g"
@@ -101,24 +102,16 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes):
         # If the launcher dies (even by SIGKILL) the container dies with it, so the next `minirun` can
         # reclaim everything it owned: a foreground container does not outlive its `minirun run`.
         k.set_parent_death_signal(signal.SIGKILL)
-    joined = 0
-    for path, nstype in cfg.join:
-        # A path, or an nsfs descriptor the launcher opened ("fd:N") when it built the view: the pins are
-        # out of sight from inside it.
-        fd = int(path[3:]) if path.startswith("fd:") else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        k.setns(fd, nstype)
-        os.close(fd)
-        joined |= nstype
+    # Each pin is opened just before it is joined (a lazy generator) and closed right after.
+    joined = nsfork.join_namespaces(((_namespace_fd(path), nstype) for path, nstype in cfg.join), close=True)
     flags = (k.CLONE_NEWUTS | k.CLONE_NEWIPC | (0 if cfg.view_built else k.CLONE_NEWNS)) & ~joined
     if cfg.new_netns:
         flags |= k.CLONE_NEWNET
-    k.unshare(flags)
+    nsfork.enter_new_namespaces(flags)
     if cfg.new_netns:
         # IPv6 off for links created from now on (eth0), as Docker does when IPv6 is not enabled.
         _write_quietly("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1")
-        netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
-        socket.send_fds(pipes.netlink_out, [b"n"], [netlink.fileno()])
-        netlink.close()
+        nsfork.send_netlink(pipes.netlink_out)
     pipes.netlink_out.close()
     if not joined & k.CLONE_NEWUTS:
         k.sethostname(cfg.hostname)
@@ -139,6 +132,12 @@ def _setup(cfg: ChildConfig, pipes: ChildPipes):
         os._exit(0)  # the launcher gave up (its setup failed and rolled back): leave quietly
     os.close(pipes.go_in)
     return prepared
+
+
+def _namespace_fd(path: str) -> int:
+    """A pin's path, or an nsfs descriptor the launcher opened ("fd:N") when it built the view: the pins are
+    out of sight from inside it."""
+    return int(path[3:]) if path.startswith("fd:") else os.open(path, os.O_RDONLY | os.O_CLOEXEC)
 
 
 def build_view(cfg: ChildConfig) -> None:

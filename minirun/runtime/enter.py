@@ -2,8 +2,8 @@
 or inside a pod's shared namespaces, as `ip netns exec` does.
 
 setns(2) into the PID namespace only moves the caller's future children, so the launcher does what
-fork_container does: switch pid_for_children, fork once, switch back. The child joins ipc, uts, net and
-mnt itself (mnt last: it changes what /proc paths mean), then execs. The launcher waits, forwarding
+fork_container does (nsfork.PidNamespaceFork): switch pid_for_children, fork once, switch back. The child
+joins ipc, uts and net itself (it is born in mnt: see exec_in), then execs. The launcher waits, forwarding
 signals, and returns the command's status (126/127 when it cannot be executed).
 """
 
@@ -18,6 +18,7 @@ from typing import NamedTuple
 from minirun import paths
 from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError, NotFound
 from minirun.fs import rootfs, users  # before the fork: inside an image minirun cannot import them
+from minirun.kernel import nsfork
 from minirun.kernel import syscalls as k
 from minirun.runtime import child, gc, launch, lifecycle
 from minirun.runtime.privileges import require_root
@@ -106,7 +107,7 @@ def exec_in(
 
         pty = Pty(interactive=interactive)
     error_in, error_out = os.pipe2(os.O_CLOEXEC)
-    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+    pid_fork = nsfork.PidNamespaceFork(pidns)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, *launch.FORWARDED_SIGNALS})  # see fork_container
     # The command is born in its final mount namespace (the container's, or for a pod a new one whose view
     # this process builds first): forked after this process entered it, so at no moment does a process of
@@ -115,9 +116,9 @@ def exec_in(
     # This process goes straight back to its own mount namespace after the fork.
     container_mnt = next((fd for fd, flag in namespaces if flag == k.CLONE_NEWNS), None)
     if container_mnt is not None:
-        view = launch.entering_mount_namespace(container_mnt)
+        view = nsfork.entering_mount_namespace(container_mnt)
     else:
-        view = launch.entering_new_mount_namespace(
+        view = launch.entering_new_view(
             lambda: rootfs.build_host_view(
                 None,
                 confined=not security.privileged,
@@ -130,14 +131,11 @@ def exec_in(
     # The command dies with this process (kill -9 too): nobody would wait for it or forward signals to it.
     launcher = os.pidfd_open(os.getpid())  # close-on-exec, as every pidfd
     try:
-        with view:
-            if pidns is not None:
-                k.setns(pidns, k.CLONE_NEWPID)
-            else:
-                # A pod that does not share a PID namespace: the command gets one of its own (as a member
-                # does), never the host's, where /proc would list, and CAP_KILL reach, every host process.
-                k.unshare(k.CLONE_NEWPID)
-            child_pid = os.fork()
+        # A pod that does not share a PID namespace (pidns None): the command gets one of its own (as a member
+        # does), never the host's, where /proc would list, and CAP_KILL reach, every host process.
+        # pid_fork first: it opens /proc/self/ns/pid while /proc is still ours; the way out leaves the view first.
+        with pid_fork, view:
+            child_pid = pid_fork.fork()
             if child_pid == 0:
                 identity = Identity(security, target.user, user)
                 fresh_view = container_mnt is None
@@ -146,12 +144,10 @@ def exec_in(
     finally:
         if child_pid != 0:
             os.close(launcher)
-            k.setns(own_pidns, k.CLONE_NEWPID)
             for fd, _ in namespaces:
                 os.close(fd)
             if pidns is not None:
                 os.close(pidns)
-            os.close(own_pidns)
     os.close(error_out)
     failure = os.read(error_in, 4096).decode(errors="replace")
     os.close(error_in)
@@ -177,9 +173,7 @@ def _child(namespaces, fresh_view, command, env, cwd, error_out, pty, identity: 
     code = EXIT_MINIRUN_FAILED
     try:
         k.set_dumpable(False)  # see child._setup: nobody but CAP_SYS_PTRACE may look into us before exec
-        for fd, flag in namespaces:
-            if flag != k.CLONE_NEWNS:  # born in it (see exec_in)
-                k.setns(fd, flag)
+        nsfork.join_namespaces((fd, flag) for fd, flag in namespaces if flag != k.CLONE_NEWNS)  # born in mnt
         if fresh_view:
             # A pod's (see exec_in): /proc of the PID namespace it is in, /sys of the pod's netns, the masks.
             rootfs.finish_view(confined=not identity.security.privileged, own_sysfs=True)

@@ -8,10 +8,10 @@ import errno
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
-from minirun.kernel import syscalls as k
+from minirun.kernel import nsfork
 from minirun.runtime import child
 
 # Signals `minirun` passes on to the container's PID 1 (which, as in Docker, ignores those it has no
@@ -62,12 +62,12 @@ class Launch:
 def fork_container(cfg: child.ChildConfig, pid_namespace: str | None = None) -> Launch:
     """Fork the container's first process as PID 1 of a new PID namespace; it unshares the rest itself.
 
-    unshare(CLONE_NEWPID) only affects the caller's future children, so the launcher unshares, forks once,
-    and setns()es straight back to its own PID namespace: later forks (nft) stay on the host. With
-    `pid_namespace` (a pod sharing its PID namespace) the child joins that one instead, in the same way,
-    and is born in a mount namespace whose view the launcher built first (entering_new_mount_namespace):
-    in a PID namespace shared with other containers, one allowed to ptrace must never find a process
-    whose /proc/PID/root is the host's tree (the runc exec race, CVE-2016-9962).
+    The launcher forks once into the new PID namespace and stays in its own (nsfork.PidNamespaceFork): later
+    forks (nft) stay on the host. With `pid_namespace` (a pod sharing its PID namespace) the child joins that
+    one instead, in the same way, and is born in a mount namespace whose view the launcher built first
+    (nsfork.entering_new_mount_namespace): in a PID namespace shared with other containers, one allowed to
+    ptrace must never find a process whose /proc/PID/root is the host's tree (the runc exec race,
+    CVE-2016-9962).
     """
     build_first = pid_namespace is not None
     join_fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path, _ in cfg.join] if build_first else []
@@ -75,29 +75,24 @@ def fork_container(cfg: child.ChildConfig, pid_namespace: str | None = None) -> 
         # The pod's pins are hidden inside the view: the child joins through descriptors opened here.
         join = tuple((f"fd:{fd}", nstype) for fd, (_, nstype) in zip(join_fds, cfg.join, strict=True))
         cfg = cfg._replace(view_built=True, join=join)
-    netlink_parent, netlink_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    netlink_parent, netlink_child = nsfork.socket_channel()
     go_in, go_out = os.pipe2(os.O_CLOEXEC)
     error_in, error_out = os.pipe2(os.O_CLOEXEC)
-    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     # A foreground container dies with its launcher; switching to --user clears the parent-death signal set
     # early, so the child re-arms it after the switch, checking this pidfd for a launcher already gone.
     launcher = os.pidfd_open(os.getpid()) if cfg.die_with_parent else None
-    target_pidns = os.open(pid_namespace, os.O_RDONLY | os.O_CLOEXEC) if pid_namespace else None
+    pidns = nsfork.PidNamespaceFork(os.open(pid_namespace, os.O_RDONLY | os.O_CLOEXEC) if pid_namespace else None)
     # SIGCHLD stays blocked from before the fork, so an early exit is never missed by sigwaitinfo(); the
     # forwarded signals too, so one that arrives while the network is set up is held and passed on to the
     # container once it runs, instead of killing the launcher half-way. (The child unblocks all before exec.)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, *FORWARDED_SIGNALS})
-    view = entering_new_mount_namespace(lambda: child.build_view(cfg)) if build_first else contextlib.nullcontext()
+    view = entering_new_view(lambda: child.build_view(cfg)) if build_first else contextlib.nullcontext()
     pid = -1
     try:
-        with view:
-            if target_pidns is None:
-                k.unshare(k.CLONE_NEWPID)
-            else:
-                k.setns(target_pidns, k.CLONE_NEWPID)
-            pid = os.fork()
+        # pidns first: it opens /proc/self/ns/pid while /proc is still ours; the way out leaves the view first.
+        with pidns, view:
+            pid = pidns.fork()
             if pid == 0:
-                os.close(own_pidns)
                 netlink_parent.close()
                 os.close(go_out)
                 os.close(error_in)
@@ -110,14 +105,12 @@ def fork_container(cfg: child.ChildConfig, pid_namespace: str | None = None) -> 
         raise
     finally:
         if pid != 0:
-            k.setns(own_pidns, k.CLONE_NEWPID)
-            os.close(own_pidns)
             if launcher is not None:
                 os.close(launcher)
             for fd in join_fds:
                 os.close(fd)
-            if target_pidns is not None:
-                os.close(target_pidns)
+            if pidns.target is not None:
+                os.close(pidns.target)
             if pid == -1:
                 netlink_child.close()
                 os.close(go_in)
@@ -129,50 +122,25 @@ def fork_container(cfg: child.ChildConfig, pid_namespace: str | None = None) -> 
 
     launch = Launch(pid, go_out, error_in)
     if cfg.new_netns:
-        _, fds, _, _ = socket.recv_fds(netlink_parent, 16, 1)
-        if not fds:
+        netlink = nsfork.receive_socket(netlink_parent)
+        if netlink is None:
             launch.abort()
             raise MinirunError(f"container setup failed: {_read_all(error_in)}")
-        launch.netlink = socket.socket(fileno=fds[0])
+        launch.netlink = netlink
     netlink_parent.close()
     return launch
 
 
-@contextlib.contextmanager
-def entering_mount_namespace(target: int) -> Iterator[None]:
-    """Enter the mount namespace `target` (an nsfs descriptor) for the body, then go back to our own mount
-    namespace, root and working directory."""
-    with _returning_to_own_mount_namespace():
-        k.setns(target, k.CLONE_NEWNS)
-        yield
+def entering_new_view(build: Callable[[], None]) -> contextlib.AbstractContextManager[None]:
+    """nsfork.entering_new_mount_namespace, a failure of `build` reported as the container's setup failure."""
 
-
-@contextlib.contextmanager
-def entering_new_mount_namespace(build: Callable[[], None]) -> Iterator[None]:
-    """Run `build` in a new, private mount namespace of this process, keep it for the body (children forked
-    there are born in it), then go back to our own mount namespace, root and working directory. Open
-    whatever the body needs before: after `build` this process sees the container's view."""
-    with _returning_to_own_mount_namespace():
-        k.unshare(k.CLONE_NEWNS)
-        k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
+    def build_reporting_failure() -> None:
         try:
             build()
         except OSError as exc:
             raise MinirunError(f"container setup failed: {exc}") from None
-        yield
 
-
-@contextlib.contextmanager
-def _returning_to_own_mount_namespace() -> Iterator[None]:
-    own_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-    own_cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        yield
-    finally:
-        k.setns(own_mnt, k.CLONE_NEWNS)  # our root too, then our working directory
-        os.fchdir(own_cwd)
-        os.close(own_mnt)
-        os.close(own_cwd)
+    return nsfork.entering_new_mount_namespace(build_reporting_failure)
 
 
 def _read_all(fd: int) -> str:

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from minirun import filelock, jsonstore, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
-from minirun.kernel import proc
+from minirun.kernel import nsfork, proc
 from minirun.kernel import syscalls as k
 from minirun.net import firewall_tags
 from minirun.plan import Narrator, Step, describe, run_best_effort, run_plan
@@ -283,17 +283,8 @@ def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int,
     from minirun.runtime.child import reset_signals
 
     init = _confined_init() if "pid" in share else None
-    parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    pid = -1
-    try:
-        if init:
-            k.unshare(k.CLONE_NEWPID)
-        pid = os.fork()
-    finally:
-        if pid != 0:
-            k.setns(own_pidns, k.CLONE_NEWPID)
-            os.close(own_pidns)
+    parent_end, child_end = nsfork.socket_channel()
+    pid = nsfork.fork_into_new_pid_namespace() if init else os.fork()
     if pid == 0:
         code = 1
         try:
@@ -302,17 +293,17 @@ def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int,
             flags = k.CLONE_NEWNS if init else 0  # the init's own mount namespace, see _confined_init
             for ns in share:
                 flags |= SHAREABLE[ns] if ns != "pid" else 0
-            k.unshare(flags)
+            nsfork.enter_new_namespaces(flags)
             if "uts" in share:
                 k.sethostname(hostname)
             with contextlib.suppress(OSError), open("/proc/sys/net/ipv6/conf/default/disable_ipv6", "w") as f:
                 f.write("1")
-            netlink = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, 0)
+            netlink = nsfork.netlink_route_socket()
             if init:
                 # Before the netlink socket goes back: a failure here is the creator's failure to report.
                 devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
                 init.enter_root_and_confine()
-            socket.send_fds(child_end, [b"n"], [netlink.fileno()])
+            nsfork.send_socket(child_end, netlink)
             netlink.close()
             go = child_end.recv(1)  # b"g" once the pod is complete; b"" when the launcher gave up
             if init and go == b"g":
@@ -326,13 +317,13 @@ def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int,
         finally:
             os._exit(code)
     child_end.close()
-    _, fds, _, _ = socket.recv_fds(parent_end, 16, 1)
-    if not fds:
+    netlink = nsfork.receive_socket(parent_end)
+    if netlink is None:
         _reap(pid)
         raise MinirunError("could not create the pod's namespaces (the helper process failed)")
     # Keep parent_end open until the pod is complete: closing it is what lets the helper go.
     _HELPER_SOCKETS[pid] = parent_end
-    return pid, socket.socket(fileno=fds[0])
+    return pid, netlink
 
 
 _HELPER_SOCKETS: dict[int, socket.socket] = {}

@@ -77,25 +77,8 @@ ALLOWED = [
 ]
 
 # Files outside kernel/ (and logrelay's log fd hand-off) that call unshare / setns / send_fds / recv_fds,
-# counted per file. Issue 14's kernel/nsfork.py becomes the one fork-into-namespaces sequence; this shrinks
-# to [] with it.
-NAMESPACE_CALLS_ALLOWED = [
-    "minirun/net/netns.py: recv_fds x1",
-    "minirun/net/netns.py: send_fds x1",
-    "minirun/net/netns.py: setns x1",
-    "minirun/runtime/child.py: send_fds x1",
-    "minirun/runtime/child.py: setns x1",
-    "minirun/runtime/child.py: unshare x1",
-    "minirun/runtime/enter.py: setns x3",
-    "minirun/runtime/enter.py: unshare x1",
-    "minirun/runtime/launch.py: recv_fds x1",
-    "minirun/runtime/launch.py: setns x4",
-    "minirun/runtime/launch.py: unshare x2",
-    "minirun/runtime/pod.py: recv_fds x1",
-    "minirun/runtime/pod.py: send_fds x1",
-    "minirun/runtime/pod.py: setns x1",
-    "minirun/runtime/pod.py: unshare x2",
-]
+# counted per file. Empty since issue 14 C7: kernel/nsfork.py is the one fork-into-namespaces sequence.
+NAMESPACE_CALLS_ALLOWED: list[str] = []
 
 
 def test_imports_go_one_way_and_never_in_a_circle():
