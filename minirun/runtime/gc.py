@@ -475,3 +475,14 @@ def _release_orphans(network: str, addresses: dict[str, Reservation], holders: s
         if held.owner not in holders and store.release(address, held.owner):
             removed.append(f"address {address} (owner {held.owner})")
     return removed
+
+
+def collect_garbage(narrator: Narrator | None = None) -> list[str]:
+    """`minirun gc`: the full reconcile, then the host veths left on every network's bridge that no live
+    container or pod owns. Returns what was removed, one line each."""
+    from minirun.net.network import all_networks
+
+    removed = reconcile(narrator, full=True)
+    for network in all_networks():
+        removed += remove_orphan_links(network.bridge)
+    return removed
