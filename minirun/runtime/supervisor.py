@@ -63,6 +63,18 @@ def resolver_in_use() -> bool:
     return in_use()
 
 
+def _has_containers() -> bool:
+    """Whether a container of ours still runs, without reading a record: every detached container's PID 1
+    is our child (we are their subreaper; the worker that forked it has exited), and so is every helper,
+    which the caller counts apart. waitid(WNOHANG | WNOWAIT) raises ECHILD when we have no child at all and
+    reaps nothing (wait(2))."""
+    try:
+        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return False
+    return True
+
+
 def _running_owned_by(me: dict[str, Any]) -> bool:
     return any(
         r.get("status") in (ContainerStatus.CREATING, ContainerStatus.RUNNING) and r.get("owner") == me
@@ -132,10 +144,14 @@ class Supervisor:
                 self._answer_syncs()
                 self._reap()
                 busy = self.helpers or self.clients.pending or self.logs or self.syncs
-                if busy or _running_owned_by(self.me) or resolver_in_use():
+                if busy or _has_containers():
                     idle_since = time.monotonic()
                 elif time.monotonic() - idle_since > IDLE_SECONDS:
-                    break
+                    # Read the records only now, once per idle period (not on every wake: with many
+                    # containers that cost the idle supervisor CPU in proportion, issue 13).
+                    if not resolver_in_use():
+                        break
+                    idle_since = time.monotonic()
             else:
                 if _running_owned_by(self.me):
                     owners.keep()  # stopped by a signal: its containers run on, unwatched
