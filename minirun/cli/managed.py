@@ -39,17 +39,26 @@ def managed(
         from minirun.errors import host_error
 
         if host_error(exc) is None:
+            owners.keep()  # see below
             raise
         report(exc, debug=debug or os.environ.get(DEBUG_ENV) == "1")
         raise typer.Exit(1) from None
+    except typer.Exit:
+        raise
+    except (KeyboardInterrupt, Exception):
+        # Interrupted or failed unexpectedly half-way: what it changed may be half undone, so its entry stays
+        # (dead once it exits) and the next command looks at everything.
+        owners.keep()
+        raise
 
 
-def each(refs: list[str], action: Callable[[str], None], debug: bool) -> None:
-    """Docker's multi-object verbs: act on each, print each name done, exit 1 if any failed."""
+def each(refs: list[str], action: Callable[[str], None], debug: bool, *, full: bool = False) -> None:
+    """Docker's multi-object verbs: act on each, print each name done, exit 1 if any failed. `full`: the
+    verb decides from every record whether its object is in use (a damaged record must be seen first)."""
     failed = False
     for ref in refs:
         try:
-            managed(lambda r=ref: action(r), debug)
+            managed(lambda r=ref: action(r), debug, full=full)
             typer.echo(ref)
         except typer.Exit:
             failed = True

@@ -42,13 +42,23 @@ def guarded(args: list[str], action, help_text) -> int:
         print(help_text())
         return 0
     except KeyboardInterrupt:
+        _keep_registry_entry()
         return 130
     except MinirunError as exc:
         report(exc, debug=debug)
         return exc.code
     except Exception as exc:  # a bug, not a user mistake
+        _keep_registry_entry()
         report(exc, debug=debug)
         return EXIT_MINIRUN_FAILED
+
+
+def _keep_registry_entry() -> None:
+    """Interrupted or failed unexpectedly half-way: what the command changed may be half undone, so its entry
+    in the owners registry stays (dead once it exits) and the next command looks at everything."""
+    from minirun.runtime import owners
+
+    owners.keep()
 
 
 def first_positional(args: list[str]) -> int:

@@ -238,6 +238,8 @@ def reconcile(narrator: Narrator | None = None, *, full: bool = False) -> list[s
     removed, settled = _reconcile_everything(narrator)
     if settled:
         owners.forget(gone)
+    else:
+        owners.mark_pending()  # whoever left it, the next commands look again (gone may be empty)
     return removed
 
 

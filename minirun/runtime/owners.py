@@ -70,6 +70,17 @@ def adopt(owner: dict[str, int | None]) -> None:
             _create(os.path.join(paths.owners_dir(), entry_name(pid, started)))
 
 
+# Written by a full pass that left something pending with no dead entry to answer for it (a container of a
+# supervisor that died before this registry existed, found unwatched by `ps`): not a PID, so it counts as
+# dead, and every command looks until a pass settles it.
+PENDING = "pending"
+
+
+def mark_pending() -> None:
+    with contextlib.suppress(OSError):
+        _create(os.path.join(paths.owners_dir(), PENDING))
+
+
 def dead() -> list[str]:
     """The entries whose process has ended (a zombie has ended)."""
     try:

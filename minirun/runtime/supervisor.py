@@ -47,6 +47,8 @@ from minirun.spec import ContainerSpec
 SpecDecoder = Callable[[Any], ContainerSpec]
 
 IDLE_SECONDS = 2.0
+# How long an ending supervisor waits for its workers and teardown children to finish.
+HELPER_PATIENCE = 5.0
 # How long a "sync" (the CLI making sure DNS is served on its network) waits for a gateway:53 still held
 # by an exiting supervisor, and how often the loop looks again meanwhile.
 SYNC_PATIENCE = 2.0
@@ -152,10 +154,13 @@ class Supervisor:
                     if not resolver_in_use():
                         break
                     idle_since = time.monotonic()
-            else:
-                if _running_owned_by(self.me):
-                    owners.keep()  # stopped by a signal: its containers run on, unwatched
         finally:
+            # However it ends (idle, a signal, a failure): if a container of ours is left on record, its entry
+            # stays, dead once we exit, so the next command looks after it. Workers still handing one over
+            # are waited for first, so the records read here are final.
+            self._wait_for_helpers(HELPER_PATIENCE)
+            if _running_owned_by(self.me):
+                owners.keep()
             # Unlink before closing: a client that finds no socket starts a new supervisor, which waits
             # for our lock.
             with contextlib.suppress(FileNotFoundError):
@@ -181,6 +186,17 @@ class Supervisor:
         if signal.SIGTERM in signums or signal.SIGINT in signums:
             self.stopping = True  # containers keep running; reconcile() looks after them
 
+    def _wait_for_helpers(self, patience: float) -> None:
+        deadline = time.monotonic() + patience
+        while self.helpers and time.monotonic() < deadline:
+            for pid in list(self.helpers):
+                with contextlib.suppress(ChildProcessError):
+                    if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                        continue
+                self.helpers.discard(pid)
+            if self.helpers:
+                time.sleep(SYNC_RETRY)  # a worker finishes within milliseconds; bounded by `patience`
+
     def _sync_resolver(self) -> None:
         for sock, name in self.resolver.sync(self.selector.unregister):
             self.selector.register(sock, selectors.EVENT_READ, ("dns", name))
@@ -203,6 +219,7 @@ class Supervisor:
             return
         from minirun.runtime import logrelay
 
+        owners.enter()  # again: at start it may have failed (a full state dir), and this request may create
         log_channel, worker_channel = logrelay.handoff_pair()
         pid = os.fork()
         if pid == 0:
@@ -284,9 +301,11 @@ class Supervisor:
         if helper == 0:
             try:
                 self._become_helper()
+                owners.enter()  # killed or failing half-way, it leaves a dead entry: the next command looks
                 from minirun.runtime import gc
 
                 gc.teardown(record)
+                owners.leave()  # os._exit skips atexit; a failed step keeps the entry (plan.residue_left)
             finally:
                 os._exit(0)
         self.helpers.add(helper)

@@ -135,3 +135,43 @@ def test_the_idle_supervisor_reads_no_record_however_many_containers_run(state_d
     reads = _proc_counter(supervisor, "io", "syscr:") - reads
     assert reads < 20, f"{reads} read(2) calls in five wakes of an idle supervisor with 20 containers"
     assert minirun("rm", "-f", *(f"quiet{i}" for i in range(20)), timeout=120).returncode == 0
+
+
+def test_a_damaged_member_record_still_keeps_its_pod_and_network_in_use(state_dir: Path):
+    """Review of the fast path: with a member's record damaged while no minirun process had died, `pod rm`
+    (without -f) removed the pod under its running member (which lost eth0) and `network rm` deleted a
+    running container's bridge: both decided "unused" from records that skipped the damaged one. Verbs that
+    decide from every record look at everything first (the damaged record is set aside and rebuilt)."""
+    assert minirun("network", "create", "held").returncode == 0
+    assert minirun("pod", "create", "p").returncode == 0
+    assert minirun("run", "-d", "--pod", "p", "--name", "member", "sleep", "300").returncode == 0
+    assert minirun("run", "-d", "--network", "held", "--name", "user", "sleep", "300").returncode == 0
+    for record in records(state_dir):
+        (state_dir / "containers" / f"{record['id']}.json").write_text("{")
+    refused = minirun("pod", "rm", "p")
+    assert refused.returncode != 0 and "running member" in refused.stderr, refused.stderr
+    assert "eth0" in minirun("exec", "member", "ip", "-br", "link").stdout
+    refused = minirun("network", "rm", "held")
+    assert refused.returncode != 0 and "in use" in refused.stderr, refused.stderr
+    assert minirun("rm", "-f", "member", "user").returncode == 0
+    assert minirun("pod", "rm", "p").returncode == 0 and minirun("network", "rm", "held").returncode == 0
+    assert minirun("gc", "--damaged", "-f").returncode == 0
+
+
+def test_an_upgrade_that_finds_an_unwatched_container_keeps_looking(state_dir: Path):
+    """Review of the fast path: state from before the registry whose supervisor was already dead. The first
+    command's full pass found the container unwatched but had no dead entry to keep, so later commands took
+    the fast path and its exit was never recorded (address and name held forever). An unsettled pass now
+    leaves a "pending" entry."""
+    assert minirun("run", "-d", "--name", "u", "sleep", "300").returncode == 0
+    (record,) = records(state_dir)
+    os.kill(record["owner"]["pid"], signal.SIGKILL)
+    wait_for(lambda: not alive(record["owner"]["pid"], record["owner"]["started"]), what="the supervisor dead")
+    shutil.rmtree(state_dir / "owners")
+    assert minirun("run", "--rm", "true").returncode == 0
+    os.kill(record["pid"], signal.SIGKILL)
+    wait_for(lambda: not os.path.exists(f"/proc/{record['pid']}"), what="the container gone")
+    assert minirun("run", "--rm", "--name", "u2", "true").returncode == 0
+    (after,) = records(state_dir)
+    assert after["status"] == "exited" and ipam_reservations(state_dir) == []
+    assert minirun("rm", "u").returncode == 0

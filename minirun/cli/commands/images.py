@@ -74,4 +74,4 @@ def image_rm_cmd(refs: list[str] = typer.Argument(..., metavar="IMAGE..."), debu
     """Remove images: untag NAME (deleting the image with its last tag), or delete an ID and all its tags."""
     from minirun.runtime import images
 
-    each(refs, images.remove, debug)
+    each(refs, images.remove, debug, full=True)

@@ -80,4 +80,4 @@ def network_rm_cmd(
     from minirun.runtime import networks
 
     teller = narrator(explain, verbose)
-    each(names, lambda name: networks.remove(name, teller), debug)
+    each(names, lambda name: networks.remove(name, teller), debug, full=True)

@@ -90,7 +90,7 @@ def pod_rm_cmd(
     from minirun.runtime import pod
 
     teller = narrator(explain, verbose)
-    each(names, lambda name: pod.remove(name, force, teller), debug)
+    each(names, lambda name: pod.remove(name, force, teller), debug, full=True)
 
 
 @app.command("stop")
@@ -102,5 +102,5 @@ def pod_stop_cmd(
     """Stop every member; the pod keeps its namespaces and address until `pod rm`."""
     from minirun.runtime import pod
 
-    managed(lambda: pod.stop(name, time_), debug)
+    managed(lambda: pod.stop(name, time_), debug, full=True)
     typer.echo(name)
