@@ -41,8 +41,8 @@ def test_finished_commands_leave_no_entry(state_dir: Path):
     assert minirun("ps").returncode == 0
     assert minirun("rm", "-f", "bg").returncode == 0
     assert minirun("run", "--rm", "no-such-command").returncode == 127
-    found = entries(state_dir)
-    assert found, "the supervisor is entered while it lives"
+    assert (state_dir / "owners").is_dir(), "the commands entered themselves"
+    found = entries(state_dir)  # the supervisor's, unless it has idled out already
     assert all(alive(*entry) for entry in found), found
 
 
