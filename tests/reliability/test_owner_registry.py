@@ -18,8 +18,9 @@ def entries(state_dir: Path) -> list[tuple[int, int]]:
     directory = state_dir / "owners"
     found = []
     for name in os.listdir(directory) if directory.is_dir() else []:
-        pid, started = name.split("-")
-        found.append((int(pid), int(started)))
+        pid, _, started = name.partition("-")
+        if pid.isdigit() and started.isdigit():  # not the "pending" mark of an unsettled pass
+            found.append((int(pid), int(started)))
     return found
 
 
