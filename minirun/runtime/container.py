@@ -20,7 +20,7 @@ from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.plan import Narrator, Step, Timing, describe, run_plan
-from minirun.runtime import child, gc, launch, logfile, names, sandbox, state
+from minirun.runtime import child, gc, launch, logfile, model, names, sandbox, state
 from minirun.runtime.model import ContainerStatus, move_container
 from minirun.runtime.privileges import require_root
 from minirun.spec import ContainerSpec
@@ -92,12 +92,16 @@ def create(
         # A member only joins: the pod's network was attached once, when the pod was made.
         from minirun.runtime import pod as pods
 
-        if dry_run and pods.load(spec.pod) is None:
-            raise MinirunError(
-                f"--dry-run of a member of pod {spec.pod}, which does not exist yet",
-                hint=f"see what creating it does: minirun pod create --dry-run {spec.pod}",
-            )
-        pod = pods.ensure(spec.pod, quiet=detached)
+        if dry_run:  # joins only a pod that is ready: making one (pods.ensure) would change the host
+            pod = pods.load(spec.pod)
+            if pod is None or not model.is_ready(pod):
+                state_of = "does not exist yet" if pod is None else "is not ready (being created, or interrupted)"
+                raise MinirunError(
+                    f"--dry-run of a member of pod {spec.pod}, which {state_of}",
+                    hint=f"see what creating it does: minirun pod create --dry-run {spec.pod}",
+                )
+        else:
+            pod = pods.ensure(spec.pod, quiet=detached)
         join = pods.join_paths(pod)
         pid_namespace = pods.pid_namespace(pod)
         resolver = _resolver_for((pod.get("network") or {}).get("name"), dry_run)

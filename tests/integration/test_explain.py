@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +114,23 @@ def test_removals_explain_what_they_undo(state_dir):
     assert minirun("network", "create", "nexp").returncode == 0
     net_rm = minirun("network", "rm", "--explain", "nexp")
     assert "ip link delete mr-nexp" in net_rm.stderr and "nft delete chain inet minirun masq-nexp" in net_rm.stderr
+
+
+def test_a_dry_run_member_of_a_pod_not_ready_changes_nothing(state_dir):
+    """Review: `run --dry-run --pod p` with p's record still "creating" (an interrupted `pod create`) went
+    through pods.ensure, which really made the pod (and, failing half-way, left a pin and an address with no
+    record). A dry run joins only a ready pod; otherwise one line, and nothing changes."""
+    assert minirun("pod", "create", "p").returncode == 0
+    path = state_dir / "pods" / "p.json"
+    ready = json.loads(path.read_text())
+    started = int(Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    path.write_text(json.dumps({**ready, "status": "creating", "owner": {"pid": os.getpid(), "started": started}}))
+    try:
+        before = snapshot(state_dir)
+        dry = minirun("run", "--dry-run", "--pod", "p", "true")
+        assert dry.returncode == 125 and "pod p, which is not ready" in dry.stderr, dry.stderr
+        assert len(dry.stderr.splitlines()) == 1
+        assert snapshot(state_dir) == before
+    finally:
+        path.write_text(json.dumps(ready))
+    assert minirun("pod", "rm", "p").returncode == 0
