@@ -96,3 +96,9 @@ def started_at(start_ticks: int) -> float:
     with open("/proc/stat") as f:
         boot = next(int(line.split()[1]) for line in f if line.startswith("btime "))
     return boot + start_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def exit_status(wait_status: int) -> int:
+    """Docker's convention for a waited-for process: its exit code, or 128+N when killed by signal N."""
+    code = os.waitstatus_to_exitcode(wait_status)
+    return 128 - code if code < 0 else code

@@ -15,6 +15,9 @@ import sys
 import time
 from typing import Any
 
+from minirun.runtime import upgrade_guard  # noqa: F401 - first: a supervisor's upgrade (see there)
+
+# isort: split
 from minirun import jsonstore, paths
 from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
 from minirun.kernel import proc

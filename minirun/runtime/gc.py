@@ -21,6 +21,9 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
+from minirun.runtime import upgrade_guard  # noqa: F401 - first: a supervisor's upgrade (see there)
+
+# isort: split
 from minirun import jsonstore, paths
 from minirun.errors import MinirunError, TeardownError
 from minirun.kernel import proc

@@ -10,8 +10,12 @@ import signal
 import socket
 from collections.abc import Callable
 
+from minirun.runtime import upgrade_guard  # noqa: F401 - first: a supervisor's upgrade (see there)
+
+# isort: split
 from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
 from minirun.kernel import nsfork
+from minirun.kernel.proc import exit_status  # also a supervisor door: see supervisor_jobs
 from minirun.runtime import child
 
 # Signals `minirun` passes on to the container's PID 1 (which, as in Docker, ignores those it has no
@@ -176,12 +180,6 @@ def failure_exit_code(failure: str) -> int:
         return EXIT_MINIRUN_FAILED
     err = detail.partition(":")[0]
     return 127 if err.isdigit() and int(err) in (errno.ENOENT, errno.ENOTDIR) else 126
-
-
-def exit_status(wait_status: int) -> int:
-    """Docker's convention: the exit code, or 128+N when killed by signal N."""
-    code = os.waitstatus_to_exitcode(wait_status)
-    return 128 - code if code < 0 else code
 
 
 def wait_forwarding_signals(pid: int, on_winch: Callable[[], None] | None = None) -> int:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import resource
 import selectors
@@ -38,7 +37,7 @@ from minirun import paths
 from minirun.errors import MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
-from minirun.runtime import owners, request, state
+from minirun.runtime import owners, request, state, supervisor_jobs
 from minirun.runtime.connections import Clients, Log, Request, reply_error
 from minirun.runtime.model import ContainerStatus
 from minirun.spec import ContainerSpec
@@ -88,6 +87,7 @@ class Supervisor:
     def __init__(self, decode_spec: SpecDecoder) -> None:
         self.decode_spec = decode_spec
         self.me = identity()
+        self.code = supervisor_jobs.code_fingerprint()  # a child forked after an upgrade loads the new code
         self.helpers: set[int] = set()  # request workers and teardown children
         self.selector = selectors.DefaultSelector()
         self.log = Log()
@@ -227,7 +227,7 @@ class Supervisor:
             try:
                 self._become_helper()
                 log_channel.close()
-                _handle_request(conn, payload, self.decode_spec, self.me, worker_channel)
+                self._jobs().serve_run_request(conn, payload, self.decode_spec, self.me, worker_channel)
             except BaseException:  # noqa: BLE001 - a worker must never return into the serve loop
                 code = 1
             finally:
@@ -256,6 +256,13 @@ class Supervisor:
             conn.close()
         self.syncs = waiting
 
+    def _jobs(self) -> Any:
+        """In a forked child: the jobs module, loaded afresh when the code on disk changed (supervisor_jobs)."""
+        supervisor_jobs.fresh_code(self.code)
+        from minirun.runtime import supervisor_jobs as jobs
+
+        return jobs
+
     def _become_helper(self) -> None:
         for conn, _ in self.syncs:  # the supervisor answers those, not a helper
             conn.close()
@@ -279,8 +286,6 @@ class Supervisor:
                 self._container_exited(pid, status)
 
     def _container_exited(self, pid: int, status: int) -> None:
-        from minirun.runtime.launch import exit_status
-
         record = next(
             (
                 r
@@ -291,7 +296,7 @@ class Supervisor:
         )
         if record is None:
             return  # a process that was re-parented to us but is not a container's PID 1
-        record.update(exit_code=exit_status(status), finished=state.now_iso())
+        record.update(exit_code=proc.exit_status(status), finished=state.now_iso())
         # Every byte it wrote is in its log before teardown marks it exited (`logs -f` stops then).
         self.logs.finish(record["id"])
         # Teardown imports the netlink code (several MB): do it in a child so the supervisor stays small.
@@ -302,45 +307,11 @@ class Supervisor:
             try:
                 self._become_helper()
                 owners.enter()  # killed or failing half-way, it leaves a dead entry: the next command looks
-                from minirun.runtime import gc
-
-                gc.teardown(record)
+                self._jobs().teardown(record)
                 owners.leave()  # os._exit skips atexit; a failed step keeps the entry (plan.residue_left)
             finally:
                 os._exit(0)
         self.helpers.add(helper)
-
-
-def _handle_request(
-    conn: socket.socket,
-    payload: dict[str, Any],
-    decode_spec: SpecDecoder,
-    supervisor: dict[str, Any],
-    log_channel: socket.socket,
-) -> None:
-    """In a worker: answer one "run" request (parsed by request.parse_line) with one JSON response."""
-    try:
-        try:
-            spec = decode_spec(payload["spec"])
-        except MinirunError as exc:
-            Log().line(f"refused a request: {exc.msg}")
-            raise
-        os.environ.update(payload["env"])
-        from minirun.runtime import container
-
-        response = {"ok": True, "id": container.run_detached(spec, supervisor, log_channel)}
-    except MinirunError as exc:
-        response = {"ok": False, "error": exc.msg, "hint": exc.hint, "code": exc.code}
-    except Exception as exc:  # noqa: BLE001 - reported to the client, which prints it
-        from minirun.errors import host_error
-
-        known = host_error(exc) if isinstance(exc, OSError) else None
-        if known is not None:  # a sick host: full or read-only state or data dir
-            response = {"ok": False, "error": known.msg, "hint": known.hint, "code": 125}
-        else:
-            response = {"ok": False, "error": f"internal error: {type(exc).__name__}: {exc}", "code": 125}
-    conn.sendall(json.dumps(response).encode() + b"\n")
-    conn.close()
 
 
 def main(decode_spec: SpecDecoder) -> None:
