@@ -1,7 +1,7 @@
 """Files minirun keeps its records in: JSON written so that no reader ever sees half of one, and directories
 of such records listed one way (NAME.json, dotfiles skipped: those are temp files being written).
 
-Every store uses this: container records and name claims (runtime/state.py), pods, networks
+Every store uses this: container records and name claims (runtime/store.py), pods, networks
 (net/network.py), minirun-cni's attachments (cni/store.py). What a store does with a record that cannot be
 read is its own business (set aside, named in one line, skipped): never this module's.
 """

@@ -32,7 +32,7 @@ def writable_root() -> str:
     /var/lib/docker/overlay2 and /containers): upper dirs, /etc files, logs. Keyed by the state root, because
     one data root (its images) may serve several state roots, and the reconcile of one must never take
     another's files. Nothing here dies at reboot: a directory whose record (on the state root) is gone is
-    an orphan, reclaimed by `gc.reconcile`."""
+    an orphan, reclaimed by `reconcile.reconcile`."""
     key = hashlib.sha256(os.path.realpath(state_root()).encode()).hexdigest()[:16]
     return os.path.join(data_root(), "rw", key)
 

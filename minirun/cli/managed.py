@@ -20,7 +20,8 @@ def managed(
     `full`: a listing, which reads every record itself, also looks at every record in the reconcile (it
     notices a damaged one even when no minirun process died; see runtime/owners.py). A dry run touches
     nothing, not even the registry of processes at work."""
-    from minirun.runtime import gc, owners
+    from minirun.runtime import owners
+    from minirun.runtime import reconcile as recovery
     from minirun.runtime.privileges import require_root
 
     try:
@@ -28,7 +29,7 @@ def managed(
         if dry_run:
             pass
         elif reconcile:
-            gc.reconcile(full=full)
+            recovery.reconcile(full=full)
         else:
             owners.enter()  # it may change state: if it dies half-way, the next command looks
         return action()

@@ -41,10 +41,10 @@ def _run_detached(spec) -> str:
             code=response.get("code", EXIT_MINIRUN_FAILED),
         )
     if not pod_existed and _pod_exists(spec.pod):
-        from minirun.runtime import pod
+        from minirun.runtime import pod, store
 
         # the supervisor's worker made it; say so here, where the user looks (as a foreground run does)
-        pod.announce(pod.find(spec.pod))
+        pod.announce(store.find_pod(spec.pod))
     return response["id"]
 
 

@@ -23,22 +23,13 @@ from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.plan import Narrator, Step, Timing, describe, run_plan
-from minirun.runtime import child, gc, launch, logfile, model, names, sandbox, state
+from minirun.runtime import child, launch, logfile, model, names, reconcile, sandbox, store, teardown
 from minirun.runtime.model import ContainerStatus, move_container
 from minirun.runtime.privileges import require_root
 from minirun.spec import ContainerSpec
 
 INIT_CANDIDATES = ("/usr/bin/tini", "/usr/bin/tini-static", "/usr/bin/docker-init")
 _NSENTER_FLAG = {k.CLONE_NEWNET: "net", k.CLONE_NEWUTS: "uts", k.CLONE_NEWIPC: "ipc"}
-
-
-def new_container_id() -> str:
-    return os.urandom(6).hex()
-
-
-def owner_identity(pid: int | None = None) -> dict[str, int | None]:
-    pid = os.getpid() if pid is None else pid
-    return {"pid": pid, "started": proc.start_time(pid)}
 
 
 def init_binary() -> str:
@@ -84,7 +75,7 @@ def create(
     clock = time.perf_counter()
     require_root()
     if not dry_run:
-        gc.reconcile()
+        reconcile.reconcile()
     network = None
     host_rtnl = None
     resolver = None
@@ -96,7 +87,7 @@ def create(
         from minirun.runtime import pod as pods
 
         if dry_run:  # joins only a pod that is ready: making one (pods.ensure) would change the host
-            pod = pods.load(spec.pod)
+            pod = store.load_pod(spec.pod)
             if pod is None or not model.is_ready(pod):
                 state_of = "does not exist yet" if pod is None else "is not ready (being created, or interrupted)"
                 raise MinirunError(
@@ -121,7 +112,7 @@ def create(
             from minirun.net.ports import check_free
 
             check_free(spec.ports, _published_ports())
-    container_id = container_id or new_container_id()
+    container_id = container_id or model.new_container_id()
     name = spec.name or names.generate(container_id)
     hostname = pod["hostname"] if pod else spec.hostname or container_id
     view = sandbox.plan(spec, spec.command, container_id, hostname, pod=pod, resolver=resolver)
@@ -135,9 +126,9 @@ def create(
         "command": list(view.command),
         "env": [f"{key}={value}" for key, value in env.items()],
         "workdir": view.workdir,
-        "created": state.now_iso(),
+        "created": store.now_iso(),
         "status": ContainerStatus.CREATING,
-        "owner": owner_identity(),
+        "owner": model.owner_identity(),
         # "bridge" for every bridged network (its name is in "network"), as teardown expects
         "network_mode": "pod" if pod else spec.network if spec.network in ("none", "host") else "bridge",
         "pod": pod["name"] if pod else None,
@@ -179,10 +170,10 @@ def create(
         if network is not None:
             from minirun.net import attach, ipam, links
 
-            store = ipam.AddressStore(paths.ipam_dir(network.name))
+            pool = ipam.AddressStore(paths.ipam_dir(network.name))
             attachment = attach.Attachment(network, links.host_veth_name(container_id), spec.mtu or network.mtu or 1500)
             ns_label = "/proc/<pid>/ns/net"
-            steps += attach.bridge_steps(attachment, None, None, -1, ns_label, store, container_id, spec.ports)
+            steps += attach.bridge_steps(attachment, None, None, -1, ns_label, pool, container_id, spec.ports)
         elif cfg.new_netns:
             from minirun.net import attach
 
@@ -193,11 +184,11 @@ def create(
     with contextlib.ExitStack() as undo:
         # The record is written before the name claim and the address, so `gc` never mistakes either for
         # an orphan while this run is still setting up.
-        state.save(record)
+        store.save(record)
         undo.callback(jsonstore.remove_file, paths.container_record(container_id))
-        state.claim_name(name, container_id)
-        undo.callback(state.release_name, name, container_id)
-        undo.callback(gc.remove_container_dir, container_id)
+        store.claim_name(name, container_id)
+        undo.callback(store.release_name, name, container_id)
+        undo.callback(teardown.remove_container_dir, container_id)
         if view.image is not None and not os.path.isdir(view.image.rootfs):
             # Removed (rebuilt and pruned) after we resolved it; from now on our record keeps it in use.
             raise MinirunError(f"image {spec.image} was removed while the container started", hint="run it again")
@@ -217,7 +208,7 @@ def create(
             if network is not None:
                 netns_fd = os.open(ns_label, os.O_RDONLY | os.O_CLOEXEC)
                 undo.callback(os.close, netns_fd)
-                store = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
+                pool = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
                 attachment = attach.Attachment(
                     network, links.host_veth_name(container_id), spec.mtu or network.mtu or 1500
                 )
@@ -227,7 +218,7 @@ def create(
                     container_rtnl,
                     netns_fd,
                     ns_label,
-                    store,
+                    pool,
                     container_id,
                     spec.ports,
                     lambda: _published_ports(exclude=container_id),
@@ -241,12 +232,12 @@ def create(
             ContainerStatus.RUNNING,
             pid=started.pid,
             pid_started=proc.start_time(started.pid),
-            started=state.now_iso(),
+            started=store.now_iso(),
         )
         if network is not None:
             record["network"] = attachment.as_record()
             sandbox.set_address(view, hostname, attachment.as_record()["address"].split("/")[0])
-        state.save(record)
+        store.save(record)
         if netns_fd >= 0:
             os.close(netns_fd)
         started.close_netns_handles()
@@ -256,9 +247,8 @@ def create(
 
 def _published_ports(exclude: str | None = None) -> dict:
     # Imported here: only runs that publish ports pay for the lifecycle module (~4 ms).
-    from minirun.runtime import lifecycle
 
-    return lifecycle.published_ports(exclude=exclude)
+    return store.published_ports(exclude=exclude)
 
 
 def _resolver_for(network_name: str | None, dry_run: bool) -> str | None:
@@ -352,8 +342,8 @@ def run(spec: ContainerSpec) -> int:
                 pty.finish()
     finally:
         clock = time.perf_counter()
-        move_container(created.record, ContainerStatus.EXITED, exit_code=status, finished=state.now_iso())
-        gc.teardown(created.record, host_rtnl=created.host_rtnl, defer_link_check=True)
+        move_container(created.record, ContainerStatus.EXITED, exit_code=status, finished=store.now_iso())
+        teardown.teardown(created.record, host_rtnl=created.host_rtnl, defer_link_check=True)
         if spec.timings:
             _print_timings([Timing("teardown", time.perf_counter() - clock)])
     return status
@@ -366,7 +356,7 @@ def run_detached(spec: ContainerSpec, supervisor: dict[str, int | None], log_cha
     records the exit code and tears down when the container ends."""
     from minirun.runtime import logrelay
 
-    container_id = new_container_id()
+    container_id = model.new_container_id()
     log_path = paths.container_log(container_id)
     options = logfile.parse_options(spec.log_options)
     output_r, output_w = os.pipe2(os.O_CLOEXEC)
@@ -387,9 +377,9 @@ def run_detached(spec: ContainerSpec, supervisor: dict[str, int | None], log_cha
     except OSError as exc:
         created.launch.abort()
         move_container(
-            record, ContainerStatus.EXITED, exit_code=EXIT_MINIRUN_FAILED, finished=state.now_iso(), auto_remove=True
+            record, ContainerStatus.EXITED, exit_code=EXIT_MINIRUN_FAILED, finished=store.now_iso(), auto_remove=True
         )
-        gc.teardown(record, host_rtnl=created.host_rtnl)
+        teardown.teardown(record, host_rtnl=created.host_rtnl)
         raise MinirunError(f"the supervisor did not take the container's output: {exc.strerror}") from None
     finally:
         os.close(output_r)
@@ -397,13 +387,13 @@ def run_detached(spec: ContainerSpec, supervisor: dict[str, int | None], log_cha
     if failure:
         os.waitpid(created.launch.pid, 0)
         move_container(
-            record, ContainerStatus.EXITED, exit_code=launch.failure_exit_code(failure), finished=state.now_iso()
+            record, ContainerStatus.EXITED, exit_code=launch.failure_exit_code(failure), finished=store.now_iso()
         )
         record["auto_remove"] = True  # it never ran: leave nothing (Docker would keep a "Created" container)
-        gc.teardown(record, host_rtnl=created.host_rtnl)
+        teardown.teardown(record, host_rtnl=created.host_rtnl)
         raise MinirunError(launch.describe_failure(failure), code=launch.failure_exit_code(failure))
     record["owner"] = supervisor
-    state.save(record)
+    store.save(record)
     return record["id"]
 
 

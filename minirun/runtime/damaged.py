@@ -12,7 +12,7 @@ import os
 from typing import NamedTuple
 
 from minirun import jsonstore, paths
-from minirun.runtime import gc, sandbox, state
+from minirun.runtime import sandbox, store, teardown
 
 
 class Holding(NamedTuple):
@@ -36,13 +36,13 @@ class Holding(NamedTuple):
 
 
 def holdings() -> list[Holding]:
-    damaged = state.damaged_records()
+    damaged = store.damaged_records()
     if not damaged:
         return []
     from minirun.net import ipam, links, rtnl
 
     reservations = ipam.all_reservations(paths.ipam_root())
-    claims = state.name_claims()
+    claims = store.name_claims()
     with rtnl.Rtnl() as ipr:
         present = {link.name for link in links.list_links(ipr)}
     found = []
@@ -71,7 +71,7 @@ def holdings() -> list[Holding]:
 
 
 def _has_record(container_id: str) -> bool:
-    record = state.load(container_id)
+    record = store.load(container_id)
     return record is not None and not record.get("corrupt")
 
 
@@ -95,7 +95,7 @@ def _release(holding: Holding) -> list[str]:
         if ipam.AddressStore(paths.ipam_dir(network)).release(address, holding.container_id):
             released.append(f"address {address} on network {network}")
     for name in holding.names:
-        state.release_name(name, holding.container_id)
+        store.release_name(name, holding.container_id)
         released.append(f"name {name}")
     if not holding.rebuilt and firewall.remove_ports(holding.container_id):
         released.append("published ports")
@@ -103,7 +103,7 @@ def _release(holding: Holding) -> list[str]:
         with rtnl.Rtnl() as ipr:
             if links.delete_link(ipr, holding.veth):
                 released.append(f"link {holding.veth}")
-    if holding.directory and gc.remove_container_dir(holding.container_id):
+    if holding.directory and teardown.remove_container_dir(holding.container_id):
         released.append(f"directory {holding.directory}")
     for path in holding.records:
         jsonstore.remove_file(path)

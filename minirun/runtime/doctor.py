@@ -15,7 +15,7 @@ from minirun.net import firewall, links, sysctl
 from minirun.net import firewall_tags as tags
 from minirun.net.network import Network, default_network, has_resolver, user_networks
 from minirun.net.rtnl import Rtnl
-from minirun.runtime import lifecycle, state
+from minirun.runtime import lifecycle, model, store
 from minirun.runtime.model import ContainerStatus, is_live
 
 
@@ -35,7 +35,7 @@ def _ok(what: str) -> Finding:
 def check_host(host: Rtnl, network: Network) -> list[Finding]:
     findings = []
     bridge = links.get_link(host, network.bridge)
-    users = [r for r in state.all_records() if r.get("status") == ContainerStatus.RUNNING] or _pods()
+    users = [r for r in store.all_records() if r.get("status") == ContainerStatus.RUNNING] or _pods()
     if bridge is None:
         findings.append(
             Finding(
@@ -159,9 +159,8 @@ def check_host(host: Rtnl, network: Network) -> list[Finding]:
 
 
 def _pods() -> list[dict[str, Any]]:
-    from minirun.runtime import pod
 
-    return pod.all_pods()
+    return store.all_pods()
 
 
 def _uplink(host: Rtnl) -> links.Link | None:
@@ -176,7 +175,7 @@ def _mtu_findings(host: Rtnl) -> list[Finding]:
     if uplink is None:
         return [Finding(True, "no default route on the host: containers can reach only this machine", note=True)]
     findings = []
-    for record in state.all_records():
+    for record in store.all_records():
         mtu = (record.get("network") or {}).get("mtu")
         if record.get("status") == ContainerStatus.RUNNING and mtu and mtu > uplink.mtu:
             findings.append(
@@ -192,24 +191,23 @@ def _mtu_findings(host: Rtnl) -> list[Finding]:
 
 def _damaged_pod_names() -> list[str]:
     """Pods whose record cannot be read: set aside by reconcile, or not yet (doctor does not reconcile)."""
-    from minirun.runtime import pod as pods
 
-    damaged = set(pods.damaged_names())
+    damaged = set(store.damaged_pod_names())
     for name in jsonstore.record_names(paths.pods_dir()):
         try:
-            pods.load(name)
-        except pods.DamagedPod:
+            store.load_pod(name)
+        except store.DamagedPod:
             damaged.add(name)
     return sorted(damaged)
 
 
 def _leak_findings(host: Rtnl, network: Network, ruleset: list[dict]) -> list[Finding]:
-    """Veths, address records and rules that nothing owns. As in gc.reconcile: a damaged container record is
+    """Veths, address records and rules that nothing owns. As in reconcile.py: a damaged container record is
     never evidence that what its id holds is free, and a damaged pod record hides which veth and address are
     the pod's, so then none is called leaked (`minirun gc --damaged` shows and releases them)."""
     findings = []
-    owners = {r["id"] for r in state.all_records() if is_live(r)} | {p["id"] for p in _pods()}
-    owners |= set(state.damaged_records())
+    owners = {r["id"] for r in store.all_records() if is_live(r)} | {p["id"] for p in _pods()}
+    owners |= set(store.damaged_records())
     expected = {links.host_veth_name(owner) for owner in owners}
     bridge = links.get_link(host, network.bridge)
     damaged_pods = _damaged_pod_names()
@@ -242,16 +240,16 @@ def _leak_findings(host: Rtnl, network: Network, ruleset: list[dict]) -> list[Fi
                 )
     from minirun.net import ipam
 
-    store = ipam.AddressStore(paths.ipam_dir(network.name))
-    for address, held in store.reservations().items():
+    pool = ipam.AddressStore(paths.ipam_dir(network.name))
+    for address, held in pool.reservations().items():
         if held.owner not in owners and not damaged_pods:
             findings.append(
                 Finding(
                     False,
                     f"leaked address record {address} (owner {held.owner} is gone)",
                     "the address can never be handed out again",
-                    f"rm {os.path.join(store.directory, address)}",
-                    lambda a=address, o=held.owner: store.release(a, o),
+                    f"rm {os.path.join(pool.directory, address)}",
+                    lambda a=address, o=held.owner: pool.release(a, o),
                 )
             )
     from minirun.net.network import all_networks
@@ -279,9 +277,8 @@ def _leak_findings(host: Rtnl, network: Network, ruleset: list[dict]) -> list[Fi
 def check_target(ref: str, host: Rtnl, network: Network) -> list[Finding]:
     """Inside one container or pod: loopback, eth0, its address, the default route; and its host veth."""
     from minirun.net.netns import rtnl_in
-    from minirun.runtime import pod as pods
 
-    pod = pods.load(ref)
+    pod = store.load_pod(ref)
     if pod is not None:
         label, netns, net = f"pod {ref}", pod["pins"]["net"], pod.get("network") or {}
         enter = f"ip netns exec {os.path.basename(netns)}"
@@ -289,7 +286,7 @@ def check_target(ref: str, host: Rtnl, network: Network) -> list[Finding]:
         record = lifecycle.find(ref)
         if record.get("pod"):
             return check_target(record["pod"], host, network)
-        if not lifecycle.is_running(record):
+        if not model.is_running(record):
             return [Finding(False, f"container {record['name']} is not running", "there is nothing to check inside")]
         label, netns, net = f"container {record['name']}", f"/proc/{record['pid']}/ns/net", record.get("network") or {}
         enter = f"nsenter --net={netns}"
@@ -445,12 +442,11 @@ def diagnose(ref: str | None) -> list[Finding]:
 
 def _network_of(ref: str) -> Network:
     from minirun.net.network import resolve
-    from minirun.runtime import pod as pods
 
-    owner = pods.load(ref)
+    owner = store.load_pod(ref)
     if owner is None:
         record = lifecycle.find(ref)
-        owner = pods.load(record["pod"]) if record.get("pod") else record
+        owner = store.load_pod(record["pod"]) if record.get("pod") else record
     name = ((owner or {}).get("network") or {}).get("name")
     return resolve(name) if name else default_network()
 

@@ -20,7 +20,7 @@ from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError, NotFound
 from minirun.fs import rootfs, users  # before the fork: inside an image minirun cannot import them
 from minirun.kernel import nsfork
 from minirun.kernel import syscalls as k
-from minirun.runtime import child, gc, launch, lifecycle
+from minirun.runtime import child, launch, lifecycle, model, reconcile, store
 from minirun.runtime.privileges import require_root
 from minirun.spec import DEFAULT_PATH
 
@@ -50,12 +50,12 @@ def _target(ref: str) -> Target:
     except NotFound:
         from minirun.runtime import pod as pods
 
-        if pods.load(ref) is None:
+        if store.load_pod(ref) is None:
             raise
-        pod = pods.find(ref)
+        pod = store.find_pod(ref)
         env = {**_DEFAULT_ENV, "HOSTNAME": pod["hostname"]}
         return Target(pods.join_paths(pod), pods.pid_namespace(pod), env, "/", ref)
-    if not lifecycle.is_running(record):
+    if not model.is_running(record):
         raise MinirunError(f"container {record.get('name')} is not running", hint="start a new one with 'minirun run'")
     pid = record["pid"]
     env = dict(item.split("=", 1) for item in record.get("env", []) if "=" in item)
@@ -86,7 +86,7 @@ def exec_in(
     """Like `docker exec`: the command gets the container's confinement (its capabilities, no_new_privs,
     seccomp) and user, unless --privileged or --user say otherwise."""
     require_root()
-    gc.reconcile()
+    reconcile.reconcile()
     try:
         target = _target(ref)
     except MinirunError as exc:

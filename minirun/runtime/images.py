@@ -5,14 +5,14 @@ so these pass it `used_by`."""
 from __future__ import annotations
 
 from minirun.fs import images
-from minirun.runtime import state
+from minirun.runtime import store
 
 
 def used_by(image_id: str) -> list[str]:
     """Names of the containers (running or not) whose record says they use image `image_id`."""
     return sorted(
         record.get("name") or record["id"]
-        for record in state.all_records()
+        for record in store.all_records()
         if isinstance(record.get("image"), dict) and record["image"].get("id") == image_id
     )
 

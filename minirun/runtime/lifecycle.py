@@ -13,7 +13,7 @@ from typing import Any
 
 from minirun.errors import MinirunError, NotFound
 from minirun.net.ports import PortMapping
-from minirun.runtime import gc, model, state
+from minirun.runtime import model, reconcile, store, teardown
 from minirun.runtime.model import ContainerStatus
 
 DEFAULT_STOP_TIMEOUT = 10.0
@@ -22,12 +22,12 @@ EXIT_WAIT_SECONDS = 5.0  # how long to wait for the supervisor to record an exit
 
 def find(ref: str) -> dict[str, Any]:
     """A container by full id, name, or a unique id prefix (Docker's rules). Raises NotFound (exit 1)."""
-    records = state.all_records()
+    records = store.all_records()
     if any(r.get("corrupt") for r in records):
         # Damaged since the last full reconcile (which a command skips while no minirun process has died,
         # runtime/owners.py): set it aside, rebuilt when its container runs, before looking it up.
-        gc.reconcile(full=True)
-        records = state.all_records()
+        reconcile.reconcile(full=True)
+        records = store.all_records()
     for record in records:
         if ref in (record["id"], record.get("name")):
             return record
@@ -37,32 +37,14 @@ def find(ref: str) -> dict[str, Any]:
     if len(matches) > 1:
         ids = ", ".join(sorted(r["id"] for r in matches))
         raise MinirunError(f'"{ref}" matches several containers ({ids})', hint="give more of the id", code=1)
-    named = state.read_name(ref) if ref and "/" not in ref else None
-    damaged = [i for i in state.damaged_records() if ref and (i.startswith(ref) or i == named)]
+    named = store.read_name(ref) if ref and "/" not in ref else None
+    damaged = [i for i in store.damaged_records() if ref and (i.startswith(ref) or i == named)]
     if damaged:
         raise NotFound(
             f"no such container: {ref} (the record of container {damaged[0]} is damaged)",
             hint="see what it holds with 'minirun gc --damaged', release it with 'minirun gc --damaged -f'",
         )
     raise NotFound(f"no such container: {ref}", hint="see 'minirun ps -a'")
-
-
-def published_ports(exclude: str | None = None) -> dict[str, tuple]:
-    """{"container NAME" | "pod NAME": its port mappings} for every live container and pod that publishes."""
-    from minirun.net.ports import PortMapping
-    from minirun.runtime import pod
-
-    owners = [(f"container {r.get('name')}", r) for r in state.all_records() if model.is_live(r)]
-    owners += [(f"pod {p['name']}", p) for p in pod.all_pods()]
-    return {
-        label: tuple(PortMapping(*m) for m in owner["ports"])
-        for label, owner in owners
-        if owner.get("ports") and owner["id"] != exclude
-    }
-
-
-def is_running(record: dict[str, Any]) -> bool:
-    return record.get("status") == ContainerStatus.RUNNING and gc.container_alive(record)
 
 
 def _parse_time(text: str | None) -> datetime.datetime | None:
@@ -108,20 +90,20 @@ def status_text(record: dict[str, Any], now: datetime.datetime | None = None) ->
     status = record.get("status")
     if status == ContainerStatus.CREATING:
         return "Created"
-    if status == ContainerStatus.RUNNING and not gc.container_alive(record):
+    if status == ContainerStatus.RUNNING and not model.container_alive(record):
         return "Exited (unknown)"  # its PID 1 ended (a zombie too) and its owner has not recorded how yet
     if status == ContainerStatus.RUNNING:
         return f"Up {human_duration(seconds_since(record.get('started'), now))}"
-    code = record.get("exit_code", gc.EXIT_STATUS_LOST)
+    code = record.get("exit_code", model.EXIT_STATUS_LOST)
     return f"Exited ({code}) {human_duration(seconds_since(record.get('finished'), now))} ago"
 
 
 def ps_rows(show_all: bool) -> list[dict[str, Any]]:
     now = datetime.datetime.now(datetime.UTC)
     rows = []
-    records = sorted(state.all_records(), key=lambda r: r.get("created", ""), reverse=True)
+    records = sorted(store.all_records(), key=lambda r: r.get("created", ""), reverse=True)
     for record in records:
-        if not show_all and not is_running(record):
+        if not show_all and not model.is_running(record):
             continue
         network = record.get("network") or _pod_network(record)
         rows.append(
@@ -150,9 +132,7 @@ def ps_rows(show_all: bool) -> list[dict[str, Any]]:
 def ports_of(record: dict[str, Any]) -> list:
     """A container's published ports, or its pod's for a member (they are the member's too)."""
     if record.get("pod"):
-        from minirun.runtime import pod
-
-        return (pod.load(record["pod"]) or {}).get("ports") or []
+        return (store.load_pod(record["pod"]) or {}).get("ports") or []
     return record.get("ports") or []
 
 
@@ -170,16 +150,15 @@ def _pod_network(record: dict[str, Any]) -> dict[str, Any]:
     """A pod member shows its pod's address: it is the member's too."""
     if not record.get("pod"):
         return {}
-    from minirun.runtime import pod
 
-    return (pod.load(record["pod"]) or {}).get("network") or {}
+    return (store.load_pod(record["pod"]) or {}).get("network") or {}
 
 
 def inspect(record: dict[str, Any]) -> dict[str, Any]:
     """Docker's `inspect` shape, where the meaning is the same."""
     network = record.get("network") or _pod_network(record)
     address, _, prefix = (network.get("address") or "").partition("/")
-    running = is_running(record)
+    running = model.is_running(record)
     pid = record.get("pid") if running else 0
     return {
         "Id": record["id"],
@@ -342,10 +321,10 @@ def follow_logs(record: dict[str, Any], tail: int | None = None) -> Iterator[byt
     from minirun.runtime import logfile
 
     def finished() -> bool:
-        current = state.load(record["id"])
+        current = store.load(record["id"])
         if current is None or model.is_exited(current):
             return True
-        return not gc.container_alive(current) and not state.owner_alive(current)
+        return not model.container_alive(current) and not store.owner_alive(current)
 
     yield from logfile.follow(_log_path(record), _log_options(record), tail, finished)
 
@@ -353,7 +332,7 @@ def follow_logs(record: dict[str, Any], tail: int | None = None) -> Iterator[byt
 def _wait_gone(record: dict[str, Any], timeout: float) -> bool:
     """True once the container's PID 1 is gone; False if it still runs after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while gc.container_alive(record):
+    while model.container_alive(record):
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.01)
@@ -367,13 +346,13 @@ def wait_exited(record: dict[str, Any], timeout: float) -> dict[str, Any] | None
     # The supervisor records the exit and tears down; if it is gone, reconcile does it here.
     deadline = time.monotonic() + EXIT_WAIT_SECONDS
     while time.monotonic() < deadline:
-        current = state.load(record["id"])
+        current = store.load(record["id"])
         if current is None or model.is_exited(current):
             return current
-        if not state.owner_alive(current):
-            gc.reconcile(full=True)
+        if not store.owner_alive(current):
+            reconcile.reconcile(full=True)
         time.sleep(0.01)
-    return state.load(record["id"])
+    return store.load(record["id"])
 
 
 def parse_signal(text: str) -> signal.Signals:
@@ -387,7 +366,7 @@ def parse_signal(text: str) -> signal.Signals:
 
 
 def kill(record: dict[str, Any], signum: int) -> None:
-    if not is_running(record):
+    if not model.is_running(record):
         raise MinirunError(f"container {record.get('name')} is not running", code=1)
     try:
         os.kill(record["pid"], signum)
@@ -398,7 +377,7 @@ def kill(record: dict[str, Any], signum: int) -> None:
 def stop(record: dict[str, Any], timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
     """SIGTERM, the grace period, then SIGKILL (a PID 1 without a TERM handler ends as 137). Idempotent.
     A negative grace period waits for as long as it takes, as Docker's `stop -t -1`."""
-    if not is_running(record):
+    if not model.is_running(record):
         return
     if timeout < 0:
         timeout = math.inf
@@ -411,17 +390,17 @@ def stop(record: dict[str, Any], timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
 
 
 def remove(record: dict[str, Any], force: bool, narrator=None) -> None:
-    if is_running(record):
+    if model.is_running(record):
         if not force:
             raise MinirunError(
                 f"cannot remove running container {record.get('name')}",
                 hint="stop it first, or use rm -f",
                 code=1,
             )
-        gc.kill_container(record)
+        teardown.kill(record)
         record = wait_exited(record, timeout=5) or record
-    current = state.load(record["id"])
+    current = store.load(record["id"])
     if current is None:
         return
     current["auto_remove"] = True
-    gc.teardown(current, narrator=narrator)
+    teardown.teardown(current, narrator=narrator)

@@ -13,11 +13,13 @@ written before this module existed read the same.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
 from minirun.errors import Conflict
+from minirun.kernel import proc
 
 
 class ContainerStatus(StrEnum):
@@ -82,3 +84,25 @@ def move_pod(pod: dict[str, Any], to: PodStatus, **fields: Any) -> dict[str, Any
         raise Conflict(f"pod {pod.get('name')}: cannot go from {pod.get('status')!r} to {to.value!r}")
     pod.update(fields, status=to)
     return pod
+
+
+def new_container_id() -> str:
+    return os.urandom(6).hex()
+
+
+def owner_identity(pid: int | None = None) -> dict[str, int | None]:
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "started": proc.start_time(pid)}
+
+
+# Docker's code for "the exit status is unknown": the process ended while nobody was watching it.
+EXIT_STATUS_LOST = 255
+
+
+def container_alive(record: dict[str, Any]) -> bool:
+    pid, started = record.get("pid"), record.get("pid_started")
+    return isinstance(pid, int) and isinstance(started, int) and proc.is_alive(pid, started)
+
+
+def is_running(record: dict[str, Any]) -> bool:
+    return record.get("status") == ContainerStatus.RUNNING and container_alive(record)

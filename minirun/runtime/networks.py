@@ -13,7 +13,7 @@ from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.fs import tree
 from minirun.net import network as netdefs
 from minirun.plan import Narrator, Step, describe, run_best_effort, run_plan
-from minirun.runtime import model, state
+from minirun.runtime import model, store
 
 # Where automatic subnets come from: /16s after the default network's 10.77/16, clear of Podman's 10.88/16
 # and Kubernetes' 10.244/16 (skipped below only if something on the host already uses them).
@@ -69,7 +69,7 @@ def create(
         if dry_run:
             describe(steps, narrator)
             return None
-        record = {**netdefs.to_record(network), "id": os.urandom(6).hex(), "created": state.now_iso()}
+        record = {**netdefs.to_record(network), "id": os.urandom(6).hex(), "created": store.now_iso()}
         with contextlib.ExitStack() as undo:
             jsonstore.write_atomic(netdefs.record_path(name), record)
             undo.callback(jsonstore.remove_file, netdefs.record_path(name))
@@ -101,14 +101,13 @@ def _remove_kernel_objects(network: netdefs.Network) -> None:
 
 
 def users(network: netdefs.Network) -> list[str]:
-    from minirun.runtime import pod
 
     names = [
         f"container {r.get('name')}"
-        for r in state.all_records()
+        for r in store.all_records()
         if model.is_live(r) and (r.get("network") or {}).get("name") == network.name
     ]
-    names += [f"pod {p['name']}" for p in pod.all_pods() if (p.get("network") or {}).get("name") == network.name]
+    names += [f"pod {p['name']}" for p in store.all_pods() if (p.get("network") or {}).get("name") == network.name]
     return names
 
 

@@ -1,6 +1,6 @@
 """Which minirun processes may be in the middle of changing minirun's state: one file per process.
 
-Every command reconciles first (`gc.reconcile`), and a full reconcile reads every record, address
+Every command reconciles first (`reconcile.reconcile`), and a full reconcile reads every record, address
 reservation and name claim: its cost grows with the number of containers (1.3x slower `run --rm` with 200
 detached containers up). Yet there is only something to reconcile when a process that changes state ended
 before finishing (kill -9, a crash, a teardown step that failed) or when an owner of containers (a

@@ -20,17 +20,14 @@ import socket
 from typing import Any, NamedTuple
 
 from minirun import filelock, jsonstore, paths
-from minirun.errors import ConfigError, MinirunError, NotFound
+from minirun.errors import ConfigError, MinirunError
 from minirun.kernel import nsfork, proc
 from minirun.kernel import syscalls as k
-from minirun.net import firewall_tags
-from minirun.plan import Narrator, Step, describe, run_best_effort, run_plan
-from minirun.runtime import model, state
+from minirun.plan import Narrator, Step, describe, run_plan
+from minirun.runtime import lifecycle, model, pod_teardown, store, teardown
 from minirun.runtime.model import PodStatus
+from minirun.runtime.pod_teardown import DEFAULT_SHARE, SHAREABLE
 from minirun.spec import validate_pod_name as validate_name
-
-SHAREABLE = {"net": k.CLONE_NEWNET, "uts": k.CLONE_NEWUTS, "ipc": k.CLONE_NEWIPC, "pid": k.CLONE_NEWPID}
-DEFAULT_SHARE = ("net", "uts", "ipc")
 
 
 def parse_share(text: str) -> tuple[str, ...]:
@@ -43,80 +40,6 @@ def parse_share(text: str) -> tuple[str, ...]:
             hint=f"list namespaces from {','.join(SHAREABLE)}; net is always shared (it is what a pod is)",
         )
     return items
-
-
-class DamagedPod(MinirunError):
-    """A pod record that cannot be read: the pod's pins, address and veth may still be in use."""
-
-
-def load(name: str) -> dict[str, Any] | None:
-    """The pod's record, None when there is none; DamagedPod when it cannot be read as one."""
-    try:
-        pod = jsonstore.read_json(paths.pod_record(name))
-    except (ValueError, UnicodeDecodeError, OSError):
-        pod = {}
-    if pod is not None and (not isinstance(pod, dict) or pod.get("name") != name or "id" not in pod):
-        raise DamagedPod(
-            f"the record of pod {name} is damaged",
-            hint="see what it may hold with 'minirun gc --damaged', release it with 'minirun gc --damaged -f'",
-        )
-    return pod
-
-
-def all_pods() -> list[dict[str, Any]]:
-    """Every pod with a readable record (reconcile sets damaged ones aside)."""
-    pods = []
-    for name in jsonstore.record_names(paths.pods_dir()):
-        with contextlib.suppress(DamagedPod):
-            pod = load(name)
-            if pod is not None:
-                pods.append(pod)
-    return pods
-
-
-def damaged_names() -> list[str]:
-    try:
-        names = os.listdir(paths.pods_dir())
-    except FileNotFoundError:
-        return []
-    return sorted({n.split(state.DAMAGED_MARK, 1)[0] for n in names if state.DAMAGED_MARK in n})
-
-
-def release_damaged(name: str) -> list[str]:
-    """`gc --damaged -f` for a pod: its pins and directories go with its damaged records; what it held on
-    the network (address, veth), now owned by no record, goes with the reconcile that follows."""
-    removed = []
-    for target in [paths.netns_pin(name), *(os.path.join(paths.pod_pin_dir(name), ns) for ns in SHAREABLE)]:
-        if os.path.lexists(target):
-            unpin(target)
-            removed.append(f"pin {target}")
-    with contextlib.suppress(OSError):
-        os.rmdir(paths.pod_pin_dir(name))
-    from minirun.runtime import sandbox
-
-    if sandbox.remove_pod_etc(name):
-        removed.append(f"directory of pod {name}")
-    for entry in sorted(os.listdir(paths.pods_dir())):
-        if entry.startswith(f"{name}{state.DAMAGED_MARK}"):
-            jsonstore.remove_file(os.path.join(paths.pods_dir(), entry))
-            removed.append(f"damaged record {entry}")
-    return removed
-
-
-def find(name: str) -> dict[str, Any]:
-    pod = load(name)
-    if pod is None or not model.is_ready(pod):
-        raise _not_found(name)
-    return pod
-
-
-def _not_found(name: str) -> NotFound:
-    if name in damaged_names():
-        return NotFound(
-            f"no such pod: {name} (its record is damaged)",
-            hint="see what it holds with 'minirun gc --damaged', release it with 'minirun gc --damaged -f'",
-        )
-    return NotFound(f"no such pod: {name}", hint="see 'minirun pod ls'")
 
 
 def join_paths(pod: dict[str, Any]) -> tuple[tuple[str, int], ...]:
@@ -137,17 +60,13 @@ def pid_namespace(pod: dict[str, Any]) -> str | None:
     return pod["pins"]["pid"]
 
 
-def members(pod_name: str) -> list[dict[str, Any]]:
-    return [r for r in state.all_records() if r.get("pod") == pod_name]
-
-
 def ensure(name: str, *, quiet: bool = False) -> dict[str, Any]:
     """The pod `name`, created on first use. Two concurrent callers create exactly one pod."""
-    existing = load(name)
+    existing = store.load_pod(name)
     if existing is not None and model.is_ready(existing):
         return existing
     with filelock.exclusive(paths.pods_lock()):
-        existing = load(name)
+        existing = store.load_pod(name)
         if existing is not None and model.is_ready(existing):
             return existing
         pod = _create_locked(name, DEFAULT_SHARE, None)
@@ -173,11 +92,11 @@ def create(
 ) -> dict[str, Any] | None:
     """`pod create`: a pod that already exists is a conflict. With dry_run: describe, change nothing."""
     if dry_run:
-        if load(name) is not None:
+        if store.load_pod(name) is not None:
             raise MinirunError(f'pod "{name}" already exists', code=1)
         return _create_locked(name, share, hostname, narrator, dry_run, ports, network)
     with filelock.exclusive(paths.pods_lock()):
-        if load(name) is not None:
+        if store.load_pod(name) is not None:
             raise MinirunError(f'pod "{name}" already exists', hint=f"remove it first: minirun pod rm {name}", code=1)
         return _create_locked(name, share, hostname, narrator, dry_run, ports, network)
 
@@ -193,8 +112,6 @@ def _create_locked(
 ) -> dict[str, Any] | None:
     from minirun.net import attach, firewall, ipam, links, rtnl
     from minirun.net import network as netdefs
-    from minirun.runtime import lifecycle
-    from minirun.runtime.container import new_container_id, owner_identity
 
     validate_name(name)
     network = netdefs.resolve(network_name)
@@ -204,16 +121,16 @@ def _create_locked(
     if ports:
         from minirun.net.ports import check_free
 
-        check_free(ports, lifecycle.published_ports())
-    pod_id = new_container_id()
+        check_free(ports, store.published_ports())
+    pod_id = model.new_container_id()
     pod: dict[str, Any] = {
         "id": pod_id,
         "name": name,
         "hostname": hostname or name,
         "share": list(share),
-        "created": state.now_iso(),
+        "created": store.now_iso(),
         "status": PodStatus.CREATING,
-        "owner": owner_identity(),
+        "owner": model.owner_identity(),
         "pins": {},
         "ports": [list(mapping) for mapping in ports],
     }
@@ -239,12 +156,12 @@ def _create_locked(
             lines.append(f"nsenter --uts=/proc/{holder.get('pid', '<pid>')}/ns/uts hostname {pod['hostname']}")
         return lines
 
-    store = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
+    pool = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
     attachment = attach.Attachment(network, links.host_veth_name(pod_id), network.mtu or 1500)
     net_pin = paths.netns_pin(name)
-    first = [Step("namespaces", spawn, explain_spawn), *(_pin_step(pod, ns, holder) for ns in share)]
+    first = [Step("namespaces", spawn, explain_spawn), *(pod_teardown.pin_step(pod, ns, holder) for ns in share)]
     if dry_run:
-        steps = attach.bridge_steps(attachment, None, None, -1, net_pin, store, pod_id, ports)
+        steps = attach.bridge_steps(attachment, None, None, -1, net_pin, pool, pod_id, ports)
         describe([*first, *steps], narrator)
         return None
     with contextlib.ExitStack() as undo:
@@ -254,9 +171,9 @@ def _create_locked(
         helper, netlink = holder["pid"], holder["netlink"]
         netns_fd = os.open(net_pin, os.O_RDONLY | os.O_CLOEXEC)
         undo.callback(os.close, netns_fd)
-        published = lambda: lifecycle.published_ports(exclude=pod_id)  # noqa: E731
+        published = lambda: store.published_ports(exclude=pod_id)  # noqa: E731
         steps = attach.bridge_steps(
-            attachment, host, rtnl.Rtnl(netlink), netns_fd, net_pin, store, pod_id, ports, published
+            attachment, host, rtnl.Rtnl(netlink), netns_fd, net_pin, pool, pod_id, ports, published
         )
         run_plan(steps, undo, narrator=narrator)
         model.move_pod(pod, PodStatus.READY, network=attachment.as_record())
@@ -400,178 +317,47 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def _pin_step(pod: dict[str, Any], ns: str, holder: dict[str, Any]) -> Step:
-    """Bind-mount the holder's namespace `ns` on its pin path (`ip netns add` does this for net)."""
-    target = paths.netns_pin(pod["name"]) if ns == "net" else os.path.join(paths.pod_pin_dir(pod["name"]), ns)
-
-    def apply():
-        os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
-        fd = os.open(target, os.O_RDONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o444)
-        os.close(fd)
-        try:
-            k.mount(f"/proc/{holder['pid']}/ns/{ns}", target, None, k.MS_BIND)
-        except OSError:
-            os.unlink(target)
-            raise
-        pod["pins"][ns] = target
-
-        def undo() -> None:
-            unpin(target)
-            if ns != "net":  # the pod's own pin directory, made for it (a failed create left it behind)
-                with contextlib.suppress(OSError):  # another pin still in it
-                    os.rmdir(os.path.dirname(target))
-
-        return undo
-
-    def explain() -> list[str]:
-        pid = holder.get("pid", "<pid>")
-        lines = [f"touch {target}", f"mount --bind /proc/{pid}/ns/{ns} {target}"]
-        if ns == "net":
-            lines[-1] += f"   # what `ip netns attach {os.path.basename(target)} {pid}` does"
-        return lines
-
-    return Step(f"pin-{ns}", apply, explain)
-
-
-def unpin(target: str) -> None:
-    """Unmount and remove a pin; one that is already gone is fine."""
-    with contextlib.suppress(OSError):
-        k.umount2(target, k.MNT_DETACH)
-    jsonstore.remove_file(target)
-
-
 def remove(name: str, force: bool, narrator: Narrator | None = None) -> list[str]:
     """`pod rm`: refuses while members run unless force (then kills them); releases everything."""
-    from minirun.runtime import gc, lifecycle
-
-    pod = load(name)
+    pod = store.load_pod(name)
     if pod is None:
-        raise _not_found(name)
-    running = [m for m in members(name) if lifecycle.is_running(m)]
+        raise store._pod_not_found(name)
+    running = [m for m in store.pod_members(name) if model.is_running(m)]
     if running and not force:
         raise MinirunError(
             f"pod {name} has {len(running)} running member(s)", hint=f"stop them, or use pod rm -f {name}", code=1
         )
     for member in running:
-        gc.kill_container(member)
+        teardown.kill(member)
         lifecycle.wait_exited(member, timeout=5)
-    for member in members(name):
-        member = state.load(member["id"]) or member
+    for member in store.pod_members(name):
+        member = store.load(member["id"]) or member
         member["auto_remove"] = True
-        gc.teardown(member, narrator=narrator)
-    return release(pod, narrator)
-
-
-def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
-    """Stop the pod's init, unpin the namespaces (the kernel then deletes the veth with the netns), release
-    the address, forget the record. Every step runs even if another failed."""
-    from minirun.net import ipam, links, rtnl
-    from minirun.runtime import gc
-
-    removed: list[str] = []
-    name = pod["name"]
-    infra = pod.get("infra") or {}
-    network = pod.get("network") or {}
-    veth = network.get("host_veth") or links.host_veth_name(pod["id"])
-    address = (network.get("address") or "").split("/")[0]
-    store = ipam.AddressStore(paths.ipam_dir(network.get("name", "minirun")))
-    pins = sorted({*pod.get("pins", {}).values(), *(os.path.join(paths.pod_pin_dir(name), ns) for ns in SHAREABLE)})
-    if "net" in pod.get("pins", {}) or pod.get("status") == PodStatus.CREATING:
-        pins.append(paths.netns_pin(name))
-
-    def stop_init() -> None:
-        if infra and proc.is_alive(infra["pid"], infra.get("started")):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(infra["pid"], signal.SIGKILL)  # its PID namespace, and every member in it, goes too
-            removed.append(f"pod init {infra['pid']}")
-
-    def unpublish() -> None:
-        from minirun.net import firewall
-        from minirun.net.network import from_attachment
-
-        if pod.get("ports") and firewall.remove_ports(pod["id"], from_attachment(network)):
-            removed.append("published ports")
-
-    def unpin_all() -> None:
-        for target in pins:
-            unpin(target)
-        with contextlib.suppress(OSError):
-            os.rmdir(paths.pod_pin_dir(name))
-
-    def veth_gone() -> None:
-        with rtnl.Rtnl() as ipr:
-            if gc.remove_lingering_link(ipr, veth):
-                removed.append(f"link {veth}")
-
-    def release_address() -> None:
-        if address and store.release(address, pod["id"]):
-            removed.append(f"address {address}")
-
-    def forget() -> None:
-        from minirun.runtime import sandbox
-
-        sandbox.remove_pod_etc(name)
-        jsonstore.remove_file(paths.pod_record(name))
-        removed.append(f"pod {name}")
-
-    pinned = sorted(pod.get("pins", {}).values())
-    steps = [
-        Step(
-            "pins",
-            unpin_all,
-            lambda: [
-                *(f"umount {p} && rm {p}" for p in pinned),
-                f"# for the net pin that is what `ip netns delete {paths.NETNS_PREFIX}{name}` does",
-            ],
-        ),
-        Step(
-            "veth",
-            veth_gone,
-            lambda: [f"# {veth} goes with the last reference to the netns; if it lingers: ip link delete {veth}"],
-        ),
-        Step("address", release_address, lambda: [f"rm {store.directory}/{address}"] if address else []),
-        Step("record", forget, lambda: [f"rm -r {paths.pod_record(name)} {paths.pod_data_dir(name)}"]),
-    ]
-    if pod.get("ports"):
-        steps.insert(
-            0,
-            Step(
-                "ports",
-                unpublish,
-                lambda: [f'nft delete rule ... # the rules tagged "{firewall_tags.port_owner_tag(pod["id"])}"'],
-            ),
-        )
-    if infra:
-        steps.insert(0, Step("init", stop_init, lambda: [f"kill -KILL {infra.get('pid')}   # the pod's PID 1 (tini)"]))
-    run_best_effort(steps, f"removal of pod {name} was incomplete", narrator)
-    return removed
+        teardown.teardown(member, narrator=narrator)
+    return pod_teardown.release(pod, narrator)
 
 
 def stop(name: str, timeout: float) -> None:
-    from minirun.runtime import lifecycle
-
-    find(name)
-    for member in members(name):
+    store.find_pod(name)
+    for member in store.pod_members(name):
         lifecycle.stop(member, timeout)
 
 
 def status(pod: dict[str, Any]) -> str:
-    from minirun.runtime import lifecycle
 
     if not model.is_ready(pod):
         return "Creating"
-    pod_members = members(pod["name"])
-    if any(lifecycle.is_running(m) for m in pod_members):
+    pod_members = store.pod_members(pod["name"])
+    if any(model.is_running(m) for m in pod_members):
         return "Running"
     return "Exited" if pod_members else "Created"
 
 
 def rows() -> list[dict[str, Any]]:
-    from minirun.runtime import lifecycle
 
     result = []
-    for pod in all_pods():
-        pod_members = members(pod["name"])
+    for pod in store.all_pods():
+        pod_members = store.pod_members(pod["name"])
         result.append(
             {
                 "Name": pod["name"],
@@ -579,7 +365,7 @@ def rows() -> list[dict[str, Any]]:
                 "Status": status(pod),
                 "IP": ((pod.get("network") or {}).get("address") or "-").split("/")[0],
                 "Members": len(pod_members),
-                "Running": sum(1 for m in pod_members if lifecycle.is_running(m)),
+                "Running": sum(1 for m in pod_members if model.is_running(m)),
                 "Created": pod.get("created"),
             }
         )
@@ -587,8 +373,6 @@ def rows() -> list[dict[str, Any]]:
 
 
 def inspect(pod: dict[str, Any]) -> dict[str, Any]:
-    from minirun.runtime import lifecycle
-
     network = pod.get("network") or {}
     address, _, prefix = (network.get("address") or "").partition("/")
     return {
@@ -611,30 +395,8 @@ def inspect(pod: dict[str, Any]) -> dict[str, Any]:
                 "Id": m["id"],
                 "Name": m.get("name"),
                 "Status": lifecycle.status_text(m),
-                "Pid": m.get("pid") if lifecycle.is_running(m) else 0,
+                "Pid": m.get("pid") if model.is_running(m) else 0,
             }
-            for m in members(pod["name"])
+            for m in store.pod_members(pod["name"])
         ],
     }
-
-
-def reconcile(narrator: Narrator | None = None) -> list[str]:
-    """Pods whose creation was interrupted (their creator died) are rolled back."""
-    removed = []
-    pods = all_pods()
-    state.test_pause()
-    for pod in pods:
-        if not _interrupted(pod):
-            continue
-        state.test_pause()
-        # Read again now that the creator was seen dead: it writes the finished record before it exits,
-        # so only this read shows whether it finished (see gc._still_orphaned).
-        fresh = load(pod["name"])
-        if fresh is not None and fresh.get("id") == pod.get("id") and _interrupted(fresh):
-            removed += [f"{item} (interrupted pod {pod['name']})" for item in release(fresh, narrator)]
-    return removed
-
-
-def _interrupted(pod: dict[str, Any]) -> bool:
-    owner = pod.get("owner")
-    return pod.get("status") == PodStatus.CREATING and bool(owner) and not proc.is_alive(owner["pid"], owner["started"])

@@ -38,7 +38,7 @@ from typing import Any, NamedTuple
 from minirun import filelock, jsonstore, paths
 from minirun.errors import MinirunError
 from minirun.kernel import proc
-from minirun.runtime import model, sandbox, state
+from minirun.runtime import model, sandbox, store
 
 # What `run` records and no evidence outside the container tells.
 ALWAYS_UNKNOWN = (
@@ -90,14 +90,13 @@ def attempt(container_id: str) -> Outcome:
 def _rebuild(container_id: str) -> dict[str, Any]:
     if os.path.lexists(paths.container_record(container_id)):
         raise Refused("it has a record again")
-    damaged = state.damaged_records().get(container_id)
+    damaged = store.damaged_records().get(container_id)
     if not damaged:
         raise Refused("its damaged record was released")
-    from minirun.runtime import pod as pods
 
-    others = [r for r in state.all_records() if not r.get("corrupt")]
-    all_pods = pods.all_pods()
-    names = sorted(name for name, owner in state.name_claims().items() if owner == container_id)
+    others = [r for r in store.all_records() if not r.get("corrupt")]
+    all_pods = store.all_pods()
+    names = sorted(name for name, owner in store.name_claims().items() if owner == container_id)
     if len(names) > 1:
         raise Refused(f"several names are claimed for it ({', '.join(names)})")
     addresses = _reserved_addresses(container_id)
@@ -142,14 +141,14 @@ def _rebuild(container_id: str) -> dict[str, Any]:
         unknown.append("read_only")
     else:
         unknown.append("image")
-    record.update(rebuilt=True, rebuilt_from=damaged[-1], rebuilt_at=state.now_iso(), unknown=sorted(unknown))
+    record.update(rebuilt=True, rebuilt_from=damaged[-1], rebuilt_at=store.now_iso(), unknown=sorted(unknown))
     if not jsonstore.create_atomic(paths.container_record(container_id), json.dumps(record, indent=1, sort_keys=True)):
         raise Refused("a record appeared meanwhile")
     # Ended while we wrote: its supervisor may have reaped it before there was a record to find. With no live
     # owner in the record, the next command's reconcile tears it down, as when the supervisor dies.
     ended = not proc.is_alive(pid, started) and record.get("owner") and record["detached"]
-    if ended and state.load(container_id) == record:
-        state.save({**record, "owner": None})
+    if ended and store.load(container_id) == record:
+        store.save({**record, "owner": None})
     return record
 
 

@@ -34,19 +34,18 @@ from collections import deque
 
 from minirun.net import dns
 from minirun.net import network as netdefs
-from minirun.runtime import model, state
+from minirun.runtime import model, store
 
 DNS_PORT = 53
 
 
 def lookup(network_name: str, name: str) -> list[str]:
     """Addresses for `name` among the live containers and pods of `network_name`."""
-    from minirun.runtime import pod as pods
 
     name = name.rstrip(".").lower()
     found: list[str] = []
     pod_addresses: dict[str, str] = {}
-    for pod in pods.all_pods():
+    for pod in store.all_pods():
         network = pod.get("network") or {}
         if network.get("name") != network_name or not model.is_ready(pod):
             continue
@@ -54,7 +53,7 @@ def lookup(network_name: str, name: str) -> list[str]:
         pod_addresses[pod["name"]] = address
         if name in (pod["name"], str(pod.get("hostname", "")).lower()):
             found.append(address)
-    for record in state.all_records():
+    for record in store.all_records():
         if record.get("status") != model.ContainerStatus.RUNNING:
             continue
         if record.get("pod") in pod_addresses:
@@ -384,11 +383,10 @@ class Resolver:
 def in_use() -> bool:
     """Whether any live container or pod sits on a user network (then the resolver must keep running).
     When that cannot be told, it is: stopping would take DNS from every network."""
-    from minirun.runtime import pod as pods
 
     try:
-        users = [r.get("network") for r in state.all_records() if r.get("status") == model.ContainerStatus.RUNNING]
-        users += [p.get("network") for p in pods.all_pods()]
+        users = [r.get("network") for r in store.all_records() if r.get("status") == model.ContainerStatus.RUNNING]
+        users += [p.get("network") for p in store.all_pods()]
         return any(u and u.get("name") != netdefs.DEFAULT_NETWORK for u in users)
     except Exception:  # noqa: BLE001
         return True

@@ -15,7 +15,7 @@ is root in its own mount, pid, net and user namespaces (kernel.peer), reads ever
 (runtime.connections: deadline, size limit), and takes only what the CLI could have sent (runtime.request).
 
 If the supervisor itself is killed, its containers keep running; any later minirun command notices when
-they end (gc.reconcile) and tears them down with exit status 255, Docker's "unknown". Their output has
+they end (reconcile.reconcile) and tears them down with exit status 255, Docker's "unknown". Their output has
 no reader then: a write to stdout or stderr fails with EPIPE.
 """
 
@@ -37,7 +37,7 @@ from minirun import paths
 from minirun.errors import MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
-from minirun.runtime import owners, request, state, supervisor_jobs
+from minirun.runtime import owners, request, store, supervisor_jobs
 from minirun.runtime.connections import Clients, Log, Request, reply_error
 from minirun.runtime.model import ContainerStatus
 from minirun.spec import ContainerSpec
@@ -79,7 +79,7 @@ def _has_containers() -> bool:
 def _running_owned_by(me: dict[str, Any]) -> bool:
     return any(
         r.get("status") in (ContainerStatus.CREATING, ContainerStatus.RUNNING) and r.get("owner") == me
-        for r in state.all_records()
+        for r in store.all_records()
     )
 
 
@@ -289,14 +289,14 @@ class Supervisor:
         record = next(
             (
                 r
-                for r in state.all_records()
+                for r in store.all_records()
                 if r.get("pid") == pid and r.get("status") in (ContainerStatus.RUNNING, ContainerStatus.CREATING)
             ),
             None,
         )
         if record is None:
             return  # a process that was re-parented to us but is not a container's PID 1
-        record.update(exit_code=proc.exit_status(status), finished=state.now_iso())
+        record.update(exit_code=proc.exit_status(status), finished=store.now_iso())
         # Every byte it wrote is in its log before teardown marks it exited (`logs -f` stops then).
         self.logs.finish(record["id"])
         # Teardown imports the netlink code (several MB): do it in a child so the supervisor stays small.

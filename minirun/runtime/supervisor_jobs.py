@@ -99,7 +99,7 @@ def run_detached(spec: ContainerSpec, supervisor: dict[str, Any], log_channel: s
 
 
 def teardown(record: dict[str, Any]) -> None:
-    """In a teardown child: release everything of an ended container (see gc.teardown)."""
-    from minirun.runtime import gc
+    """In a teardown child: release everything of an ended container (see runtime/teardown.py)."""
+    from minirun.runtime import teardown as container_teardown
 
-    gc.teardown(record)
+    container_teardown.teardown(record)

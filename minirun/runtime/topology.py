@@ -7,17 +7,16 @@ from typing import Any
 
 from minirun.net import firewall, links
 from minirun.net.network import all_networks
-from minirun.runtime import lifecycle, state
+from minirun.runtime import lifecycle, store
 from minirun.runtime.model import ContainerStatus
 
 
 def collect() -> dict[str, Any]:
     """What the kernel and the records say right now, as one JSON-able document."""
     from minirun.net import rtnl
-    from minirun.runtime import pod as pods
 
-    records = [r for r in state.all_records() if r.get("status") in (ContainerStatus.RUNNING, ContainerStatus.CREATING)]
-    all_pods = pods.all_pods()
+    records = [r for r in store.all_records() if r.get("status") in (ContainerStatus.RUNNING, ContainerStatus.CREATING)]
+    all_pods = store.all_pods()
     owners: dict[str, dict[str, Any]] = {}
     for record in records:
         if record.get("network_mode") == "bridge":
@@ -39,7 +38,7 @@ def collect() -> dict[str, Any]:
             "ports": _ports(pod),
             "members": [
                 {"name": m.get("name"), "id": m["id"], "status": lifecycle.status_text(m)}
-                for m in pods.members(pod["name"])
+                for m in store.pod_members(pod["name"])
             ],
         }
     with rtnl.Rtnl() as host:

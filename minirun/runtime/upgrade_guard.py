@@ -32,8 +32,13 @@ def _being_imported(module: object) -> bool:
 
 
 if _older_supervisor():
-    # Our own packages stay (importlib sets this module on them next; their __init__ holds no code).
+    # Our own packages stay (importlib sets this module on them next; their __init__ holds no code), but
+    # not their attributes naming old submodules: `from minirun.runtime import model` takes the package's
+    # attribute before it looks in sys.modules.
     kept = {__name__, "minirun", "minirun.runtime"}
     for name, module in list(sys.modules.items()):
         if name.startswith("minirun.") and name not in kept and not _being_imported(module):
             del sys.modules[name]
+            parent, _, child = name.rpartition(".")
+            if parent in kept and getattr(sys.modules.get(parent), child, None) is module:
+                delattr(sys.modules[parent], child)

@@ -67,7 +67,8 @@ def stop_and_remove_everything(state_dir: Path, names: list[str], env: dict) -> 
     assert stopped.returncode == 0, stopped.stderr
     for name in names:
         document = json.loads(minirun("inspect", name, env=env).stdout)[0]
-        assert document["State"]["Status"] == "exited" and document["State"]["ExitCode"] == 137, document["State"]
+        log = (state_dir / "supervisor.log").read_text()
+        assert document["State"]["Status"] == "exited" and document["State"]["ExitCode"] == 137, (document, log)
     assert ipam_reservations(state_dir) == []  # torn down by the (old) supervisor's teardown child
     removed = minirun("rm", *names, env=env)
     assert removed.returncode == 0, removed.stderr

@@ -6,7 +6,7 @@ import pytest
 from minirun.errors import StepError
 from minirun.net.links import host_veth_name, valid_ifname
 from minirun.plan import Step, run_plan
-from minirun.runtime.container import new_container_id
+from minirun.runtime.model import new_container_id
 from minirun.runtime.names import generate
 from minirun.spec import validate_name
 

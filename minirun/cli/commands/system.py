@@ -26,7 +26,7 @@ def gc_cmd(
     debug: bool = DEBUG,
 ) -> None:
     """Release what killed launchers left behind (addresses, veths, records) and print it."""
-    from minirun.runtime import gc
+    from minirun.runtime import reconcile
 
     if force and not damaged:
         raise typer.BadParameter("-f only goes with --damaged", param_hint="-f")
@@ -38,23 +38,23 @@ def gc_cmd(
     if damaged:
         _damaged(force, debug)
         return
-    removed = managed(lambda: gc.collect_garbage(narrator(explain, verbose)), debug, reconcile=False)
+    removed = managed(lambda: reconcile.collect_garbage(narrator(explain, verbose)), debug, reconcile=False)
     for item in removed:
         typer.echo(f"removed {item}")
 
 
 def _damaged(force: bool, debug: bool) -> None:
     """`gc --damaged [-f]`: what damaged pod and container records hold, or (-f) release it."""
-    from minirun.runtime import damaged, pod
+    from minirun.runtime import damaged, pod_teardown, store
 
     holdings = managed(damaged.holdings, debug, full=True)
-    pods = pod.damaged_names()
+    pods = store.damaged_pod_names()
     if not holdings and not pods:
         typer.echo("no damaged records")
         return
     for name in pods:
         if force:
-            for item in managed(lambda n=name: pod.release_damaged(n), debug, reconcile=False):
+            for item in managed(lambda n=name: pod_teardown.release_damaged(n), debug, reconcile=False):
                 typer.echo(f"released {item} (pod {name})")
         else:
             typer.echo(
