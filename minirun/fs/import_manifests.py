@@ -13,7 +13,7 @@ import re
 from typing import Any, NamedTuple
 
 from minirun.errors import ConfigError
-from minirun.fs import images
+from minirun.fs import image_names
 from minirun.fs.import_sources import CORRUPT_HINT, SOURCE_HINT, Source
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -141,7 +141,7 @@ def _docker_plan(src: Source, wanted: str | None) -> Plan:
 
 def _normalized(name: Any) -> str | None:
     try:
-        return images.normalize_name(name) if isinstance(name, str) else None
+        return image_names.normalize_name(name) if isinstance(name, str) else None
     except ConfigError:
         return None
 

@@ -16,7 +16,7 @@ import os
 import sys
 
 from minirun.errors import ConfigError, MinirunError
-from minirun.fs import images, import_layers, space
+from minirun.fs import image_staging, images, import_layers, space
 from minirun.fs.import_manifests import read_plan
 from minirun.fs.import_sources import open_source
 
@@ -25,7 +25,7 @@ def import_image(source: str, name: str | None, used_by: images.UsedBy) -> tuple
     """Import FILE, a directory or "-" (stdin) and store it as `name` (else the name the archive gives).
     Returns the image and how many device nodes its layers held (skipped: a container gets its own /dev)."""
     wanted = images.normalize_name(name) if name else None
-    with images.staging() as stage:
+    with image_staging.staging() as stage:
         path = _spool_stdin(stage.dir) if source == "-" else source
         with open_source(path) as src:
             plan = read_plan(src, wanted)

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import minirun
 from minirun.errors import ConfigError, NotFound
-from minirun.fs import archive, images, tree
+from minirun.fs import archive, image_staging, images, tree
 
 RECIPE_FILE = "image.toml"
 # The recipes shipped next to the package (the repository's images/ directory).
@@ -83,7 +83,7 @@ def build(ref: str, tag: str | None, used_by: images.UsedBy) -> images.Image:
     """Build the recipe `ref` (a directory or a shipped recipe's name) and store it as `tag` or its name."""
     recipe = load(find(ref))
     name = images.normalize_name(tag or recipe.name)
-    with images.staging() as stage:
+    with image_staging.staging() as stage:
         layer = os.path.join(stage.dir, "recipe.tar")
         try:
             with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
