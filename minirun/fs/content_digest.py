@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import stat
 
-from minirun.fs import tree
+from minirun.fs import tree_walk
 
 
 def tree_digest(root: str) -> tuple[str, int]:
@@ -20,7 +20,7 @@ def tree_digest(root: str) -> tuple[str, int]:
     size = 0
     # Without recursion and relative to directory descriptors: an image may be deeper than the recursion
     # limit and than PATH_MAX.
-    for entry in tree.walk(root):
+    for entry in tree_walk.walk(root):
         st = entry.stat
         if stat.S_ISREG(st.st_mode):
             key = (st.st_dev, st.st_ino)
