@@ -20,7 +20,6 @@ OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 _INDEX_TYPES = {OCI_INDEX, DOCKER_LIST}
 
-
 _BLOB_PATH = re.compile(r"(?:^|.*/)blobs/sha256/([0-9a-f]{64})|([0-9a-f]{64})\.json")
 _DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _NAME_ANNOTATIONS = ("io.containerd.image.name", "org.opencontainers.image.ref.name")

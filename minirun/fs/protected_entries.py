@@ -12,7 +12,6 @@ import struct
 
 _PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
-
 # linux/fs.h: FS_IOC_GETFLAGS and the attributes `chattr +i` / `chattr +a` set.
 _FS_IOC_GETFLAGS = 0x80086601
 _FS_IMMUTABLE_FL = 0x10
