@@ -117,44 +117,19 @@ def parse(args: list[str], host_env: dict[str, str] | None = None) -> ContainerS
 
 
 def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -> ContainerSpec:
-    mtu = values.get("mtu")
-    if mtu is not None:
-        try:
-            mtu = int(mtu)
-        except ValueError:
-            raise ConfigError(f'invalid --mtu "{mtu}"', hint="give a number of bytes, e.g. --mtu 1400") from None
+    # The checks run in the order they always did: with several faults, the same one is reported.
+    mtu = _parse_mtu(values.get("mtu"))
     env = tuple(pair for item in values["env"] if (pair := parse_env(item, host_env)) is not None)
     name = values.get("name")
     hostname = values.get("hostname")
     network = validate_network(values.get("network", "bridge"))
     pod = values.get("pod")
-    if pod is not None:
-        validate_pod_name(pod)
-        for flag, given in (("--network", "network"), ("--hostname", "hostname"), ("--mtu", "mtu")):
-            if values.get(given) is not None:
-                raise ConfigError(
-                    f"{flag} cannot be given to a pod member: it belongs to the pod",
-                    hint=f"set it when creating the pod (minirun pod create {pod} ...)",
-                )
+    _check_pod_member(values, pod)
     if mtu is not None and network in ("none", "host"):
         raise ConfigError(f"--mtu has no effect with --network {network}", hint="drop --mtu or use --network bridge")
-    ports = ()
-    if values["publish"]:
-        from minirun.net.ports import parse_all
-
-        if pod is not None:
-            raise ConfigError(
-                "-p cannot be given to a pod member: ports belong to the pod",
-                hint=f"publish them when creating the pod: minirun pod create -p ... {pod}",
-            )
-        if network in ("none", "host"):
-            raise ConfigError(f"-p has no effect with --network {network}", hint="publish from --network bridge")
-        ports = parse_all(values["publish"])
+    ports = _published_ports(values["publish"], network, pod)
     detach = bool(values.get("detach"))
-    if detach and values.get("explain"):
-        raise ConfigError("--explain cannot follow a detached run", hint="use --dry-run, or run in the foreground")
-    if detach and values.get("tty"):
-        raise ConfigError("-t with -d is not supported yet", hint="run detached without -t, then 'minirun exec -it'")
+    _check_detach(values, detach)
     from minirun.fs.etcfiles import parse_add_host, validate_dns
     from minirun.runtime.logfile import parse_options as parse_log_options
 
@@ -194,3 +169,47 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
         verbose=bool(values.get("verbose")),
         ports=ports,
     )
+
+
+def _parse_mtu(mtu: str | None) -> int | None:
+    if mtu is None:
+        return None
+    try:
+        return int(mtu)
+    except ValueError:
+        raise ConfigError(f'invalid --mtu "{mtu}"', hint="give a number of bytes, e.g. --mtu 1400") from None
+
+
+def _check_pod_member(values: dict, pod: str | None) -> None:
+    """A pod member shares the pod's network, hostname and MTU: it may not set its own."""
+    if pod is None:
+        return
+    validate_pod_name(pod)
+    for flag, given in (("--network", "network"), ("--hostname", "hostname"), ("--mtu", "mtu")):
+        if values.get(given) is not None:
+            raise ConfigError(
+                f"{flag} cannot be given to a pod member: it belongs to the pod",
+                hint=f"set it when creating the pod (minirun pod create {pod} ...)",
+            )
+
+
+def _published_ports(publish: list[str], network: str, pod: str | None) -> tuple:
+    if not publish:
+        return ()
+    from minirun.net.ports import parse_all
+
+    if pod is not None:
+        raise ConfigError(
+            "-p cannot be given to a pod member: ports belong to the pod",
+            hint=f"publish them when creating the pod: minirun pod create -p ... {pod}",
+        )
+    if network in ("none", "host"):
+        raise ConfigError(f"-p has no effect with --network {network}", hint="publish from --network bridge")
+    return parse_all(publish)
+
+
+def _check_detach(values: dict, detach: bool) -> None:
+    if detach and values.get("explain"):
+        raise ConfigError("--explain cannot follow a detached run", hint="use --dry-run, or run in the foreground")
+    if detach and values.get("tty"):
+        raise ConfigError("-t with -d is not supported yet", hint="run detached without -t, then 'minirun exec -it'")

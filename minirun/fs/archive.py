@@ -23,6 +23,7 @@ from typing import IO
 
 from minirun.errors import ConfigError, MinirunError
 from minirun.fs import tree
+from minirun.fs.tree_walk import DIR_FLAGS
 
 # The OCI layer spec's whiteouts (inherited from aufs): `.wh.NAME` hides NAME of the layers below,
 # `.wh..wh..opq` hides everything the layers below put in its directory.
@@ -32,7 +33,6 @@ _META_WHITEOUT = ".wh..wh."  # other aufs bookkeeping (.wh..wh.plnk, ...): not c
 
 _UNSAFE_HINT = "the archive is unsafe; nothing was stored - only import images from sources you trust"
 _DAMAGED_HINT = "the archive is incomplete or damaged; nothing was stored - export it again"
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CHUNK = 1 << 20
 _BLOCK = 4096  # holes are made of whole filesystem blocks
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -93,7 +93,7 @@ def link_target_inside(entry: str, target: str) -> bool:
 
 class _Applier:
     def __init__(self, root: str) -> None:
-        self.root_fd = os.open(root, _DIR_FLAGS)
+        self.root_fd = os.open(root, DIR_FLAGS)
         self.devices = 0
         # Paths this layer created: an opaque whiteout hides only what the layers below put there.
         self.fresh: set[str] = set()
@@ -146,7 +146,7 @@ class _Applier:
         if member.isdir():
             with contextlib.suppress(FileExistsError):
                 os.mkdir(base, 0o700, dir_fd=dir_fd)
-            fd = os.open(base, _DIR_FLAGS, dir_fd=dir_fd)
+            fd = os.open(base, DIR_FLAGS, dir_fd=dir_fd)
             try:
                 _own(fd, member, mode)
             finally:
@@ -236,13 +236,13 @@ class _Applier:
             for part in parts[done:]:
                 walked = posixpath.join(walked, part) if walked else part
                 try:
-                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
                 except FileNotFoundError:
                     if not create:
                         raise
                     os.mkdir(part, 0o755, dir_fd=fd)
                     self.fresh.add(walked)
-                    next_fd = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                    next_fd = os.open(part, DIR_FLAGS, dir_fd=fd)
                 except OSError as exc:
                     found = _lstat(fd, part)
                     if found is not None and stat.S_ISLNK(found.st_mode):
@@ -275,7 +275,7 @@ class _Applier:
             return os.dup(self.root_fd), 0
         fd = os.dup(near_fd)
         for _ in range(up):
-            parent = os.open("..", _DIR_FLAGS, dir_fd=fd)
+            parent = os.open("..", DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = parent
         return fd, common

@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import minirun
 from minirun.errors import ConfigError, NotFound
-from minirun.fs import archive, images, tree
+from minirun.fs import archive, image_staging, images, tree_walk
 
 RECIPE_FILE = "image.toml"
 # The recipes shipped next to the package (the repository's images/ directory).
@@ -83,7 +83,7 @@ def build(ref: str, tag: str | None, used_by: images.UsedBy) -> images.Image:
     """Build the recipe `ref` (a directory or a shipped recipe's name) and store it as `tag` or its name."""
     recipe = load(find(ref))
     name = images.normalize_name(tag or recipe.name)
-    with images.staging() as stage:
+    with image_staging.staging() as stage:
         layer = os.path.join(stage.dir, "recipe.tar")
         try:
             with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -232,7 +232,7 @@ def _add_tree(tar: tarfile.TarFile, root: Path, declared: set[str]) -> None:
     """rootfs/ as it is, owned by root (whoever owns the checkout). Walked without recursion and relative
     to directory descriptors, so a tree deeper than the recursion limit or PATH_MAX is no problem."""
     first_path: dict[tuple[int, int], str] = {}  # files with several names: the later ones are hardlinks
-    for entry in tree.walk(str(root)):
+    for entry in tree_walk.walk(str(root)):
         path = os.fsdecode(entry.path[1:])
         st = entry.stat
         if stat.S_ISDIR(st.st_mode) and path in declared:

@@ -1,4 +1,4 @@
-"""Iterative, descriptor-relative walks of directory trees that a container (or an image archive) made.
+"""Removing directory trees that a container (or an image archive) made: iterative and descriptor-relative.
 
 Whatever a container can write, minirun must be able to delete and read back: trees deeper than Python's
 recursion limit and than PATH_MAX (4096 bytes), directories chmod'ed 000, files made immutable, symlinks
@@ -11,30 +11,25 @@ pointing anywhere. So, like Go's os.RemoveAll (src/os/removeall_at.go):
   needs two descriptors whatever the depth;
 - a directory it cannot read or write (chmod 000) is given 0700 and the walk goes on; what still cannot be
   removed (an immutable or append-only entry, a mount point) is reported, never raised half-way.
+
+Reading a tree back, by the same rules, is tree_walk; the probes for entries a container protected
+against removal (chmod 000, chattr +i / +a) are in protected_entries.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import os
 import shlex
 import stat
-import struct
-from collections.abc import Iterator
 from typing import NamedTuple
 
 from minirun.errors import MinirunError
+from minirun.fs.protected_entries import chmod_dir, has_attributes
+from minirun.fs.tree_walk import DIR_FLAGS
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-_PATH_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _BATCH = 1024  # names read per pass over a directory, as Go's RemoveAll does
 _MAX_REPORTED = 100  # leftovers listed in a report; the rest are counted
-# linux/fs.h: FS_IOC_GETFLAGS and the attributes `chattr +i` / `chattr +a` set.
-_FS_IOC_GETFLAGS = 0x80086601
-_FS_IMMUTABLE_FL = 0x10
-_FS_APPEND_FL = 0x20
 
 
 class Leftover(NamedTuple):
@@ -113,7 +108,7 @@ class _Remover:
 
     def report_error(self, dir_fd: int, name: str, exc: OSError) -> None:
         path = short_path(self.path_of(name))
-        if exc.errno == errno.EPERM and _has_attributes(dir_fd, name):
+        if exc.errno == errno.EPERM and has_attributes(dir_fd, name):
             self.report(
                 name, "it is immutable or append-only", f"clear that with: chattr -i -a {path}; then run: minirun gc"
             )
@@ -127,7 +122,7 @@ class _Remover:
     def run(self) -> Removal:
         parent_path, base = os.path.split(os.path.normpath(self.root))
         try:
-            parent_fd = os.open(parent_path or ".", _DIR_FLAGS)
+            parent_fd = os.open(parent_path or ".", DIR_FLAGS)
         except FileNotFoundError:
             return Removal(self.root, [], 0)
         except OSError as exc:
@@ -251,7 +246,7 @@ class _Remover:
     def climb(self, fd: int) -> int:
         """The parent of directory `fd`, checked to be the directory the walk came down from: if the tree
         was moved meanwhile, '..' is somewhere else, and the walk must not go on there."""
-        parent_fd = os.open("..", _DIR_FLAGS, dir_fd=fd)
+        parent_fd = os.open("..", DIR_FLAGS, dir_fd=fd)
         found = os.fstat(parent_fd)
         expected = self.levels[-1]
         if (found.st_dev, found.st_ino) != (expected.dev, expected.ino):
@@ -265,11 +260,11 @@ class _Remover:
     def open_dir(self, parent_fd: int, name: str) -> int | None:
         for attempt in range(2):
             try:
-                return os.open(name, _DIR_FLAGS, dir_fd=parent_fd)
+                return os.open(name, DIR_FLAGS, dir_fd=parent_fd)
             except FileNotFoundError:
                 return None
             except PermissionError as exc:
-                if attempt == 0 and _chmod_dir(parent_fd, name):
+                if attempt == 0 and chmod_dir(parent_fd, name):
                     continue
                 self.report_error(parent_fd, name, exc)
                 return None
@@ -337,45 +332,6 @@ class _Remover:
                 return
 
 
-def _chmod_dir(parent_fd: int, name: str) -> bool:
-    """Give directory `name` 0700 without following a symlink: through an O_PATH descriptor, since
-    fchmodat(AT_SYMLINK_NOFOLLOW) is not supported on Linux (before 6.6)."""
-    try:
-        fd = os.open(name, _PATH_FLAGS, dir_fd=parent_fd)
-    except OSError:
-        return False
-    try:
-        mode = stat.S_IMODE(os.fstat(fd).st_mode)
-        os.chmod(f"/proc/self/fd/{fd}", mode | 0o700)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-
-
-def _has_attributes(dir_fd: int, name: str) -> bool:
-    """Whether `name` or its directory carries the immutable or append-only attribute."""
-    for target in (name, "."):
-        try:
-            # Only files and directories: opening a device node or a FIFO could block or act.
-            if not stat.S_ISREG(os.stat(target, dir_fd=dir_fd, follow_symlinks=False).st_mode) and target != ".":
-                continue
-            fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-        except OSError:
-            continue
-        try:
-            # The kernel writes an int, whatever the ioctl number's "long" says.
-            flags = struct.unpack_from("i", fcntl.ioctl(fd, _FS_IOC_GETFLAGS, b"\0" * 8))[0]
-        except OSError:
-            continue
-        finally:
-            os.close(fd)
-        if flags & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
-            return True
-    return False
-
-
 def remove_tree(path: str) -> Removal:
     """Remove `path` and everything under it; "already gone" is success. Never follows a symlink (one in the
     tree is removed itself), never recurses, never raises for an entry it cannot remove: the returned
@@ -393,59 +349,3 @@ def remove_at(dir_fd: int, name: str) -> Removal:
     remover = _Remover(os.path.join(where, name))
     remover.remove_entry(dir_fd, name)
     return Removal(remover.root, remover.leftovers, remover.total)
-
-
-# --- reading a tree back -----------------------------------------------------------------------------------
-
-
-class Entry(NamedTuple):
-    path: bytes  # relative to the root, starting with b"/"
-    name: str
-    stat: os.stat_result
-    dir_fd: int  # the entry's directory: valid only until the walk goes on
-
-
-class _WalkLevel(NamedTuple):
-    path: bytes
-    dev: int
-    ino: int
-    names: list[str]  # still to visit, in reverse order (pop() gives the next)
-
-
-def walk(root: str) -> Iterator[Entry]:
-    """Every entry under `root` (not the root itself), each directory's entries in byte order, a directory
-    before its contents; without recursion and with two descriptors whatever the depth. Symlinks are
-    reported, never followed."""
-    fd = os.open(root, _DIR_FLAGS)
-    try:
-        found = os.fstat(fd)
-        levels = [_WalkLevel(b"", found.st_dev, found.st_ino, _listing(fd))]
-        while levels:
-            level = levels[-1]
-            if not level.names:
-                levels.pop()
-                if levels:
-                    parent_fd = os.open("..", _DIR_FLAGS, dir_fd=fd)
-                    parent = os.fstat(parent_fd)
-                    if (parent.st_dev, parent.st_ino) != (levels[-1].dev, levels[-1].ino):
-                        os.close(parent_fd)
-                        raise OSError(errno.ESTALE, "the tree was moved while it was read", root)
-                    os.close(fd)
-                    fd = parent_fd
-                continue
-            name = level.names.pop()
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            path = level.path + b"/" + os.fsencode(name)
-            yield Entry(path, name, st, fd)
-            if stat.S_ISDIR(st.st_mode):
-                child_fd = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                os.close(fd)
-                fd = child_fd
-                levels.append(_WalkLevel(path, st.st_dev, st.st_ino, _listing(fd)))
-    finally:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-
-
-def _listing(fd: int) -> list[str]:
-    return sorted(os.listdir(fd), key=os.fsencode, reverse=True)

@@ -586,9 +586,9 @@ def deep_layer(depth: int = DEEP) -> bytes:
 
 
 def depth_of(root: Path) -> int:
-    from minirun.fs import tree
+    from minirun.fs import tree_walk
 
-    return max(entry.path.count(b"/") for entry in tree.walk(str(root)))
+    return max(entry.path.count(b"/") for entry in tree_walk.walk(str(root)))
 
 
 def test_archive_and_recipe_1500_levels_deep(store: Path, tmp_path: Path):

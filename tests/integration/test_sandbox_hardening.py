@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from minirun.fs.rootfs import MASKED_PATHS
+from minirun.fs.masks import MASKED_PATHS
 from minirun.kernel import syscalls as k
 from tests.integration.conftest import minirun, records, wait_for, wait_running
 
@@ -238,7 +238,7 @@ def test_pod_init_is_confined_and_holds_no_host_root(busybox_image, state_dir: P
 def test_read_only_tree_covers_submounts(private_mount: Path, how: str):
     """Both ways of making the host's tree read-only (mount_setattr on kernels >= 5.12, one remount per
     mount point before that) reach submounts and keep each mount's own flags."""
-    from minirun.fs import rootfs
+    from minirun.fs import readonly
 
     sub = private_mount / "sub"
     sub.mkdir()
@@ -250,9 +250,9 @@ def test_read_only_tree_covers_submounts(private_mount: Path, how: str):
             k.mount(None, "/", None, k.MS_REC | k.MS_PRIVATE)
             k.mount("tmpfs", str(sub), "tmpfs", k.MS_NOEXEC, "mode=755")
             if how == "mount_setattr":
-                rootfs.read_only_tree(str(private_mount))
+                readonly.read_only_tree(str(private_mount))
             else:
-                rootfs.remount_each_read_only(str(private_mount))
+                readonly.remount_each_read_only(str(private_mount))
             with open("/proc/self/mountinfo") as f:
                 options = {line.split()[4]: line.split()[5].split(",") for line in f}
             refused = 0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from minirun.fs import tree
+from minirun.fs import tree, tree_walk
 
 DEPTH = 5000
 
@@ -183,7 +183,7 @@ def test_walk_is_sorted_preorder_and_deep(tmp_path: Path):
     (root / "a" / "link").symlink_to("/")
     (root / "c").touch()
     make_deep(root / "b", 3)
-    assert [e.path for e in tree.walk(str(root))] == [
+    assert [e.path for e in tree_walk.walk(str(root))] == [
         b"/a",
         b"/a/link",
         b"/a/z",
@@ -197,5 +197,5 @@ def test_walk_is_sorted_preorder_and_deep(tmp_path: Path):
     deep = tmp_path / "deep"
     deep.mkdir()
     make_deep(deep)
-    assert sum(1 for _ in tree.walk(str(deep))) == DEPTH + 1
+    assert sum(1 for _ in tree_walk.walk(str(deep))) == DEPTH + 1
     assert tree.remove_tree(str(deep)).complete
