@@ -38,9 +38,10 @@ from minirun.cni.protocol import (
 )
 from minirun.cni.store import LockTimeout, Store
 from minirun.errors import KernelError, MinirunError, StepError
-from minirun.net import attach, firewall, firewall_tags, links, rtnl, sysctl
+from minirun.net import attach, firewall, links, rtnl, sysctl
 from minirun.net.ipam import AddressStore, Allocator, SubnetExhausted
 from minirun.net.netns import rtnl_in
+from minirun.net.ports import PortMapping, PortRules
 from minirun.net.rtnl import NetlinkError, Rtnl
 from minirun.plan import Step, run_plan
 
@@ -493,30 +494,11 @@ def cmd_check(conf: Conf, params: Params, config: dict[str, Any]) -> None:
                 raise fail(f"the host veth {record['hostVeth']} is missing")
             if not veth.up or veth.master != bridge.index:
                 raise fail(f"the host veth {veth.name} is down or not a port of {bridge.name}")
-            if record.get("ipMasq") or record.get("ports"):
-                ruleset = firewall.list_json("ruleset")
-                if record.get("ipMasq") and not firewall.masquerade_in_place(ruleset, conf.network):
-                    raise fail(
-                        f"the masquerade rule for {conf.network.subnet} is missing in table {firewall_tags.TABLE_REF}"
-                    )
-                if record.get("ports"):
-                    from minirun.net import ports as portdefs
-
-                    tag = firewall_tags.port_owner_tag(record["portOwner"])
-                    found = sum(1 for i in ruleset if (i.get("rule") or {}).get("comment") == tag)
-                    mappings = tuple(portdefs.PortMapping(*m) for m in record["ports"])
-                    rendered = portdefs.render_mappings(record["portOwner"], str(address.ip), mappings)
-                    expected = sum(1 for line in rendered.splitlines() if line.startswith("add rule"))
-                    if found != expected:
-                        raise fail(
-                            f"port rules of {cid}: {found} in table {firewall_tags.TABLE_REF}, {expected} expected"
-                        )
-                    if portdefs.needs_localnet(mappings) and not firewall.guard_in_place(ruleset):
-                        bridge_name = conf.network.bridge
-                        raise fail(
-                            f"{bridge_name} routes 127/8 but the 127/8 guard (chain {firewall_tags.CHAIN_GUARD}) is "
-                            "missing"
-                        )
+            mappings = tuple(PortMapping(*m) for m in record.get("ports") or [])
+            rules = PortRules(record.get("portOwner", ""), cid, str(address.ip), mappings) if mappings else None
+            found = firewall.select_driver().problems(conf.network, bool(record.get("ipMasq")), rules)
+            if found:
+                raise fail(found[0])
         finally:
             container.close()
             host.close()

@@ -11,9 +11,11 @@ from collections.abc import Callable
 
 from minirun import filelock, paths
 from minirun.errors import ConfigError
-from minirun.net import firewall, firewall_tags, links, sysctl
+from minirun.net import firewall, links, sysctl
+from minirun.net.firewall import nft as firewall_nft
+from minirun.net.firewall import nft_ports
 from minirun.net.ipam import AddressStore
-from minirun.net.network import Network, has_resolver
+from minirun.net.network import Network
 from minirun.net.rtnl import Rtnl
 from minirun.plan import Step
 
@@ -131,16 +133,7 @@ def network_steps(net: Network, host: Rtnl, state: dict, done: dict, *, gateway:
         return ["sysctl -w net.ipv4.ip_forward=1"]
 
     def explain_nat() -> list[str]:
-        script = done.get("nat")
-        if script == "":
-            return [
-                f"# the NAT and isolation rules for {net.subnet} are already in place "
-                f"(nft list table {firewall_tags.TABLE_REF})"
-            ]
-        if script is None:  # not run (yet): what it does when the rules are missing
-            script = ("" if net.internal else firewall.render_masquerade(net)) + firewall.render_isolation(net)
-            script += firewall.render_dns_guard(net) if has_resolver(net) else ""
-        return [f"nft -f - <<'EOF'\n{script}EOF"]
+        return firewall_nft.network_commands(net, done.get("nat"))
 
     return [
         Step("bridge", ensure_bridge, explain_bridge),
@@ -206,20 +199,8 @@ def bridge_steps(
         return lambda: firewall.remove_ports(owner, net)
 
     def explain_ports() -> list[str]:
-        from minirun.net import ports
-
         address = str(att.address.ip) if att.address else "<its address>"
-        loopback = ports.needs_localnet(mappings)
-        script = (
-            ports.render_infrastructure()
-            + ports.render_network_rules(net.bridge, str(net.subnet))
-            + (ports.render_guard() if loopback else "")
-            + ports.render_mappings(owner, address, mappings)
-        )
-        commands = [f"nft -f - <<'EOF'\n{script}EOF"]
-        if loopback:  # after the guard: a bridge that routes 127/8 must never be without it
-            commands.append(f"sysctl -w net.ipv4.conf.{net.bridge}.route_localnet=1")
-        return commands
+        return nft_ports.ports_commands(net, owner, address, mappings)
 
     address_text = lambda: str(att.address) if att.address else f"<next free address in {net.subnet}>"  # noqa: E731
     port_steps = [Step("ports", publish, explain_ports)] if mappings else []

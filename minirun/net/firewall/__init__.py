@@ -1,0 +1,119 @@
+"""The firewall driver: the rules a network and its published ports need (NAT, isolation, the resolver's
+fence, DNAT, the 127/8 guard), behind one interface so that net/ can plan without caring how they are made.
+
+- nft.py, nft_ports.py: the `nft` driver, minirun's own `table inet minirun` (the default; nftcmd.py runs
+  the binary);
+- none.py: the `none` driver, no rules (hosts with only --network none|host; unit tests of plans);
+- tags.py: every table, chain, set and comment name, spelled once.
+
+The module-level names below are the nft driver's functions as runtime/ calls them today (issue 14 ports
+runtime onto FirewallDriver later; until then they stay importable here).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from minirun.errors import ConfigError
+from minirun.net.firewall.nft import (
+    ForeignDrop,
+    NftDriver,
+    dns_guard_in_place,
+    ensure_network,
+    find_foreign_drop,
+    masquerade_in_place,
+    remove_network,
+    render_dns_guard,
+    render_forward_accepts,
+    render_isolation,
+    render_masquerade,
+    rule_handles,
+    rules_in_chain,
+)
+from minirun.net.firewall.nft_ports import (
+    ensure_guard,
+    ensure_ports,
+    guard_in_place,
+    loopback_targets,
+    published_by,
+    release_localnet,
+    remove_ports,
+    render_guard,
+)
+from minirun.net.firewall.nftcmd import apply, list_json, nft_binary
+from minirun.net.firewall.none import NoneDriver
+from minirun.net.network import Network
+from minirun.net.ports import PortMapping, PortRules
+
+__all__ = [
+    "DRIVERS",
+    "FirewallDriver",
+    "ForeignDrop",
+    "apply",
+    "dns_guard_in_place",
+    "ensure_guard",
+    "ensure_network",
+    "ensure_ports",
+    "find_foreign_drop",
+    "guard_in_place",
+    "list_json",
+    "loopback_targets",
+    "masquerade_in_place",
+    "nft_binary",
+    "published_by",
+    "release_localnet",
+    "remove_network",
+    "remove_ports",
+    "render_dns_guard",
+    "render_forward_accepts",
+    "render_guard",
+    "render_isolation",
+    "render_masquerade",
+    "rule_handles",
+    "rules_in_chain",
+    "select_driver",
+]
+
+
+class FirewallDriver(Protocol):
+    """What net/ asks of a firewall. Every ensure converges (it changes only what is missing) and every
+    removal is idempotent; *_commands describe a step for --explain and --dry-run."""
+
+    name: str
+
+    def validate(self) -> None:
+        """Raise ConfigError (one line and a hint) when this host cannot apply the rules."""
+
+    def ensure_network(self, network: Network) -> str:
+        """The network's own rules exist; returns what was applied ("" when all was in place)."""
+
+    def network_commands(self, network: Network, applied: str | None) -> list[str]:
+        """ensure_network as commands: what it applied, or (None: not run yet) what it would."""
+
+    def remove_network(self, network: Network) -> None: ...
+
+    def ensure_ports(self, network: Network, owner: str, address: str, mappings: tuple[PortMapping, ...]) -> None:
+        """Publish `mappings` of `owner` at `address` (the caller holds paths.ports_lock())."""
+
+    def ports_commands(
+        self, network: Network, owner: str, address: str, mappings: tuple[PortMapping, ...]
+    ) -> list[str]: ...
+
+    def remove_ports(self, owner: str, network: Network | None = None) -> int:
+        """Delete the port rules of `owner`; how many there were. With `network`, release its 127/8 routing."""
+
+    def published_by(self, owner: str, address: str) -> list[PortMapping]: ...
+
+    def problems(self, network: Network, masquerade: bool, ports: PortRules | None) -> list[str]:
+        """What is missing of one attachment's rules, first problem first; [] when all is there."""
+
+
+DRIVERS: dict[str, type] = {"nft": NftDriver, "none": NoneDriver}
+
+
+def select_driver(name: str = "nft") -> FirewallDriver:
+    """The driver called `name`; "nft" unless a caller (a --network none|host-only host, a test) asks."""
+    try:
+        return DRIVERS[name]()
+    except KeyError:
+        raise ConfigError(f"unknown firewall driver {name!r}", hint=f"use one of {', '.join(DRIVERS)}") from None
