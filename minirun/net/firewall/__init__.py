@@ -92,6 +92,12 @@ class FirewallDriver(Protocol):
 
     def remove_network(self, network: Network) -> None: ...
 
+    def removal_commands(self, network: Network) -> list[str]:
+        """remove_network as commands."""
+
+    def masquerading(self, networks: list[Network]) -> set[str]:
+        """The names of `networks` whose masquerade rule is in place (one read of the rules)."""
+
     def ensure_ports(self, network: Network, owner: str, address: str, mappings: tuple[PortMapping, ...]) -> None:
         """Publish `mappings` of `owner` at `address` (the caller holds paths.ports_lock())."""
 
@@ -103,6 +109,9 @@ class FirewallDriver(Protocol):
         """Delete the port rules of `owner`; how many there were. With `network`, release its 127/8 routing."""
 
     def published_by(self, owner: str, address: str) -> list[PortMapping]: ...
+
+    def ports_removal_commands(self, owner: str) -> list[str]:
+        """remove_ports as commands."""
 
     def problems(self, network: Network, masquerade: bool, ports: PortRules | None) -> list[str]:
         """What is missing of one attachment's rules, first problem first; [] when all is there."""

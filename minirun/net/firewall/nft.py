@@ -28,6 +28,7 @@ from minirun.net.firewall.tags import (
     isolation_tag,
     masquerade_chain,
     network_tag,
+    port_owner_tag,
     ports_network_tag,
 )
 from minirun.net.network import Network, has_resolver
@@ -278,6 +279,17 @@ class NftDriver:
     def remove_network(self, network: Network) -> None:
         remove_network(network)
 
+    def removal_commands(self, network: Network) -> list[str]:
+        return [
+            f"nft delete chain {TABLE_REF} {masquerade_chain(network)}",
+            f'nft delete element {TABLE_REF} {BRIDGE_SET} {{ "{network.bridge}" }}',
+            f'nft delete rule ... # every rule tagged "{network_tag(network)}" or "{isolation_tag(network)}"',
+        ]
+
+    def masquerading(self, networks: list[Network]) -> set[str]:
+        ruleset = list_json("ruleset")
+        return {network.name for network in networks if masquerade_in_place(ruleset, network)}
+
     def ensure_ports(self, network: Network, owner: str, address: str, mappings: tuple) -> None:
         nft_ports.ensure_ports(network, owner, address, mappings)
 
@@ -289,6 +301,12 @@ class NftDriver:
 
     def published_by(self, owner: str, address: str) -> list:
         return nft_ports.published_by(owner, address)
+
+    def ports_removal_commands(self, owner: str) -> list[str]:
+        return [
+            f"nft delete rule {TABLE_REF} <chain> handle <h>   # each rule tagged "
+            f'"{port_owner_tag(owner)}" (nft -a list table {TABLE_REF})'
+        ]
 
     def problems(self, network: Network, masquerade: bool, ports: PortRules | None) -> list[str]:
         """What is missing of one attachment's rules, first problem first (CNI CHECK, doctor): the network's

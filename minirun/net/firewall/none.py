@@ -29,6 +29,12 @@ class NoneDriver:
     def remove_network(self, network: Network) -> None:
         return None
 
+    def removal_commands(self, network: Network) -> list[str]:
+        return [f"# firewall driver none: no rules of {network.name} to remove"]
+
+    def masquerading(self, networks: list[Network]) -> set[str]:
+        return set()
+
     def ensure_ports(self, network: Network, owner: str, address: str, mappings: tuple) -> None:
         if mappings:
             raise ConfigError(
@@ -44,6 +50,9 @@ class NoneDriver:
 
     def published_by(self, owner: str, address: str) -> list:
         return []
+
+    def ports_removal_commands(self, owner: str) -> list[str]:
+        return [f"# firewall driver none: no port rules of {owner} to remove"]
 
     def problems(self, network: Network, masquerade: bool, ports: PortRules | None) -> list[str]:
         return []

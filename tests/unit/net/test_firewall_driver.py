@@ -45,10 +45,13 @@ def test_every_driver_implements_the_whole_interface_with_its_signatures(driver)
     assert PROTOCOL_METHODS == [
         "ensure_network",
         "ensure_ports",
+        "masquerading",
         "network_commands",
         "ports_commands",
+        "ports_removal_commands",
         "problems",
         "published_by",
+        "removal_commands",
         "remove_network",
         "remove_ports",
         "validate",
@@ -80,6 +83,7 @@ def test_the_none_driver_writes_and_removes_nothing():
     driver.remove_network(network)
     assert driver.remove_ports("0123456789ab", network) == 0
     assert driver.published_by("0123456789ab", "10.77.0.2") == []
+    assert driver.masquerading([network]) == set()
     mappings = (PortMapping("0.0.0.0", 8080, 80),)
     with pytest.raises(ConfigError) as caught:
         driver.ensure_ports(network, "0123456789ab", "10.77.0.2", mappings)
