@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from minirun.cni.config import Conf, Route
+from minirun.cni.config import DEFAULT_ROUTE, Conf, Route, expected_routes
 from minirun.cni.protocol import (
     ERR_ADDRESS,
     ERR_CHECK,
@@ -34,11 +34,10 @@ from minirun.cni.protocol import (
     lock_timeout,
     prev_addresses,
 )
-from minirun.cni.store import LockTimeout, Store
+from minirun.cni.store import LockTimeout, Store, port_owner
 from minirun.errors import MinirunError, StepError
 from minirun.net import attachment, bridge
 from minirun.net.attachment import (
-    DEFAULT_ROUTE,
     AddressStore,
     AddressTaken,
     AttachContext,
@@ -71,24 +70,6 @@ def network_lock(store: Store):
 
 def address_store(conf: Conf, store: Store) -> AddressStore:
     return attachment.address_store(store.ipam_dir, conf.network, conf.range_start, conf.range_end)
-
-
-def port_owner(container_id: str, ifname: str) -> str:
-    """The tag of one attachment's DNAT rules (`minirun port owner=cni:ID:IFNAME`), < nft's 128-byte comment."""
-    owner = f"cni:{container_id}:{ifname}"
-    if len(owner) > 100:
-        import zlib
-
-        owner = f"cni:{container_id[:80]}~{zlib.crc32(container_id.encode()):08x}:{ifname}"
-    return owner
-
-
-def expected_routes(conf: Conf) -> list[Route]:
-    """ipam.routes (a missing gw means the network's gateway), plus the default route for isDefaultGateway."""
-    routes = list(conf.routes)
-    if conf.is_default_gateway and not any(r.dst == DEFAULT_ROUTE for r in routes):
-        routes.append(Route(DEFAULT_ROUTE, conf.network.gateway))
-    return routes
 
 
 def _open_netns(path: str) -> int:
