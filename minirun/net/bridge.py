@@ -109,10 +109,11 @@ def network_steps(
     def explain_bridge() -> list[str]:
         if side.bridge == "kept":
             return [f"# {net.bridge} is already there with {net.gateway_interface}: kept, as docker0 is"]
+        address = [f"ip addr add {net.gateway_interface} dev {net.bridge}"] if gateway else []
         return [
             f"ip link add {net.bridge} address {side.bridge_mac or '<fixed 02:… MAC>'} type bridge"
             "   # a fixed MAC: the gateway's must not change as ports come and go",
-            f"ip addr add {net.gateway_interface} dev {net.bridge}",
+            *address,
             f"ip link set {net.bridge} up",
         ]
 
