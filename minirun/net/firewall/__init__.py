@@ -12,67 +12,54 @@ runtime onto FirewallDriver later; until then they stay importable here).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from minirun.errors import ConfigError
-from minirun.net.firewall.nft import (
-    ForeignDrop,
-    NftDriver,
-    dns_guard_in_place,
-    ensure_network,
-    find_foreign_drop,
-    masquerade_in_place,
-    remove_network,
-    render_dns_guard,
-    render_forward_accepts,
-    render_isolation,
-    render_masquerade,
-    rule_handles,
-    rules_in_chain,
-)
-from minirun.net.firewall.nft_ports import (
-    ensure_guard,
-    ensure_ports,
-    guard_in_place,
-    loopback_targets,
-    published_by,
-    release_localnet,
-    remove_ports,
-    render_guard,
-)
-from minirun.net.firewall.nftcmd import apply, list_json, nft_binary
-from minirun.net.firewall.none import NoneDriver
-from minirun.net.network import Network
-from minirun.net.ports import PortMapping, PortRules
 
-__all__ = [
-    "DRIVERS",
-    "FirewallDriver",
-    "ForeignDrop",
-    "apply",
-    "dns_guard_in_place",
-    "ensure_guard",
-    "ensure_network",
-    "ensure_ports",
-    "find_foreign_drop",
-    "guard_in_place",
-    "list_json",
-    "loopback_targets",
-    "masquerade_in_place",
-    "nft_binary",
-    "published_by",
-    "release_localnet",
-    "remove_network",
-    "remove_ports",
-    "render_dns_guard",
-    "render_forward_accepts",
-    "render_guard",
-    "render_isolation",
-    "render_masquerade",
-    "rule_handles",
-    "rules_in_chain",
-    "select_driver",
-]
+if TYPE_CHECKING:
+    from minirun.net.network import Network
+    from minirun.net.ports import PortMapping, PortRules
+
+# The nft driver's module-level functions runtime/ calls through this package, and where each lives. Loaded
+# on first use (PEP 562): `firewall.tags` (imported by the pod join path) must not pull in the driver.
+_EXPORTS = {
+    "nft": (
+        "ForeignDrop",
+        "dns_guard_in_place",
+        "ensure_network",
+        "find_foreign_drop",
+        "masquerade_in_place",
+        "remove_network",
+        "render_dns_guard",
+        "render_forward_accepts",
+        "render_isolation",
+        "render_masquerade",
+        "rule_handles",
+        "rules_in_chain",
+    ),
+    "nft_ports": (
+        "ensure_guard",
+        "ensure_ports",
+        "guard_in_place",
+        "loopback_targets",
+        "published_by",
+        "release_localnet",
+        "remove_ports",
+        "render_guard",
+    ),
+    "nftcmd": ("apply", "list_json", "nft_binary"),
+}
+_EXPORTED = frozenset(name for names in _EXPORTS.values() for name in names)
+__all__ = ["DRIVERS", "FirewallDriver", "select_driver", *sorted(_EXPORTED)]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTED:  # a submodule not imported yet (the import below asks for those) or a typo
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from minirun.net.firewall import nft, nft_ports, nftcmd
+
+    modules = {"nft": nft, "nft_ports": nft_ports, "nftcmd": nftcmd}
+    return next(getattr(modules[module], name) for module, names in _EXPORTS.items() if name in names)
 
 
 class FirewallDriver(Protocol):
@@ -117,12 +104,17 @@ class FirewallDriver(Protocol):
         """What is missing of one attachment's rules, first problem first; [] when all is there."""
 
 
-DRIVERS: dict[str, type] = {"nft": NftDriver, "none": NoneDriver}
+DRIVERS = ("nft", "none")
 
 
 def select_driver(name: str = "nft") -> FirewallDriver:
     """The driver called `name`; "nft" unless a caller (a --network none|host-only host, a test) asks."""
-    try:
-        return DRIVERS[name]()
-    except KeyError:
-        raise ConfigError(f"unknown firewall driver {name!r}", hint=f"use one of {', '.join(DRIVERS)}") from None
+    if name == "nft":
+        from minirun.net.firewall.nft import NftDriver
+
+        return NftDriver()
+    if name == "none":
+        from minirun.net.firewall.none import NoneDriver
+
+        return NoneDriver()
+    raise ConfigError(f"unknown firewall driver {name!r}", hint=f"use one of {', '.join(DRIVERS)}")
