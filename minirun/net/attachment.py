@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from minirun import filelock, paths
@@ -89,8 +88,7 @@ class Attachment:
         }
 
 
-@dataclass(frozen=True)
-class AttachOptions:
+class AttachOptions(NamedTuple):
     """Where runtime's and CNI's attachments differ. Runtime: the defaults (eth0, a default route, hairpin,
     lo up, published ports checked against every other owner's). CNI: CNI_IFNAME, a "routes" step with the
     configured routes, hairpin and MAC as configured, a requested IP, no lo, a veth name it may take over."""
