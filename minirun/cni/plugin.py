@@ -44,7 +44,6 @@ from minirun.net.attachment import (
     Attachment,
     AttachOptions,
     Detach,
-    Expected,
     Rtnl,
     SubnetExhausted,
     has_interface,
@@ -53,7 +52,7 @@ from minirun.net.attachment import (
     open_netns,
     select_driver,
 )
-from minirun.net.ports import PortMapping, PortRules
+from minirun.net.ports import PortMapping
 from minirun.plan import Step, run_plan
 
 TIMINGS_ENV = "MINIRUN_CNI_TIMINGS"  # set: ADD logs how long each step took, on stderr
@@ -369,10 +368,10 @@ def cmd_check(conf: Conf, params: Params, config: dict[str, Any]) -> None:
             raise CniError(ERR_CHECK, f"CHECK failed: {problem}")
 
 
-def _expected(conf: Conf, params: Params, record: dict[str, Any], address: ipaddress.IPv4Interface) -> Expected:
+def _expected(conf: Conf, params: Params, record: dict[str, Any], address: ipaddress.IPv4Interface):
     mappings = tuple(PortMapping(*m) for m in record.get("ports") or [])
     owner = record.get("portOwner", "")
-    return Expected(
+    return attachment.Expected(
         conf.network,
         params.ifname,
         params.netns,
@@ -383,7 +382,7 @@ def _expected(conf: Conf, params: Params, record: dict[str, Any], address: ipadd
         routes=tuple((dst, gw) for dst, gw in record.get("routes", [])),
         gateway=conf.is_gateway,
         masquerade=bool(record.get("ipMasq")),
-        ports=PortRules(owner, params.container_id, str(address.ip), mappings) if mappings else None,
+        ports=attachment.PortRules(owner, params.container_id, str(address.ip), mappings) if mappings else None,
         bridge=record["bridge"],
     )
 

@@ -13,12 +13,11 @@ from __future__ import annotations
 import errno
 import ipaddress
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from minirun import filelock, paths
 from minirun.errors import ConfigError, KernelError
 from minirun.net import links, sysctl
-from minirun.net.attachment_check import Expected, verify
 from minirun.net.bridge import HostSide
 from minirun.net.firewall import FirewallDriver, select_driver
 from minirun.net.ipam import AddressStore, AddressTaken, Allocator, RangeAllocator, SubnetExhausted
@@ -28,7 +27,8 @@ from minirun.net.ports import PortMapping, check_free
 from minirun.net.rtnl import Rtnl
 from minirun.plan import Step
 
-# Names an owner (runtime, minirun-cni) uses with an attachment, so that it reaches net/ only through here.
+# Names an owner (runtime, minirun-cni) uses with an attachment, so that it reaches net/ only through here;
+# and, loaded on first use, Expected, PortRules and verify (net/attachment_check.py).
 __all__ = [
     "CONTAINER_IFNAME",
     "DEFAULT_ROUTE",
@@ -39,7 +39,6 @@ __all__ = [
     "AttachOptions",
     "Attachment",
     "Detach",
-    "Expected",
     "FirewallDriver",
     "Rtnl",
     "SubnetExhausted",
@@ -53,7 +52,6 @@ __all__ = [
     "plan_attach",
     "plan_detach",
     "select_driver",
-    "verify",
 ]
 
 CONTAINER_IFNAME = "eth0"
@@ -120,6 +118,15 @@ class AttachContext(NamedTuple):
     store: AddressStore
     firewall: FirewallDriver
     side: HostSide  # filled by bridge.network_steps: the bridge's index
+
+
+def __getattr__(name: str) -> Any:
+    """Expected, PortRules, verify: loaded on first use (PEP 562), so that an attach does not pay for CHECK."""
+    if name not in ("Expected", "PortRules", "verify"):
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from minirun.net import attachment_check
+
+    return getattr(attachment_check, name)
 
 
 def open_host() -> Rtnl:

@@ -12,11 +12,21 @@ from typing import TYPE_CHECKING, NamedTuple
 from minirun.net import links, sysctl
 from minirun.net.ipam import AddressStore
 from minirun.net.network import Network
-from minirun.net.ports import PortRules
 from minirun.net.rtnl import Rtnl
 
 if TYPE_CHECKING:
     from minirun.net.firewall import FirewallDriver
+    from minirun.net.ports import PortMapping
+
+
+class PortRules(NamedTuple):
+    """One owner's published ports as the firewall tags them: `owner` (the tag), `label` (for messages),
+    the `address` they lead to and the `mappings`."""
+
+    owner: str
+    label: str
+    address: str
+    mappings: tuple[PortMapping, ...]
 
 
 class Expected(NamedTuple):

@@ -1,6 +1,6 @@
 """A network's host side: the bridge with its gateway address, IP forwarding and the firewall's rules for the
 network (docker0's setup), shared by every attachment on it and never undone by one; its removal; and a
-survey of what the host has, for `doctor` and `topology`.
+survey of what the host has (net/survey.py), for `doctor` and `topology`.
 
 Attachments (one veth and address each) are net/attachment.py: the two have different lifetimes and users
 (`network create/rm`, CNI GC, every attach).
@@ -8,9 +8,8 @@ Attachments (one veth and address each) are net/attachment.py: the two have diff
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from minirun import filelock, jsonstore, paths
 from minirun.errors import ConfigError
@@ -148,56 +147,6 @@ def plan_network_removal(network: Network, host: Callable[[], Rtnl], firewall: F
         Step("bridge", delete_bridge, lambda: [f"ip link delete {network.bridge}"]),
         Step("records", forget, lambda: [f"rm -r {record_path(network.name)} {paths.ipam_dir(network.name)}"]),
     ]
-
-
-class Uplink(NamedTuple):
-    """The link of the host's default route: where NAT sends traffic out."""
-
-    name: str
-    addresses: list[ipaddress.IPv4Interface]
-    via: str | None
-
-
-class BridgeSurvey(NamedTuple):
-    """One network's bridge as the kernel shows it, its ports and whether its masquerade is in place."""
-
-    network: Network
-    link: links.Link
-    addresses: list[ipaddress.IPv4Interface]
-    ports: list[links.Link]  # sorted by name
-    masquerade: bool
-
-
-class HostSurvey(NamedTuple):
-    uplink: Uplink | None
-    bridges: list[BridgeSurvey]  # networks whose bridge exists, in the order given
-    links: list[links.Link]
-
-
-def uplink(host: Rtnl, all_links: list[links.Link] | None = None) -> Uplink | None:
-    """The host's uplink (the default route's device), or None without a default route."""
-    all_links = links.list_links(host) if all_links is None else all_links
-    default = next((r for r in links.routes(host) if r.dst.prefixlen == 0 and r.oif), None)
-    link = next((lk for lk in all_links if default is not None and lk.index == default.oif), None)
-    if link is None:
-        return None
-    return Uplink(link.name, links.addresses(host, link.index), default.gateway)
-
-
-def survey(host: Rtnl, networks: Iterable[Network], firewall: FirewallDriver) -> HostSurvey:
-    """What is on the host for `networks` right now (one link dump, one ruleset read): for doctor and topology."""
-    all_links = links.list_links(host)
-    networks = list(networks)
-    masquerading = firewall.masquerading(networks)
-    bridges = []
-    for network in networks:
-        bridge = next((lk for lk in all_links if lk.name == network.bridge), None)
-        if bridge is None:
-            continue
-        ports = sorted((lk for lk in all_links if lk.master == bridge.index), key=lambda lk: lk.name)
-        addresses = links.addresses(host, bridge.index)
-        bridges.append(BridgeSurvey(network, bridge, addresses, ports, network.name in masquerading))
-    return HostSurvey(uplink(host, all_links), bridges, all_links)
 
 
 def remove_network_rules(network: Network, firewall: FirewallDriver) -> None:

@@ -34,16 +34,6 @@ class PortMapping(NamedTuple):
         return self.host_ip == other.host_ip or "0.0.0.0" in (self.host_ip, other.host_ip)
 
 
-class PortRules(NamedTuple):
-    """One owner's published ports as the firewall tags them: `owner` (the tag), `label` (for messages),
-    the `address` they lead to and the `mappings`."""
-
-    owner: str
-    label: str
-    address: str
-    mappings: tuple[PortMapping, ...]
-
-
 def parse(text: str) -> PortMapping:
     match = _SPEC.match(text)
     if not match:

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 from minirun.errors import ConfigError
 
 if TYPE_CHECKING:
+    from minirun.net.attachment_check import PortRules
     from minirun.net.network import Network
-    from minirun.net.ports import PortMapping, PortRules
+    from minirun.net.ports import PortMapping
 
 # The nft driver's module-level functions runtime/ calls through this package, and where each lives. Loaded
 # on first use (PEP 562): `firewall.tags` (imported by the pod join path) must not pull in the driver.

@@ -11,7 +11,7 @@ Published ports and the 127/8 guard are nft_ports.py.
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from minirun.net.firewall import nft_ports
 from minirun.net.firewall.nft_ports import missing_guard
@@ -32,7 +32,10 @@ from minirun.net.firewall.tags import (
     ports_network_tag,
 )
 from minirun.net.network import Network, has_resolver
-from minirun.net.ports import PortRules, needs_localnet
+from minirun.net.ports import needs_localnet
+
+if TYPE_CHECKING:
+    from minirun.net.attachment_check import PortRules
 
 
 def render_masquerade(network: Network) -> str:

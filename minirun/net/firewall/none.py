@@ -7,9 +7,13 @@ networks and no published ports, so plans that ask for published ports are refus
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from minirun.errors import ConfigError
 from minirun.net.network import Network
-from minirun.net.ports import PortRules
+
+if TYPE_CHECKING:
+    from minirun.net.attachment_check import PortRules
 
 
 class NoneDriver:

@@ -15,11 +15,12 @@ import pytest
 
 from minirun.errors import ConfigError
 from minirun.net import firewall
+from minirun.net.attachment_check import PortRules
 from minirun.net.firewall import FirewallDriver, select_driver
 from minirun.net.firewall.nft import NftDriver
 from minirun.net.firewall.none import NoneDriver
 from minirun.net.network import default_network
-from minirun.net.ports import PortMapping, PortRules
+from minirun.net.ports import PortMapping
 
 PROTOCOL_METHODS = sorted(
     name for name, value in vars(FirewallDriver).items() if inspect.isfunction(value) and not name.startswith("_")
