@@ -21,14 +21,16 @@ from minirun.net import links, sysctl
 from minirun.net.bridge import HostSide
 from minirun.net.firewall import FirewallDriver, select_driver
 from minirun.net.ipam import AddressStore, AddressTaken, Allocator, RangeAllocator, SubnetExhausted
-from minirun.net.links import DEFAULT_ROUTE, host_veth_name
+from minirun.net.links import DEFAULT_ROUTE, add_default_route, delete_link, ensure_address, host_veth_name, set_up
 from minirun.net.network import Network
 from minirun.net.ports import PortMapping, check_free
 from minirun.net.rtnl import Rtnl
 from minirun.plan import Step
 
-# Names an owner (runtime, minirun-cni) uses with an attachment, so that it reaches net/ only through here;
-# and, loaded on first use, Expected, PortRules and verify (net/attachment_check.py).
+# Names an owner (runtime, minirun-cni, doctor's repairs) uses with an attachment, so that it reaches net/ only
+# through here;
+# and, loaded on first use, AttachmentState, Expected, PortRules, inspect, problems and verify
+# (net/attachment_check.py).
 __all__ = [
     "CONTAINER_IFNAME",
     "DEFAULT_ROUTE",
@@ -42,8 +44,11 @@ __all__ = [
     "FirewallDriver",
     "Rtnl",
     "SubnetExhausted",
+    "add_default_route",
     "address_store",
+    "delete_link",
     "dry_run_context",
+    "ensure_address",
     "has_interface",
     "host_veth_name",
     "loopback_steps",
@@ -52,6 +57,7 @@ __all__ = [
     "plan_attach",
     "plan_detach",
     "select_driver",
+    "set_up",
 ]
 
 CONTAINER_IFNAME = "eth0"
@@ -121,8 +127,8 @@ class AttachContext(NamedTuple):
 
 
 def __getattr__(name: str) -> Any:
-    """Expected, PortRules, verify: loaded on first use (PEP 562), so that an attach does not pay for CHECK."""
-    if name not in ("Expected", "PortRules", "verify"):
+    """attachment_check's names, loaded on first use (PEP 562): an attach does not pay for CHECK."""
+    if name not in ("AttachmentState", "Expected", "PortRules", "inspect", "problems", "verify"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     from minirun.net import attachment_check
 
