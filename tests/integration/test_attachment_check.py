@@ -15,7 +15,7 @@ import pytest
 
 from minirun.net import attachment, bridge
 from minirun.net.attachment import Attachment, AttachOptions, Detach
-from minirun.net.network import from_record
+from minirun.net.network import from_record, has_resolver
 from minirun.net.survey import survey
 from minirun.plan import run_plan
 
@@ -90,10 +90,43 @@ def test_a_flushed_masquerade_is_reported(attached):
     ]
 
 
-def test_survey_shows_the_bridge_its_port_and_its_masquerade(attached):
+def test_survey_shows_the_bridge_its_port_and_its_rules(attached):
     expected, host, _container, _store, firewall = attached
     found = survey(host, [NETWORK], firewall)
     (chk,) = found.bridges
-    assert chk.link.name == "chk0" and chk.link.up and chk.masquerade
+    assert chk.link.name == "chk0" and chk.link.up and chk.has_gateway and chk.masquerade
     assert [port.name for port in chk.ports] == [expected.host_veth]
     assert chk.addresses == [NETWORK.gateway_interface]
+    assert chk.rules.dns_guard is (True if has_resolver(NETWORK) else None)
+    assert chk.rules.foreign_drop is None and found.rules.leaked == []
+    assert found.sysctls["net.ipv4.ip_forward"] == "1"
+
+
+def test_survey_finds_a_missing_bridge_a_foreign_drop_and_a_leaked_rule(attached):
+    """What doctor must see: another tool's DROP forward chain without minirun's accepts (until the network's
+    rules are ensured again), a rule left tagged for a network that is gone (and deletes it), a bridge that
+    does not exist."""
+    _expected, host, _container, _store, firewall = attached
+    gone = from_record({"name": "gone", "bridge": "gone0", "subnet": "10.232.0.0/24", "gateway": "10.232.0.1"})
+    nft("add table ip filter")
+    nft("add chain ip filter FORWARD { type filter hook forward priority 0; policy drop; }")
+    nft('add rule inet minirun isolation counter comment "minirun network=gone"')
+    try:
+        found = survey(host, [NETWORK, gone], firewall)
+        chk, missing = found.bridges
+        assert missing.link is None and missing.ports == [] and not missing.has_gateway
+        assert chk.rules.foreign_drop == ("ip", "filter", "FORWARD") and not chk.rules.foreign_accepts
+        (leaked,) = survey(host, [NETWORK], firewall).rules.leaked
+        assert (leaked.where, leaked.comment) == ("inet minirun isolation", "minirun network=gone")
+        firewall.delete_leaked(leaked)
+        firewall.ensure_network(NETWORK)
+        after = survey(host, [NETWORK], firewall)
+        assert after.rules.leaked == [] and after.bridges[0].rules.foreign_accepts
+        assert "minirun network=gone" not in nft("list ruleset")
+    finally:
+        nft("delete table ip filter")
+
+
+def nft(command: str) -> str:
+    """One nft command (nft joins its arguments into one command line)."""
+    return subprocess.run(["nft", command], capture_output=True, text=True, check=True).stdout

@@ -18,14 +18,15 @@ from minirun.errors import ConfigError
 
 if TYPE_CHECKING:
     from minirun.net.attachment_check import PortRules
+    from minirun.net.firewall.facts import LeakedRule, RulesSurvey
     from minirun.net.network import Network
     from minirun.net.ports import PortMapping
 
 # The nft driver's module-level functions runtime/ calls through this package, and where each lives. Loaded
 # on first use (PEP 562): `firewall.tags` (imported by the pod join path) must not pull in the driver.
 _EXPORTS = {
+    "facts": ("ForeignDrop",),
     "nft": (
-        "ForeignDrop",
         "dns_guard_in_place",
         "ensure_network",
         "find_foreign_drop",
@@ -57,9 +58,9 @@ __all__ = ["DRIVERS", "FirewallDriver", "select_driver", *sorted(_EXPORTED)]
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTED:  # a submodule not imported yet (the import below asks for those) or a typo
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    from minirun.net.firewall import nft, nft_ports, nftcmd
+    from minirun.net.firewall import facts, nft, nft_ports, nftcmd
 
-    modules = {"nft": nft, "nft_ports": nft_ports, "nftcmd": nftcmd}
+    modules = {"facts": facts, "nft": nft, "nft_ports": nft_ports, "nftcmd": nftcmd}
     return next(getattr(modules[module], name) for module, names in _EXPORTS.items() if name in names)
 
 
@@ -83,8 +84,11 @@ class FirewallDriver(Protocol):
     def removal_commands(self, network: Network) -> list[str]:
         """remove_network as commands."""
 
-    def masquerading(self, networks: list[Network]) -> set[str]:
-        """The names of `networks` whose masquerade rule is in place (one read of the rules)."""
+    def rules_survey(self, networks: list[Network]) -> RulesSurvey:
+        """The rules in place for `networks` (all that exist: anything tagged for another is leaked), the
+        127/8 guard and the loopback targets of published ports (one read of the rules)."""
+
+    def delete_leaked(self, rule: LeakedRule) -> None: ...
 
     def ensure_ports(self, network: Network, owner: str, address: str, mappings: tuple[PortMapping, ...]) -> None:
         """Publish `mappings` of `owner` at `address` (the caller holds paths.ports_lock())."""

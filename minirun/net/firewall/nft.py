@@ -11,9 +11,10 @@ Published ports and the 127/8 guard are nft_ports.py.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 from minirun.net.firewall import nft_ports
+from minirun.net.firewall.facts import ForeignDrop, LeakedRule, NetworkRules, RulesSurvey
 from minirun.net.firewall.nft_ports import missing_guard
 from minirun.net.firewall.nftcmd import apply, delete_rules_script, list_json, nft_binary
 from minirun.net.firewall.tags import (
@@ -22,6 +23,7 @@ from minirun.net.firewall.tags import (
     DNS_CHAIN,
     FAMILY,
     ISOLATION_CHAIN,
+    NETWORK_TAG_PREFIX,
     TABLE,
     TABLE_REF,
     dns_tag,
@@ -117,14 +119,6 @@ def isolation_in_place(ruleset: list[dict], network: Network) -> bool:
 
 def render_masquerade_removal(network: Network) -> str:
     return f"delete chain {FAMILY} {TABLE} {masquerade_chain(network)}\n"
-
-
-class ForeignDrop(NamedTuple):
-    """A chain of another tool that drops forwarded traffic unless something accepts it first."""
-
-    family: str
-    table: str
-    chain: str
 
 
 def render_forward_accepts(network: Network, target: ForeignDrop) -> str:
@@ -289,9 +283,11 @@ class NftDriver:
             f'nft delete rule ... # every rule tagged "{network_tag(network)}" or "{isolation_tag(network)}"',
         ]
 
-    def masquerading(self, networks: list[Network]) -> set[str]:
-        ruleset = list_json("ruleset")
-        return {network.name for network in networks if masquerade_in_place(ruleset, network)}
+    def rules_survey(self, networks: list[Network]) -> RulesSurvey:
+        return rules_survey(list_json("ruleset"), networks)
+
+    def delete_leaked(self, rule: LeakedRule) -> None:
+        apply(f"delete rule {rule.where} handle {rule.handle}\n")
 
     def ensure_ports(self, network: Network, owner: str, address: str, mappings: tuple) -> None:
         nft_ports.ensure_ports(network, owner, address, mappings)
@@ -328,3 +324,31 @@ class NftDriver:
             if needs_localnet(ports.mappings) and not nft_ports.guard_in_place(ruleset):
                 found.append(f"{network.bridge} routes 127/8 but the 127/8 guard (chain {CHAIN_GUARD}) is missing")
         return found
+
+
+def network_rules(ruleset: list[dict], network: Network, drop: ForeignDrop | None) -> NetworkRules:
+    accepts = drop is not None and bool(rule_handles(rules_in_chain(ruleset, drop), network_tag(network)))
+    dns = dns_guard_in_place(ruleset, network) if has_resolver(network) else None
+    return NetworkRules(masquerade_in_place(ruleset, network), dns, drop, accepts)
+
+
+def leaked_rules(ruleset: list[dict], networks: list[Network]) -> list[LeakedRule]:
+    """Rules tagged `minirun network=NAME` for a NAME not among `networks` (all that exist)."""
+    known = {network_tag(n) for n in networks}
+    found = []
+    for item in ruleset:
+        rule = item.get("rule") or {}
+        comment = rule.get("comment") or ""
+        if comment.startswith(NETWORK_TAG_PREFIX) and comment not in known:
+            found.append(LeakedRule(f"{rule['family']} {rule['table']} {rule['chain']}", rule["handle"], comment))
+    return found
+
+
+def rules_survey(ruleset: list[dict], networks: list[Network]) -> RulesSurvey:
+    drop = find_foreign_drop(ruleset)
+    return RulesSurvey(
+        {network.name: network_rules(ruleset, network, drop) for network in networks},
+        leaked_rules(ruleset, networks),
+        nft_ports.guard_in_place(ruleset),
+        nft_ports.loopback_targets(ruleset),
+    )

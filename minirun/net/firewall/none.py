@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from minirun.errors import ConfigError
+from minirun.net.firewall.facts import LeakedRule, NetworkRules, RulesSurvey
 from minirun.net.network import Network
 
 if TYPE_CHECKING:
@@ -36,8 +37,12 @@ class NoneDriver:
     def removal_commands(self, network: Network) -> list[str]:
         return [f"# firewall driver none: no rules of {network.name} to remove"]
 
-    def masquerading(self, networks: list[Network]) -> set[str]:
-        return set()
+    def rules_survey(self, networks: list[Network]) -> RulesSurvey:
+        rules = NetworkRules(masquerade=False, dns_guard=None, foreign_drop=None, foreign_accepts=False)
+        return RulesSurvey({network.name: rules for network in networks}, [], False, [])
+
+    def delete_leaked(self, rule: LeakedRule) -> None:
+        return None
 
     def ensure_ports(self, network: Network, owner: str, address: str, mappings: tuple) -> None:
         if mappings:

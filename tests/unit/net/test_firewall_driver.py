@@ -44,9 +44,9 @@ def test_an_unknown_driver_is_one_line_with_the_choices():
 @pytest.mark.parametrize("driver", [NftDriver, NoneDriver])
 def test_every_driver_implements_the_whole_interface_with_its_signatures(driver):
     assert PROTOCOL_METHODS == [
+        "delete_leaked",
         "ensure_network",
         "ensure_ports",
-        "masquerading",
         "network_commands",
         "ports_commands",
         "ports_removal_commands",
@@ -55,6 +55,7 @@ def test_every_driver_implements_the_whole_interface_with_its_signatures(driver)
         "removal_commands",
         "remove_network",
         "remove_ports",
+        "rules_survey",
         "validate",
     ]
     for name in PROTOCOL_METHODS:
@@ -84,7 +85,8 @@ def test_the_none_driver_writes_and_removes_nothing():
     driver.remove_network(network)
     assert driver.remove_ports("0123456789ab", network) == 0
     assert driver.published_by("0123456789ab", "10.77.0.2") == []
-    assert driver.masquerading([network]) == set()
+    survey = driver.rules_survey([network])
+    assert not survey.networks[network.name].masquerade and survey.leaked == [] and not survey.guard
     mappings = (PortMapping("0.0.0.0", 8080, 80),)
     with pytest.raises(ConfigError) as caught:
         driver.ensure_ports(network, "0123456789ab", "10.77.0.2", mappings)
