@@ -98,7 +98,7 @@ def network_steps(
 
     def enable_forwarding() -> None:
         # Host-wide and shared by every network (and by Docker): kept, like docker0, not undone.
-        side.ip_forward = sysctl.ensure("net.ipv4.ip_forward", "1")
+        side.ip_forward = ensure_forwarding()
 
     def enable_nat() -> None:
         # Serialised so that concurrent first runs do not both insert the accepts into a foreign chain.
@@ -154,3 +154,8 @@ def remove_network_rules(network: Network, firewall: FirewallDriver) -> None:
     so that a concurrent first attach does not interleave with it."""
     with filelock.exclusive(paths.firewall_lock()):
         firewall.remove_network(network)
+
+
+def ensure_forwarding() -> bool:
+    """net.ipv4.ip_forward=1 (doctor's repair; network_steps does it on every attach). True if it was off."""
+    return sysctl.ensure("net.ipv4.ip_forward", "1")

@@ -90,6 +90,12 @@ class FirewallDriver(Protocol):
 
     def delete_leaked(self, rule: LeakedRule) -> None: ...
 
+    def ensure_guard(self) -> bool:
+        """Put back the 127/8 guard if some interface routes 127/8 and it is missing; True when it did."""
+
+    def release_localnet(self, network: Network) -> None:
+        """`network`'s bridge stops routing 127/8 when no published port needs it (then the guard may go)."""
+
     def ensure_ports(self, network: Network, owner: str, address: str, mappings: tuple[PortMapping, ...]) -> None:
         """Publish `mappings` of `owner` at `address` (the caller holds paths.ports_lock())."""
 

@@ -289,6 +289,12 @@ class NftDriver:
     def delete_leaked(self, rule: LeakedRule) -> None:
         apply(f"delete rule {rule.where} handle {rule.handle}\n")
 
+    def ensure_guard(self) -> bool:
+        return nft_ports.ensure_guard()
+
+    def release_localnet(self, network: Network) -> None:
+        nft_ports.release_localnet(network)
+
     def ensure_ports(self, network: Network, owner: str, address: str, mappings: tuple) -> None:
         nft_ports.ensure_ports(network, owner, address, mappings)
 

@@ -44,6 +44,12 @@ class NoneDriver:
     def delete_leaked(self, rule: LeakedRule) -> None:
         return None
 
+    def ensure_guard(self) -> bool:
+        return False  # it never publishes a port, so nothing routes 127/8 because of minirun
+
+    def release_localnet(self, network: Network) -> None:
+        return None
+
     def ensure_ports(self, network: Network, owner: str, address: str, mappings: tuple) -> None:
         if mappings:
             raise ConfigError(

@@ -45,6 +45,7 @@ def test_an_unknown_driver_is_one_line_with_the_choices():
 def test_every_driver_implements_the_whole_interface_with_its_signatures(driver):
     assert PROTOCOL_METHODS == [
         "delete_leaked",
+        "ensure_guard",
         "ensure_network",
         "ensure_ports",
         "network_commands",
@@ -52,6 +53,7 @@ def test_every_driver_implements_the_whole_interface_with_its_signatures(driver)
         "ports_removal_commands",
         "problems",
         "published_by",
+        "release_localnet",
         "removal_commands",
         "remove_network",
         "remove_ports",
@@ -84,6 +86,8 @@ def test_the_none_driver_writes_and_removes_nothing():
     assert driver.ensure_network(network) == ""
     driver.remove_network(network)
     assert driver.remove_ports("0123456789ab", network) == 0
+    assert driver.ensure_guard() is False
+    driver.release_localnet(network)
     assert driver.published_by("0123456789ab", "10.77.0.2") == []
     survey = driver.rules_survey([network])
     assert not survey.networks[network.name].masquerade and survey.leaked == [] and not survey.guard
