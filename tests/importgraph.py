@@ -59,6 +59,10 @@ PRIVATE: dict[str, tuple[str, ...]] = {
     "minirun.net.localnet": ("minirun.net.",),
     "minirun.net.netns": ("minirun.net.",),
     "minirun.net.firewall": ("minirun.net.",),
+    "minirun.net.firewall.nft": ("minirun.net.",),
+    "minirun.net.firewall.nft_ports": ("minirun.net.",),
+    "minirun.net.firewall.nftcmd": ("minirun.net.",),
+    "minirun.net.firewall.none": ("minirun.net.",),
 }
 
 # Calls that only the one fork-into-namespaces helper (kernel/nsfork.py, issue 14) and the syscall wrappers

@@ -21,6 +21,7 @@ DEFAULT_MTU = 1500
 DEFAULT_DATA_DIR = "/var/lib/cni/minirun"
 # minirun's own networks are named without this prefix, so a CNI network never shares their nft chains.
 NETWORK_PREFIX = "cni-"
+DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
 
 
 class Route(NamedTuple):
@@ -48,13 +49,6 @@ class Conf(NamedTuple):
 
 def _invalid(field: str, problem: str, hint: str = "") -> CniError:
     return CniError(ERR_INVALID_CONFIG, f"invalid network configuration: {field}: {problem}", hint)
-
-
-def _bool(config: dict, key: str, default: bool = False, where: str = "") -> bool:
-    value = config.get(key, default)
-    if not isinstance(value, bool):
-        raise _invalid(f"{where}{key}", f"expected true or false, got {value!r}")
-    return value
 
 
 def _address(text: Any, field: str) -> ipaddress.IPv4Address:
@@ -154,20 +148,40 @@ def parse_port_mappings(items: Any) -> tuple[PortMapping, ...]:
     return tuple(found)
 
 
-def parse(config: dict[str, Any], params: Params | None = None) -> Conf:
-    """Validate `config` (and the IP=/MAC= of CNI_ARGS) without touching anything."""
-    name = config.get("name")
-    if not valid_name(name):
-        raise _invalid("name", f"{name!r} is not a valid network name", "[a-zA-Z0-9][a-zA-Z0-9_.-]*")
-    bridge = config.get("bridge", DEFAULT_BRIDGE)
-    if not isinstance(bridge, str) or not 0 < len(bridge) < 16 or "/" in bridge or any(c.isspace() for c in bridge):
-        raise _invalid("bridge", f"{bridge!r} is not a valid interface name", "at most 15 characters")
-    is_default_gateway = _bool(config, "isDefaultGateway")
-    is_gateway = _bool(config, "isGateway") or is_default_gateway
-    mtu = config.get("mtu", DEFAULT_MTU)
-    if not isinstance(mtu, int) or isinstance(mtu, bool) or not 68 <= mtu <= 65535:
-        raise _invalid("mtu", f"expected 68-65535, got {mtu!r}")
+def _is_bool(value: Any) -> bool:
+    return isinstance(value, bool)
 
+
+def _is_ifname(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) < 16 and "/" not in value and not any(c.isspace() for c in value)
+
+
+def _is_mtu(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 68 <= value <= 65535
+
+
+# The plain top-level keys: (key, default, valid, problem, hint), checked in this order.
+_BOOL = (False, _is_bool, lambda v: f"expected true or false, got {v!r}", "")
+FIELDS: dict[str, tuple] = {
+    "name": (None, valid_name, lambda v: f"{v!r} is not a valid network name", "[a-zA-Z0-9][a-zA-Z0-9_.-]*"),
+    "bridge": (DEFAULT_BRIDGE, _is_ifname, lambda v: f"{v!r} is not a valid interface name", "at most 15 characters"),
+    "isDefaultGateway": _BOOL,
+    "isGateway": _BOOL,
+    "mtu": (DEFAULT_MTU, _is_mtu, lambda v: f"expected 68-65535, got {v!r}", ""),
+    "ipMasq": _BOOL,
+    "hairpinMode": _BOOL,
+}
+
+
+def _field(config: dict, key: str) -> Any:
+    default, valid, problem, hint = FIELDS[key]
+    value = config.get(key, default)
+    if not valid(value):
+        raise _invalid(key, problem(value), hint)
+    return value
+
+
+def _ipam(config: dict) -> dict:
     ipam = config.get("ipam")
     if not isinstance(ipam, dict):
         problem = "missing" if ipam is None else f"expected an object, got {ipam!r}"
@@ -175,6 +189,11 @@ def parse(config: dict[str, Any], params: Params | None = None) -> Conf:
     data_dir = ipam.get("dataDir", DEFAULT_DATA_DIR)
     if not isinstance(data_dir, str) or not data_dir.startswith("/"):
         raise _invalid("ipam.dataDir", f"expected an absolute path, got {data_dir!r}")
+    return ipam
+
+
+def _range(ipam: dict) -> tuple[ipaddress.IPv4Network, ipaddress.IPv4Address, list]:
+    """The subnet, gateway and [rangeStart, rangeEnd] (None: unbounded) to allocate from."""
     rng = _ipam_range(ipam)
     where = rng["_field"]
     subnet = _subnet(rng.get("subnet"), f"{where}.subnet")
@@ -190,7 +209,10 @@ def parse(config: dict[str, Any], params: Params | None = None) -> Conf:
         bounds.append(value)
     if bounds[0] and bounds[1] and bounds[0] > bounds[1]:
         raise _invalid(f"{where}.rangeStart", f"{bounds[0]} is after rangeEnd {bounds[1]}")
+    return subnet, gateway, bounds
 
+
+def _routes(ipam: dict) -> tuple[Route, ...]:
     routes = []
     raw_routes = ipam.get("routes", [])
     if not isinstance(raw_routes, list):
@@ -208,7 +230,10 @@ def parse(config: dict[str, Any], params: Params | None = None) -> Conf:
             raise _invalid(f"ipam.routes[{i}].dst", f"{route.get('dst')!r} is not an IPv4 CIDR") from None
         gw = _address(route["gw"], f"ipam.routes[{i}].gw") if route.get("gw") else None
         routes.append(Route(dst, gw))
+    return tuple(routes)
 
+
+def _dns_and_runtime(config: dict, ipam: dict) -> tuple[dict, dict]:
     dns = config.get("dns")
     if dns is None:
         dns = ipam.get("dns") or {}
@@ -217,38 +242,67 @@ def parse(config: dict[str, Any], params: Params | None = None) -> Conf:
     runtime = config.get("runtimeConfig") or {}
     if not isinstance(runtime, dict):
         raise _invalid("runtimeConfig", "expected an object")
-    ports = parse_port_mappings(runtime.get("portMappings"))
+    return dns, runtime
 
-    args = params.args if params is not None else {}
-    ip = None
+
+def _requested_ip(args: dict, runtime: dict, subnet: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address):
+    """CNI_ARGS IP= or the first IPv4 of runtimeConfig.ips; None when neither asks."""
     wanted_ips = runtime.get("ips") or []
     if not isinstance(wanted_ips, list) or not all(isinstance(a, str) for a in wanted_ips):
         raise _invalid("runtimeConfig.ips", f"expected a list of address strings, got {wanted_ips!r}")
     requested = args.get("IP") or next((a for a in wanted_ips if ":" not in a), None)
-    if requested:
-        field = "CNI_ARGS IP" if args.get("IP") else "runtimeConfig.ips"
-        ip = _address(requested.split(",")[0], field)
-        if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address, gateway):
-            raise _invalid(field, f"{ip} is not a free host address of {subnet} (gateway {gateway})")
+    if not requested:
+        return None
+    field = "CNI_ARGS IP" if args.get("IP") else "runtimeConfig.ips"
+    ip = _address(requested.split(",")[0], field)
+    if ip not in subnet or ip in (subnet.network_address, subnet.broadcast_address, gateway):
+        raise _invalid(field, f"{ip} is not a free host address of {subnet} (gateway {gateway})")
+    return ip
+
+
+def _requested_mac(args: dict, runtime: dict) -> str | None:
     mac = args.get("MAC") or runtime.get("mac") or None
     if mac is not None and (not isinstance(mac, str) or not valid_mac(mac)):
         raise _invalid("CNI_ARGS MAC" if args.get("MAC") else "runtimeConfig.mac", f"{mac!r} is not a MAC address")
+    return mac.lower() if mac else None
 
-    network = Network(name=f"{NETWORK_PREFIX}{name}", bridge=bridge, subnet=subnet, gateway=gateway, mtu=mtu)
+
+def parse(config: dict[str, Any], params: Params | None = None) -> Conf:
+    """Validate `config` (and the IP=/MAC= of CNI_ARGS) without touching anything. Each check's error names
+    its field; they run in a fixed order, so a config with several problems always reports the same one."""
+    name, bridge, is_default_gateway, is_gateway, mtu = (
+        _field(config, key) for key in ("name", "bridge", "isDefaultGateway", "isGateway", "mtu")
+    )
+    ipam = _ipam(config)
+    subnet, gateway, bounds = _range(ipam)
+    routes = _routes(ipam)
+    dns, runtime = _dns_and_runtime(config, ipam)
+    ports = parse_port_mappings(runtime.get("portMappings"))
+    args = params.args if params is not None else {}
+    ip = _requested_ip(args, runtime, subnet, gateway)
+    mac = _requested_mac(args, runtime)
     return Conf(
         name=name,
-        network=network,
-        is_gateway=is_gateway,
+        network=Network(name=f"{NETWORK_PREFIX}{name}", bridge=bridge, subnet=subnet, gateway=gateway, mtu=mtu),
+        is_gateway=is_gateway or is_default_gateway,
         is_default_gateway=is_default_gateway,
-        ip_masq=_bool(config, "ipMasq"),
-        hairpin=_bool(config, "hairpinMode"),
+        ip_masq=_field(config, "ipMasq"),
+        hairpin=_field(config, "hairpinMode"),
         mtu=mtu,
-        data_dir=data_dir,
+        data_dir=ipam.get("dataDir", DEFAULT_DATA_DIR),
         range_start=bounds[0],
         range_end=bounds[1],
-        routes=tuple(routes),
+        routes=routes,
         dns=dns,
         ports=ports,
         ip=ip,
-        mac=mac.lower() if mac else None,
+        mac=mac,
     )
+
+
+def expected_routes(conf: Conf) -> list[Route]:
+    """ipam.routes (a missing gw means the network's gateway), plus the default route for isDefaultGateway."""
+    routes = list(conf.routes)
+    if conf.is_default_gateway and not any(r.dst == DEFAULT_ROUTE for r in routes):
+        routes.append(Route(DEFAULT_ROUTE, conf.network.gateway))
+    return routes

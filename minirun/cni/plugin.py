@@ -1,27 +1,25 @@
-"""ADD, DEL, CHECK, GC and STATUS over minirun's own network code.
+"""ADD, DEL, CHECK, GC and STATUS: verbs over net/attachment.py and net/bridge.py.
 
-ADD is a plan (`minirun.plan.run_plan`): the network's shared host side from `attach.network_steps` (the
+ADD is a plan (`minirun.plan.run_plan`): the network's shared host side from `bridge.network_steps` (the
 bridge, with the gateway address when isGateway; ip_forward when isGateway; the masquerade rule in `inet
-minirun` when ipMasq), then this attachment's steps (address, veth pair created with its peer directly in
-CNI_NETNS as CNI_IFNAME, routes, published ports, the record), each pushing its undo: a failed ADD leaves
-nothing behind. DEL and GC are best-effort and find everything from the attachment record (or, without one,
-from prevResult, the IPAM files and the names minirun derives from the container id), so they work with an
-empty CNI_NETNS and no prevResult, any number of times. Every command holds the network's lock.
+minirun` when ipMasq), the `intent` record, then `attachment.plan_attach` (address, veth pair created with
+its peer directly in CNI_NETNS as CNI_IFNAME, routes, published ports), then the `record`; each step pushes
+its undo: a failed ADD leaves nothing behind. DEL and GC are best-effort over `attachment.plan_detach` and
+find everything from the attachment record (or, without one, from prevResult, the IPAM files and the names
+minirun derives from the container id), so they work with an empty CNI_NETNS and no prevResult, any number
+of times. CHECK is `attachment.verify`. Every command holds the network's lock.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import ipaddress
 import os
-import socket
 import sys
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
-from minirun import filelock, paths
-from minirun.cni.config import Conf, Route
+from minirun.cni.config import DEFAULT_ROUTE, Conf, Route, expected_routes
 from minirun.cni.protocol import (
     ERR_ADDRESS,
     ERR_CHECK,
@@ -36,16 +34,28 @@ from minirun.cni.protocol import (
     lock_timeout,
     prev_addresses,
 )
-from minirun.cni.store import LockTimeout, Store
-from minirun.errors import KernelError, MinirunError, StepError
-from minirun.net import attach, firewall, firewall_tags, links, rtnl, sysctl
-from minirun.net.ipam import AddressStore, Allocator, SubnetExhausted
-from minirun.net.netns import rtnl_in
-from minirun.net.rtnl import NetlinkError, Rtnl
+from minirun.cni.store import LockTimeout, Store, port_owner
+from minirun.errors import MinirunError, StepError
+from minirun.net import attachment, bridge
+from minirun.net.attachment import (
+    AddressStore,
+    AddressTaken,
+    AttachContext,
+    Attachment,
+    AttachOptions,
+    Detach,
+    Rtnl,
+    SubnetExhausted,
+    has_interface,
+    host_veth_name,
+    open_host,
+    open_netns,
+    select_driver,
+)
+from minirun.net.ports import PortMapping
 from minirun.plan import Step, run_plan
 
 TIMINGS_ENV = "MINIRUN_CNI_TIMINGS"  # set: ADD logs how long each step took, on stderr
-DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
 
 
 @contextlib.contextmanager
@@ -57,77 +67,8 @@ def network_lock(store: Store):
         raise CniError(ERR_TRY_AGAIN, f"timed out waiting for the network lock {exc}", "try again later") from None
 
 
-class RangeAllocator(NamedTuple):
-    """minirun's Allocator (round-robin, never network/gateway/broadcast) limited to rangeStart-rangeEnd."""
-
-    base: Allocator
-    start: ipaddress.IPv4Address | None
-    end: ipaddress.IPv4Address | None
-
-    def next_free(self, last: ipaddress.IPv4Address | None, taken: set[str]) -> ipaddress.IPv4Address:
-        for addr in self.base.candidates(last):
-            if (self.start and addr < self.start) or (self.end and addr > self.end):
-                continue
-            if str(addr) not in taken:
-                return addr
-        raise SubnetExhausted(f"no free address left in {self.base.subnet} ({len(taken)} in use)")
-
-
 def address_store(conf: Conf, store: Store) -> AddressStore:
-    base = Allocator(conf.network.subnet, conf.network.gateway)
-    return AddressStore(store.ipam_dir, RangeAllocator(base, conf.range_start, conf.range_end))
-
-
-def port_owner(container_id: str, ifname: str) -> str:
-    """The tag of one attachment's DNAT rules (`minirun port owner=cni:ID:IFNAME`), < nft's 128-byte comment."""
-    owner = f"cni:{container_id}:{ifname}"
-    if len(owner) > 100:
-        import zlib
-
-        owner = f"cni:{container_id[:80]}~{zlib.crc32(container_id.encode()):08x}:{ifname}"
-    return owner
-
-
-def expected_routes(conf: Conf) -> list[Route]:
-    """ipam.routes (a missing gw means the network's gateway), plus the default route for isDefaultGateway."""
-    routes = list(conf.routes)
-    if conf.is_default_gateway and not any(r.dst == DEFAULT_ROUTE for r in routes):
-        routes.append(Route(DEFAULT_ROUTE, conf.network.gateway))
-    return routes
-
-
-def _route_msg(dst: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address, oif: int):
-    msg = rtnl.codecs().rtmsg()
-    msg["family"] = socket.AF_INET
-    msg["table"] = links.RT_TABLE_MAIN
-    msg["proto"] = links.RTPROT_BOOT
-    msg["scope"] = links.RT_SCOPE_UNIVERSE
-    msg["type"] = links.RTN_UNICAST
-    msg["dst_len"] = dst.prefixlen
-    attrs = [["RTA_GATEWAY", str(gateway)], ["RTA_OIF", oif]]
-    if dst.prefixlen:
-        attrs.insert(0, ["RTA_DST", str(dst.network_address)])
-    msg["attrs"] = attrs
-    return msg
-
-
-def add_route(ipr: Rtnl, dst: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address, oif: int, ifname: str) -> None:
-    """`ip route add DST via GW dev IFNAME`; the same route already there is fine."""
-    try:
-        ipr.request(_route_msg(dst, gateway, oif), rtnl.RTM_NEWROUTE, rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL)
-    except NetlinkError as exc:
-        if exc.errno != errno.EEXIST:
-            raise KernelError(f"ip route add {dst} via {gateway} dev {ifname}", exc.errno) from exc
-
-
-def set_mac(ipr: Rtnl, index: int, mac: str, ifname: str) -> None:
-    msg = rtnl.codecs().ifinfmsg()
-    msg["index"] = index
-    msg["attrs"] = [["IFLA_ADDRESS", mac]]
-    try:
-        ipr.request(msg, rtnl.RTM_NEWLINK)
-    except NetlinkError as exc:
-        raise KernelError(f"ip link set {ifname} address {mac}", exc.errno) from exc
+    return attachment.address_store(store.ipam_dir, conf.network, conf.range_start, conf.range_end)
 
 
 def _open_netns(path: str) -> int:
@@ -141,7 +82,7 @@ def _as_cni_error(exc: BaseException, what: str) -> CniError:
     cause = exc.__cause__ if isinstance(exc, StepError) and exc.__cause__ is not None else exc
     if isinstance(cause, CniError):
         return cause
-    if isinstance(cause, SubnetExhausted):
+    if isinstance(cause, SubnetExhausted | AddressTaken):
         return CniError(ERR_ADDRESS, cause.msg)
     text = cause.msg if isinstance(cause, MinirunError) else f"{type(cause).__name__}: {cause}"
     step = f" (step {exc.step})" if isinstance(exc, StepError) else ""
@@ -155,11 +96,11 @@ def cmd_add(conf: Conf, params: Params) -> dict[str, Any]:
     store = Store(conf.data_dir, conf.name)
     with network_lock(store):
         netns_fd = _open_netns(params.netns)
-        host = Rtnl()
+        host = open_host()
         container = None
         try:
-            container = rtnl_in(params.netns)
-            if links.get_link(container, params.ifname) is not None:
+            container = open_netns(params.netns)
+            if has_interface(container, params.ifname):
                 raise CniError(
                     ERR_IFACE_EXISTS,
                     f"interface {params.ifname} already exists in {params.netns}",
@@ -189,11 +130,11 @@ def _refuse_if_live_elsewhere(stale: dict[str, Any], params: Params) -> None:
     if not other or other == params.netns or not os.path.exists(other):
         return
     try:
-        elsewhere = rtnl_in(other)
+        elsewhere = open_netns(other)
     except OSError:
         return  # not a netns any more
     try:
-        live = links.get_link(elsewhere, params.ifname) is not None
+        live = has_interface(elsewhere, params.ifname)
     finally:
         elsewhere.close()
     if live:
@@ -206,142 +147,97 @@ def _refuse_if_live_elsewhere(stale: dict[str, Any], params: Params) -> None:
 
 def _add(conf: Conf, params: Params, store: Store, host: Rtnl, container: Rtnl, netns_fd: int) -> dict[str, Any]:
     net, cid, ifname = conf.network, params.container_id, params.ifname
-    addresses = address_store(conf, store)
-    host_veth = links.host_veth_name(cid, ifname)
-    owner = port_owner(cid, ifname)
+    att = Attachment(net, host_veth_name(cid, ifname), conf.mtu, ifname)
     routes = expected_routes(conf)
-    state: dict[str, Any] = {"bridge_index": None}
-    done: dict[str, Any] = {}
-    info: dict[str, Any] = {}
-
+    firewall, side = select_driver(), bridge.HostSide()
     wanted = {"bridge"} | ({"ip-forward"} if conf.is_gateway else set()) | ({"nat"} if conf.ip_masq else set())
-    steps = [s for s in attach.network_steps(net, host, state, done, gateway=conf.is_gateway) if s.name in wanted]
+    network_steps = bridge.network_steps(net, host, side, firewall, gateway=conf.is_gateway, wanted=frozenset(wanted))
+    ctx = AttachContext(host, container, netns_fd, params.netns, address_store(conf, store), firewall, side)
 
+    def claim_stale_veth(name: str) -> None:
+        # Our derived name is taken on the host while CNI_IFNAME is absent from the netns: the leftover of
+        # an attachment of the same id whose netns died without a DEL. It is ours to replace.
+        other = next((r for r in store.records() if r.get("hostVeth") == name and r.get("containerID") != cid), None)
+        if other is not None:  # two ids whose hash collides: never take another pod's link
+            raise CniError(ERR_PLUGIN, f"host veth name {name} is taken by {other['containerID']} (hash collision)")
+
+    opts = AttachOptions(
+        ipam_owner=cid,
+        port_owner=port_owner(cid, ifname),
+        ifname=ifname,
+        route_step="routes",
+        routes=tuple((r.dst, r.gw or net.gateway) for r in routes),
+        requested_ip=conf.ip,
+        mac=conf.mac,
+        hairpin=conf.hairpin,
+        loopback_up=False,
+        mappings=conf.ports,
+        claim_stale_veth=claim_stale_veth,
+        where=params.netns,
+    )
     # What DEL and GC need to find this attachment's veth and port rules; written before anything is made,
     # so they find them even when this ADD is killed half-way (its address they find by owner in IPAM).
-    base_record = {
-        "containerID": cid,
-        "ifname": ifname,
-        "netns": params.netns,
-        "network": conf.name,
-        "bridge": net.bridge,
-        "hostVeth": host_veth,
-        "ports": [list(m) for m in conf.ports],
-        "portOwner": owner,
-        "created": time.time(),
-    }
+    base_record = _base_record(conf, params, att, opts)
 
     def intent() -> object:
         store.save({**base_record, "status": "creating"})
         return lambda: store.remove(cid, ifname)
 
-    def reserve() -> object:
-        if conf.ip is not None:
-            if not addresses.claim(conf.ip, cid, ifname):
-                holder = addresses.owner_of(conf.ip)
-                raise CniError(ERR_ADDRESS, f"the requested address {conf.ip} is already in use by {holder}")
-            addr = conf.ip
-        else:
-            addr = addresses.reserve(cid, ifname)
-        info["address"] = ipaddress.IPv4Interface(f"{addr}/{net.subnet.prefixlen}")
-        return lambda: addresses.release(addr, cid)
-
-    def create_veth() -> object:
-        try:
-            links.add_veth_pair(host, host_veth, ifname, netns_fd, mtu=conf.mtu, master=state["bridge_index"])
-        except KernelError as exc:
-            # Our derived name is taken on the host while CNI_IFNAME is absent from the netns: the leftover of
-            # an attachment of the same id whose netns died without a DEL. It is ours to replace.
-            if exc.errno != errno.EEXIST:
-                raise
-            other = next(
-                (r for r in store.records() if r.get("hostVeth") == host_veth and r.get("containerID") != cid),
-                None,
-            )
-            if other is not None:  # two ids whose hash collides: never take another pod's link
-                raise CniError(
-                    ERR_PLUGIN, f"host veth name {host_veth} is taken by {other['containerID']} (hash collision)"
-                ) from None
-            if not links.delete_link(host, host_veth):
-                raise
-            links.add_veth_pair(host, host_veth, ifname, netns_fd, mtu=conf.mtu, master=state["bridge_index"])
-        return lambda: links.delete_link(host, host_veth)
-
-    def host_end_up() -> None:
-        sysctl.disable_ipv6(host_veth)
-        veth = links.get_link(host, host_veth)
-        if veth is None:
-            raise MinirunError(f"{host_veth} vanished right after it was created")
-        links.set_up(host, veth.index, host_veth)
-        if conf.hairpin:
-            links.set_hairpin(host, veth.index, host_veth)
-        info["veth_mac"] = veth.address
-
-    def configure_iface() -> None:
-        link = links.get_link(container, ifname)
-        if link is None:
-            raise MinirunError(f"{ifname} is missing inside {params.netns}")
-        if conf.mac:
-            set_mac(container, link.index, conf.mac, ifname)
-        links.ensure_address(container, link.index, info["address"], ifname)
-        links.set_up(container, link.index, ifname)
-        info["index"] = link.index
-        info["mac"] = conf.mac or link.address
-
-    def add_routes() -> None:
-        for route in routes:
-            add_route(container, route.dst, route.gw or net.gateway, info["index"], ifname)
-
-    def publish() -> object:
-        with filelock.exclusive(paths.ports_lock()):
-            firewall.ensure_ports(net, owner, str(info["address"].ip), conf.ports)
-        return lambda: firewall.remove_ports(owner, net)
-
     def record() -> None:
-        store.save(
-            {
-                **base_record,
-                "address": str(info["address"]),
-                "gateway": str(net.gateway),
-                "mac": info["mac"],
-                "routes": [[str(r.dst), str(r.gw or net.gateway)] for r in routes],
-                "ipMasq": conf.ip_masq,
-                "status": "ready",
-            }
-        )
+        store.save({**base_record, **_attached(att, routes, conf), "status": "ready"})
 
-    steps += [
-        Step("intent", intent),
-        Step("ipam", reserve),
-        Step("veth", create_veth),
-        Step("veth-up", host_end_up),
-        Step(ifname, configure_iface),
-        Step("routes", add_routes),
-        *([Step("ports", publish)] if conf.ports else []),
-        Step("record", record),
-    ]
+    steps = [*network_steps, Step("intent", intent), *attachment.plan_attach(att, ctx, opts), Step("record", record)]
     timings: list = []
     with contextlib.ExitStack() as undo:
         run_plan(steps, undo, timings)
         undo.pop_all()
     if os.environ.get(TIMINGS_ENV):
         print("minirun-cni: ADD " + " ".join(f"{t.name}={t.seconds * 1000:.1f}ms" for t in timings), file=sys.stderr)
+    return _result(conf, params, att, side.bridge_mac, len(routes) > len(conf.routes))
 
+
+def _base_record(conf: Conf, params: Params, att: Attachment, opts: AttachOptions) -> dict[str, Any]:
+    return {
+        "containerID": params.container_id,
+        "ifname": params.ifname,
+        "netns": params.netns,
+        "network": conf.name,
+        "bridge": conf.network.bridge,
+        "hostVeth": att.host_veth,
+        "ports": [list(m) for m in conf.ports],
+        "portOwner": opts.port_owner,
+        "created": time.time(),
+    }
+
+
+def _attached(att: Attachment, routes: list[Route], conf: Conf) -> dict[str, Any]:
+    gateway = conf.network.gateway
+    return {
+        "address": str(att.address),
+        "gateway": str(gateway),
+        "mac": att.mac,
+        "routes": [[str(r.dst), str(r.gw or gateway)] for r in routes],
+        "ipMasq": conf.ip_masq,
+    }
+
+
+def _result(conf: Conf, params: Params, att: Attachment, bridge_mac: str | None, default: bool) -> dict[str, Any]:
+    """The CNI result; `default`: isDefaultGateway added its own default route."""
     result_routes = []
     for route in conf.routes:
         entry = {"dst": str(route.dst)}
         if route.gw:
             entry["gw"] = str(route.gw)
         result_routes.append(entry)
-    if len(routes) > len(conf.routes):  # isDefaultGateway's own default route
-        result_routes.append({"dst": str(DEFAULT_ROUTE), "gw": str(net.gateway)})
+    if default:
+        result_routes.append({"dst": str(DEFAULT_ROUTE), "gw": str(conf.network.gateway)})
     return {
         "interfaces": [
-            {"name": net.bridge, "mac": done.get("bridge-mac")},
-            {"name": host_veth, "mac": info["veth_mac"]},
-            {"name": ifname, "mac": info["mac"], "sandbox": params.netns},
+            {"name": conf.network.bridge, "mac": bridge_mac},
+            {"name": att.host_veth, "mac": att.veth_mac},
+            {"name": params.ifname, "mac": att.mac, "sandbox": params.netns},
         ],
-        "ips": [{"interface": 2, "address": str(info["address"]), "gateway": str(net.gateway)}],
+        "ips": [{"interface": 2, "address": str(att.address), "gateway": str(conf.network.gateway)}],
         "routes": result_routes,
         "dns": conf.dns,
     }
@@ -356,7 +252,6 @@ def teardown(
     """Release one attachment: address, port rules, host veth (its peer goes with it), record. Best-effort:
     what is already gone is done; returns the failures."""
     errors: list[str] = []
-    addresses = address_store(conf, store)
 
     def attempt(what: str, action) -> None:
         try:
@@ -364,21 +259,25 @@ def teardown(
         except Exception as exc:  # collect and carry on (CNI DEL, netavark's error list)
             errors.append(f"{what}: {exc.msg if isinstance(exc, MinirunError) else exc}")
 
-    def release_addresses() -> None:
+    record_ = record or {}
+    veth = record_.get("hostVeth") or host_veth_name(cid, ifname)
+    with_ports = record is None or record.get("ports") or conf.ports
+    detach = Detach(
+        conf.network,
+        cid,
         # The recorded or prevResult address, and anything else IPAM holds for (container, ifname): an ADD
         # killed before its record was complete reserved one that neither names.
-        wanted = {(record or {}).get("address", "").split("/", 1)[0], *prev}
-        wanted |= {a for a, (o, i) in addresses.reservations().items() if o == cid and i in (ifname, "")}
-        for addr in wanted - {""}:
-            addresses.release(addr, cid)
-
-    attempt("release address", release_addresses)
-    if record is None or record.get("ports") or conf.ports:
-        owner = (record or {}).get("portOwner") or port_owner(cid, ifname)
+        addresses=(record_.get("address", "").split("/", 1)[0], *prev),
+        ifname=ifname,
         # and, with the network's last port on 127.0.0.1 gone, route_localnet on its bridge
-        attempt("remove port rules", lambda: firewall.remove_ports(owner, conf.network))
-    veth = (record or {}).get("hostVeth") or links.host_veth_name(cid, ifname)
-    attempt(f"delete {veth}", lambda: links.delete_link(host, veth))
+        port_owner=(record_.get("portOwner") or port_owner(cid, ifname)) if with_ports else None,
+        host_veth=veth,
+    )
+    steps = attachment.plan_detach(detach, address_store(conf, store), select_driver(), lambda: host, [])
+    labels = {"address": "release address", "ports": "remove port rules", "veth": f"delete {veth}"}
+    for name in attachment.DETACH_ORDER:
+        if name in steps:
+            attempt(labels[name], steps[name].apply)
     attempt("remove record", lambda: store.remove(cid, ifname))
     return errors
 
@@ -386,14 +285,13 @@ def teardown(
 def release_network_rules(conf: Conf) -> None:
     """GC found no attachment left: remove the network's masquerade, isolation and port helper rules (the
     bridge stays, as with the reference plugin). Nothing to remove costs one `nft list`."""
-    with filelock.exclusive(paths.firewall_lock()):
-        firewall.remove_network(conf.network)
+    bridge.remove_network_rules(conf.network, select_driver())
 
 
 def cmd_del(conf: Conf, params: Params, config: dict[str, Any]) -> None:
     store = Store(conf.data_dir, conf.name)
     with network_lock(store):
-        host = Rtnl()
+        host = open_host()
         try:
             record = store.load(params.container_id, params.ifname)
             prev = prev_addresses(config, params.ifname)
@@ -419,7 +317,7 @@ def cmd_gc(conf: Conf, config: dict[str, Any]) -> None:
     store = Store(conf.data_dir, conf.name)
     errors: list[str] = []
     with network_lock(store):
-        host = Rtnl()
+        host = open_host()
         try:
             for record in store.records():
                 key = (record.get("containerID", ""), record.get("ifname", ""))
@@ -457,69 +355,36 @@ def cmd_check(conf: Conf, params: Params, config: dict[str, Any]) -> None:
         prev = prev_addresses(config, ifname)
         if prev and str(address.ip) not in prev:
             raise CniError(ERR_CHECK, f"prevResult gives {ifname} {', '.join(prev)}, but ADD assigned {address}")
-
-        def fail(problem: str) -> CniError:
-            return CniError(ERR_CHECK, f"CHECK failed: {problem}")
-
-        container = rtnl_in(params.netns)
-        host = Rtnl()
+        container = open_netns(params.netns)
+        host = open_host()
         try:
-            link = links.get_link(container, ifname)
-            if link is None:
-                raise fail(f"{ifname} is missing in {params.netns}")
-            if not link.up:
-                raise fail(f"{ifname} is down in {params.netns}")
-            if record.get("mac") and link.address != record["mac"]:
-                raise fail(f"{ifname} has MAC {link.address}, not {record['mac']}")
-            if address not in links.addresses(container, link.index):
-                raise fail(f"{ifname} in {params.netns} lacks its address {address}")
-            present = {(str(r.dst), r.gateway, r.oif) for r in links.routes(container)}
-            for dst, gw in record.get("routes", []):
-                if (dst, gw, link.index) not in present:
-                    raise fail(f"the route {dst} via {gw} dev {ifname} is missing in {params.netns}")
-            addresses = address_store(conf, store)
-            if addresses.owner_of(address.ip) != cid:
-                raise fail(f"the IPAM record of {address.ip} is missing or held by someone else")
-            bridge = links.get_link(host, record["bridge"])
-            if bridge is None or bridge.kind != "bridge":
-                raise fail(f"the bridge {record['bridge']} is missing")
-            if conf.is_gateway:
-                if conf.network.gateway_interface not in links.addresses(host, bridge.index):
-                    raise fail(f"the bridge {bridge.name} lacks the gateway address {conf.network.gateway_interface}")
-                if sysctl.read("net.ipv4.ip_forward") != "1":
-                    raise fail("IP forwarding is off on the host (net.ipv4.ip_forward=0)")
-            veth = links.get_link(host, record["hostVeth"])
-            if veth is None:
-                raise fail(f"the host veth {record['hostVeth']} is missing")
-            if not veth.up or veth.master != bridge.index:
-                raise fail(f"the host veth {veth.name} is down or not a port of {bridge.name}")
-            if record.get("ipMasq") or record.get("ports"):
-                ruleset = firewall.list_json("ruleset")
-                if record.get("ipMasq") and not firewall.masquerade_in_place(ruleset, conf.network):
-                    raise fail(
-                        f"the masquerade rule for {conf.network.subnet} is missing in table {firewall_tags.TABLE_REF}"
-                    )
-                if record.get("ports"):
-                    from minirun.net import ports as portdefs
-
-                    tag = firewall_tags.port_owner_tag(record["portOwner"])
-                    found = sum(1 for i in ruleset if (i.get("rule") or {}).get("comment") == tag)
-                    mappings = tuple(portdefs.PortMapping(*m) for m in record["ports"])
-                    rendered = portdefs.render_mappings(record["portOwner"], str(address.ip), mappings)
-                    expected = sum(1 for line in rendered.splitlines() if line.startswith("add rule"))
-                    if found != expected:
-                        raise fail(
-                            f"port rules of {cid}: {found} in table {firewall_tags.TABLE_REF}, {expected} expected"
-                        )
-                    if portdefs.needs_localnet(mappings) and not firewall.guard_in_place(ruleset):
-                        bridge_name = conf.network.bridge
-                        raise fail(
-                            f"{bridge_name} routes 127/8 but the 127/8 guard (chain {firewall_tags.CHAIN_GUARD}) is "
-                            "missing"
-                        )
+            expected = _expected(conf, params, record, address)
+            problems = attachment.verify(expected, host, container, address_store(conf, store), select_driver())
+            problem = next(problems, None)
         finally:
             container.close()
             host.close()
+        if problem is not None:
+            raise CniError(ERR_CHECK, f"CHECK failed: {problem}")
+
+
+def _expected(conf: Conf, params: Params, record: dict[str, Any], address: ipaddress.IPv4Interface):
+    mappings = tuple(PortMapping(*m) for m in record.get("ports") or [])
+    owner = record.get("portOwner", "")
+    return attachment.Expected(
+        conf.network,
+        params.ifname,
+        params.netns,
+        address,
+        record["hostVeth"],
+        params.container_id,
+        mac=record.get("mac"),
+        routes=tuple((dst, gw) for dst, gw in record.get("routes", [])),
+        gateway=conf.is_gateway,
+        masquerade=bool(record.get("ipMasq")),
+        ports=attachment.PortRules(owner, params.container_id, str(address.ip), mappings) if mappings else None,
+        bridge=record["bridge"],
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- STATUS
@@ -532,6 +397,6 @@ def cmd_status(conf: Conf) -> None:
     except OSError as exc:
         raise CniError(ERR_NOT_AVAILABLE, f"the data dir {conf.data_dir} is not usable: {exc.strerror}") from None
     try:
-        firewall.nft_binary()
+        select_driver().validate()
     except MinirunError as exc:
         raise CniError(ERR_NOT_AVAILABLE, exc.msg, exc.hint or "") from None

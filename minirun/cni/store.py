@@ -18,6 +18,16 @@ from collections.abc import Iterator
 from minirun import jsonstore
 
 
+def port_owner(container_id: str, ifname: str) -> str:
+    """The tag of one attachment's DNAT rules (`minirun port owner=cni:ID:IFNAME`), < nft's 128-byte comment."""
+    owner = f"cni:{container_id}:{ifname}"
+    if len(owner) > 100:
+        import zlib
+
+        owner = f"cni:{container_id[:80]}~{zlib.crc32(container_id.encode()):08x}:{ifname}"
+    return owner
+
+
 class LockTimeout(Exception):
     pass
 

@@ -27,6 +27,10 @@ class SubnetExhausted(MinirunError):
     pass
 
 
+class AddressTaken(MinirunError):
+    """A requested address (CNI's IP=, a static IP) is held by someone else."""
+
+
 class Allocator(NamedTuple):
     """Pure policy: which address comes next. Never the network, gateway or broadcast address."""
 
@@ -84,13 +88,33 @@ def _is_address(name: str) -> bool:
     return True
 
 
+class RangeAllocator(NamedTuple):
+    """An Allocator limited to start-end (CNI's rangeStart/rangeEnd), same order and exclusions."""
+
+    base: Allocator
+    start: ipaddress.IPv4Address | None
+    end: ipaddress.IPv4Address | None
+
+    @property
+    def subnet(self) -> ipaddress.IPv4Network:
+        return self.base.subnet
+
+    def next_free(self, last: ipaddress.IPv4Address | None, taken: set[str]) -> ipaddress.IPv4Address:
+        for addr in self.base.candidates(last):
+            if (self.start and addr < self.start) or (self.end and addr > self.end):
+                continue
+            if str(addr) not in taken:
+                return addr
+        raise SubnetExhausted(f"no free address left in {self.base.subnet} ({len(taken)} in use)")
+
+
 class AddressStore:
     """The on-disk reservations of one network: <dir>/<ip> holds "owner\\nifname"."""
 
     LOCK = "lock"
     LAST = "last_reserved"
 
-    def __init__(self, directory: str, allocator: Allocator | None = None) -> None:
+    def __init__(self, directory: str, allocator: Allocator | RangeAllocator | None = None) -> None:
         self.directory = directory
         self.allocator = allocator
 

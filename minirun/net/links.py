@@ -231,18 +231,50 @@ def addresses(ipr: Rtnl, index: int | None = None) -> list[ipaddress.IPv4Interfa
     return found
 
 
-def add_default_route(ipr: Rtnl, gateway: ipaddress.IPv4Address, oif: int, ifname: str) -> None:
+DEFAULT_ROUTE = ipaddress.IPv4Network("0.0.0.0/0")
+
+
+def _route_msg(dst: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address, oif: int):
     msg = rtnl.codecs().rtmsg()
     msg["family"] = socket.AF_INET
     msg["table"] = RT_TABLE_MAIN
     msg["proto"] = RTPROT_BOOT
     msg["scope"] = RT_SCOPE_UNIVERSE
     msg["type"] = RTN_UNICAST
-    msg["attrs"] = [["RTA_GATEWAY", str(gateway)], ["RTA_OIF", oif]]
+    msg["dst_len"] = dst.prefixlen
+    attrs = [["RTA_GATEWAY", str(gateway)], ["RTA_OIF", oif]]
+    if dst.prefixlen:
+        attrs.insert(0, ["RTA_DST", str(dst.network_address)])
+    msg["attrs"] = attrs
+    return msg
+
+
+def add_default_route(ipr: Rtnl, gateway: ipaddress.IPv4Address, oif: int, ifname: str) -> None:
+    """`ip route add default via GW dev IFNAME`; one already there is an error (a fresh netns has none)."""
     try:
-        ipr.request(msg, rtnl.RTM_NEWROUTE, rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL)
+        ipr.request(_route_msg(DEFAULT_ROUTE, gateway, oif), rtnl.RTM_NEWROUTE, rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL)
     except NetlinkError as exc:
         raise KernelError(f"ip route add default via {gateway} dev {ifname}", exc.errno) from exc
+
+
+def add_route(ipr: Rtnl, dst: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address, oif: int, ifname: str) -> None:
+    """`ip route add DST via GW dev IFNAME`; the same route already there is fine."""
+    try:
+        ipr.request(_route_msg(dst, gateway, oif), rtnl.RTM_NEWROUTE, rtnl.NLM_F_CREATE | rtnl.NLM_F_EXCL)
+    except NetlinkError as exc:
+        if exc.errno != errno.EEXIST:
+            raise KernelError(f"ip route add {dst} via {gateway} dev {ifname}", exc.errno) from exc
+
+
+def set_mac(ipr: Rtnl, index: int, mac: str, ifname: str) -> None:
+    """`ip link set IFNAME address MAC`."""
+    msg = rtnl.codecs().ifinfmsg()
+    msg["index"] = index
+    msg["attrs"] = [["IFLA_ADDRESS", mac]]
+    try:
+        ipr.request(msg, rtnl.RTM_NEWLINK)
+    except NetlinkError as exc:
+        raise KernelError(f"ip link set {ifname} address {mac}", exc.errno) from exc
 
 
 class Route(NamedTuple):

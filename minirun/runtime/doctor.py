@@ -394,7 +394,7 @@ def check_target(ref: str, host: Rtnl, network: Network) -> list[Finding]:
 def check_localnet() -> list[Finding]:
     """Host-wide: an interface that routes 127/8 (route_localnet=1, left by a port published on 127.0.0.1)
     needs the 127/8 guard; a minirun bridge with no such port left should not route 127/8 at all."""
-    from minirun.net import localnet, ports
+    from minirun.net import localnet
 
     routing = localnet.routing_interfaces()
     if not routing:
@@ -408,11 +408,11 @@ def check_localnet() -> list[Finding]:
             f"{', '.join(routing)} route 127.0.0.0/8 (route_localnet=1) but the 127/8 guard is missing",
             "a container can then reach the host's 127.0.0.1 services with hand-built packets (CVE-2020-8558); "
             "an `nft flush ruleset` (a firewall reload) removes the guard",
-            f"nft -f - <<'EOF'\n{ports.render_guard()}EOF",
+            f"nft -f - <<'EOF'\n{firewall.render_guard()}EOF",
             firewall.ensure_guard,
         )
     ]
-    targets = ports.loopback_targets(ruleset)
+    targets = firewall.loopback_targets(ruleset)
     for network in [default_network(), *user_networks()]:
         if network.bridge in routing and not any(address in network.subnet for address in targets):
             findings.append(

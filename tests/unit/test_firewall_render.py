@@ -62,7 +62,7 @@ def _output_rule(comment: str, daddr: str | None, target: str) -> dict:
 
 def test_loopback_targets_are_the_ports_the_host_reaches_on_127():
     """Issue 12, hole 4: route_localnet stays on only for ports reachable on 127.0.0.1 (127.x or 0.0.0.0)."""
-    from minirun.net import ports
+    from minirun.net.firewall import nft_ports as ports
 
     rules = [
         _output_rule("minirun port owner=a", "127.0.0.1", "10.77.0.2"),
@@ -74,7 +74,7 @@ def test_loopback_targets_are_the_ports_the_host_reaches_on_127():
 
 
 def test_the_guard_is_host_wide_and_tagged_on_its_own():
-    from minirun.net import ports
+    from minirun.net.firewall import nft_ports as ports
 
     guard = ports.render_guard()
     assert 'iifname != "lo" ip daddr 127.0.0.0/8 drop comment "minirun localnet-guard"' in guard

@@ -35,12 +35,6 @@ PACKAGE = Path(minirun.__file__).resolve().parent
 
 # Sorted, one violation per line: parallel commits each delete their own lines, so merges stay trivial.
 ALLOWED = [
-    "private: minirun.cni.plugin -> minirun.net.firewall",
-    "private: minirun.cni.plugin -> minirun.net.ipam",
-    "private: minirun.cni.plugin -> minirun.net.links",
-    "private: minirun.cni.plugin -> minirun.net.netns",
-    "private: minirun.cni.plugin -> minirun.net.rtnl",
-    "private: minirun.cni.plugin -> minirun.net.sysctl",
     "private: minirun.runtime.container -> minirun.net.firewall",
     "private: minirun.runtime.container -> minirun.net.ipam",
     "private: minirun.runtime.container -> minirun.net.links",

@@ -1,8 +1,9 @@
-"""ports.mapping_of_rule: a published port read back from its DNAT rule as `nft -j` lists it (a rebuilt
+"""nft_ports.mapping_of_rule: a published port read back from its DNAT rule as `nft -j` lists it (a rebuilt
 record takes its container's ports from there). The rules are the ones render_mappings writes, as nft 1.0
 prints them."""
 
-from minirun.net.ports import PortMapping, mapping_of_rule
+from minirun.net.firewall.nft_ports import mapping_of_rule
+from minirun.net.ports import PortMapping
 
 LOCAL = {"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}}
 NOT_LOOPBACK = {

@@ -1,30 +1,31 @@
-"""The nftables firewall driver: minirun's own `table inet minirun`, changed in atomic `nft -f -` runs.
+"""The nftables driver's network rules: minirun's own `table inet minirun`, changed in atomic `nft -f -` runs.
 
-Rendering is pure (text in, text out) so it can be unit-tested; applying is one transaction.
+Rendering is pure (text in, text out) so it can be unit-tested; applying is one transaction (nftcmd.py).
 minirun never flushes or edits a table it does not own, with one narrow exception: when another tool
 (Docker) has set a DROP policy on the forward hook, an accept in our own table does not help — every base
 chain on the hook must accept — so we insert tagged accepts for our bridge into that tool's chain
 (Docker's DOCKER-USER, made for exactly this, else filter FORWARD) and remove only those.
+Published ports and the 127/8 guard are nft_ports.py.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
-from minirun import filelock, paths
-from minirun.errors import ConfigError, MinirunError
-from minirun.net.firewall_tags import (
+from minirun.net.firewall import nft_ports
+from minirun.net.firewall.facts import ForeignDrop, LeakedRule, NetworkRules, RulesSurvey
+from minirun.net.firewall.nft_ports import missing_guard
+from minirun.net.firewall.nftcmd import apply, delete_rules_script, list_json, nft_binary
+from minirun.net.firewall.tags import (
     BRIDGE_SET,
-    CHAIN_DNAT,
     CHAIN_GUARD,
     DNS_CHAIN,
     FAMILY,
-    GUARD_TAG,
     ISOLATION_CHAIN,
+    NETWORK_TAG_PREFIX,
     TABLE,
+    TABLE_REF,
     dns_tag,
     isolation_tag,
     masquerade_chain,
@@ -33,8 +34,10 @@ from minirun.net.firewall_tags import (
     ports_network_tag,
 )
 from minirun.net.network import Network, has_resolver
+from minirun.net.ports import needs_localnet
 
-NFT_ENV = "MINIRUN_NFT"  # path of the nft binary, when it is not on PATH
+if TYPE_CHECKING:
+    from minirun.net.attachment_check import PortRules
 
 
 def render_masquerade(network: Network) -> str:
@@ -118,14 +121,6 @@ def render_masquerade_removal(network: Network) -> str:
     return f"delete chain {FAMILY} {TABLE} {masquerade_chain(network)}\n"
 
 
-class ForeignDrop(NamedTuple):
-    """A chain of another tool that drops forwarded traffic unless something accepts it first."""
-
-    family: str
-    table: str
-    chain: str
-
-
 def render_forward_accepts(network: Network, target: ForeignDrop) -> str:
     """Docker's own three FORWARD rules for docker0, for our bridge, inserted at the top of `target`."""
     where = f"{target.family} {target.table} {target.chain}"
@@ -141,41 +136,6 @@ def render_forward_accepts(network: Network, target: ForeignDrop) -> str:
             "",
         ]
     )
-
-
-def nft_binary() -> str:
-    override = os.environ.get(NFT_ENV)
-    if override:
-        path = override if os.access(override, os.X_OK) else None
-    else:
-        # root's PATH may lack /usr/sbin (su without -), so look there too. (Not shutil.which: importing
-        # shutil pulls in bz2 and lzma, ~3 ms on every run.)
-        dirs = [*os.environ.get("PATH", "").split(os.pathsep), "/usr/sbin", "/sbin"]
-        path = next((f"{d}/nft" for d in dirs if d and os.access(f"{d}/nft", os.X_OK)), None)
-    if path is None:
-        raise ConfigError(
-            "the nft binary is missing; minirun needs it for NAT",
-            hint="apt-get install nftables, or use --network none|host",
-        )
-    return path
-
-
-def _nft(args: list[str], script: str | None = None) -> str:
-    proc = subprocess.run([nft_binary(), *args], input=script, capture_output=True, text=True)
-    if proc.returncode != 0:
-        detail = proc.stderr.strip().splitlines()
-        first = detail[0] if detail else f"exit status {proc.returncode}"
-        raise MinirunError(f"nft {' '.join(args)} failed: {first}")
-    return proc.stdout
-
-
-def apply(script: str) -> None:
-    """Apply `script` as one atomic nftables transaction."""
-    _nft(["-f", "-"], script)
-
-
-def list_json(*what: str) -> list[dict]:
-    return json.loads(_nft(["-j", "list", *what]) or '{"nftables": []}')["nftables"]
 
 
 def find_foreign_drop(chains: list[dict]) -> ForeignDrop | None:
@@ -251,128 +211,19 @@ def ensure_network(network: Network) -> tuple[ForeignDrop | None, str]:
         script += render_masquerade(network)
     if not isolation_in_place(ruleset, network):
         stale = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == isolation_tag(network)]
-        script += "".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in stale)
+        script += delete_rules_script(stale)
         script += render_isolation(network)
     if has_resolver(network) and not dns_guard_in_place(ruleset, network):
         stale = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == dns_tag(network)]
-        script += "".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in stale)
+        script += delete_rules_script(stale)
         script += render_dns_guard(network)
     target = find_foreign_drop(ruleset)
     if target is not None and not rule_handles(rules_in_chain(ruleset, target), network_tag(network)):
         script += render_forward_accepts(network, target)
-    script += _missing_guard(ruleset)
+    script += missing_guard(ruleset)
     if script:
         apply(script)
     return target, script
-
-
-def _guard_rules(ruleset: list[dict]) -> list[dict]:
-    return [
-        i["rule"]
-        for i in ruleset
-        if (i.get("rule") or {}).get("comment") == GUARD_TAG
-        and (i["rule"].get("family"), i["rule"].get("table"), i["rule"].get("chain")) == (FAMILY, TABLE, CHAIN_GUARD)
-    ]
-
-
-def guard_in_place(ruleset: list[dict]) -> bool:
-    """The 127/8 guard (ports.render_guard) is in the live ruleset."""
-    return bool(_guard_rules(ruleset))
-
-
-def _missing_guard(ruleset: list[dict], needed: bool = False) -> str:
-    """The guard's script when it is missing and needed (asked for, or some interface routes 127/8: after
-    an `nft flush ruleset` the bridges keep route_localnet=1); "" otherwise. The sysctls are read only
-    when the guard is missing, so the steady state costs nothing."""
-    from minirun.net import localnet, ports
-
-    if guard_in_place(ruleset) or not (needed or localnet.routing_interfaces()):
-        return ""
-    return ports.render_guard()
-
-
-def ensure_guard() -> bool:
-    """Put back the 127/8 guard if some interface routes 127/8 and it is missing; True when it did."""
-    script = _missing_guard(list_json("ruleset"))
-    if script:
-        apply(script)
-    return bool(script)
-
-
-def ensure_ports(network: Network, owner: str, address: str, mappings: tuple) -> None:
-    """Publish `mappings` of `owner` (a container or pod at `address`) in one transaction; then, if the host
-    reaches one on 127.0.0.1, let the bridge route 127/8 - only once the guard is in place. Callers hold
-    paths.ports_lock() (remove_ports switches route_localnet off under it)."""
-    from minirun.net import localnet, ports
-
-    ruleset = list_json("ruleset")
-    chains = {(i["chain"]["family"], i["chain"]["table"], i["chain"]["name"]) for i in ruleset if "chain" in i}
-    script = ""
-    if (FAMILY, TABLE, CHAIN_DNAT) not in chains:
-        script += ports.render_infrastructure()
-    network_note = ports_network_tag(network.bridge)
-    present = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == network_note]
-    wanted = ports.render_network_rules(network.bridge, str(network.subnet))
-    if len(present) != wanted.count("add rule"):  # missing or partly flushed: put back the whole set
-        script += "".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in present)
-        script += wanted
-    loopback = ports.needs_localnet(mappings)
-    script += _missing_guard(ruleset, needed=loopback)
-    apply(script + ports.render_mappings(owner, address, mappings))
-    if loopback:
-        # 127.0.0.1 -> container: the kernel routes 127/8 out of a device only with route_localnet
-        localnet.set_routing(network.bridge, True)
-
-
-def remove_ports(owner: str, network: Network | None = None) -> int:
-    """Delete the DNAT rules tagged with `owner`; returns how many. None left is fine (no table either).
-    With `network` (where the owner's ports led), route_localnet is then released (release_localnet)."""
-    tag_text = port_owner_tag(owner)
-    with filelock.exclusive(paths.ports_lock()):
-        ruleset = list_json("ruleset")
-        doomed = [i["rule"] for i in ruleset if (i.get("rule") or {}).get("comment") == tag_text]
-        doomed = [r for r in doomed if (r.get("family"), r.get("table")) == (FAMILY, TABLE)]
-        if doomed:
-            apply("".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in doomed))
-        if network is not None:
-            _release_localnet([i for i in ruleset if (i.get("rule") or {}).get("comment") != tag_text], network)
-    return len(doomed)
-
-
-def published_by(owner: str, address: str) -> list:
-    """The port mappings the DNAT rules tagged with `owner` publish to `address` (ports.PortMapping), in
-    the order they were added, each once."""
-    from minirun.net import ports
-
-    tag_text = port_owner_tag(owner)
-    found = []
-    for item in list_json("ruleset"):
-        rule = item.get("rule") or {}
-        if rule.get("comment") != tag_text or (rule.get("family"), rule.get("table")) != (FAMILY, TABLE):
-            continue
-        parsed = ports.mapping_of_rule(rule)
-        if parsed is not None and parsed[1] == address and parsed[0] not in found:
-            found.append(parsed[0])
-    return found
-
-
-def release_localnet(network: Network) -> None:
-    """When no published port sends 127/8 into `network`'s subnet, its bridge stops routing 127/8; when no
-    interface routes 127/8 any more, the guard goes too (in that order: never routing without the guard).
-    Under paths.ports_lock(), so that a concurrent publish on the bridge never finds it switched off."""
-    with filelock.exclusive(paths.ports_lock()):
-        _release_localnet(list_json("ruleset"), network)
-
-
-def _release_localnet(ruleset: list[dict], network: Network) -> None:
-    from minirun.net import localnet, ports
-
-    ours = [i for i in ruleset if "rule" in i and (i["rule"].get("family"), i["rule"].get("table")) == (FAMILY, TABLE)]
-    if not any(address in network.subnet for address in ports.loopback_targets(ours)):
-        localnet.set_routing(network.bridge, False)
-    guards = _guard_rules(ruleset)
-    if guards and not localnet.routing_interfaces():
-        apply("".join(f"delete rule {FAMILY} {TABLE} {r['chain']} handle {r['handle']}\n" for r in guards))
 
 
 def remove_network(network: Network) -> None:
@@ -395,3 +246,115 @@ def remove_network(network: Network) -> None:
             script += f'delete element {FAMILY} {TABLE} {BRIDGE_SET} {{ "{network.bridge}" }}\n'
     if script:
         apply(script)
+
+
+def network_commands(network: Network, applied: str | None) -> list[str]:
+    """What ensure_network did (`applied`: the script, "" when all was in place) or, before it ran (None),
+    what it applies when the rules are missing, as commands (--explain, --dry-run)."""
+    if applied == "":
+        return [f"# the NAT and isolation rules for {network.subnet} are already in place (nft list table {TABLE_REF})"]
+    if applied is None:
+        applied = ("" if network.internal else render_masquerade(network)) + render_isolation(network)
+        applied += render_dns_guard(network) if has_resolver(network) else ""
+    return [f"nft -f - <<'EOF'\n{applied}EOF"]
+
+
+class NftDriver:
+    """minirun's rules in `table inet minirun` through the nft binary (firewall/__init__.FirewallDriver)."""
+
+    name = "nft"
+
+    def validate(self) -> None:
+        nft_binary()
+
+    def ensure_network(self, network: Network) -> str:
+        return ensure_network(network)[1]
+
+    def network_commands(self, network: Network, applied: str | None) -> list[str]:
+        return network_commands(network, applied)
+
+    def remove_network(self, network: Network) -> None:
+        remove_network(network)
+
+    def removal_commands(self, network: Network) -> list[str]:
+        return [
+            f"nft delete chain {TABLE_REF} {masquerade_chain(network)}",
+            f'nft delete element {TABLE_REF} {BRIDGE_SET} {{ "{network.bridge}" }}',
+            f'nft delete rule ... # every rule tagged "{network_tag(network)}" or "{isolation_tag(network)}"',
+        ]
+
+    def rules_survey(self, networks: list[Network]) -> RulesSurvey:
+        return rules_survey(list_json("ruleset"), networks)
+
+    def delete_leaked(self, rule: LeakedRule) -> None:
+        apply(f"delete rule {rule.where} handle {rule.handle}\n")
+
+    def ensure_guard(self) -> bool:
+        return nft_ports.ensure_guard()
+
+    def release_localnet(self, network: Network) -> None:
+        nft_ports.release_localnet(network)
+
+    def ensure_ports(self, network: Network, owner: str, address: str, mappings: tuple) -> None:
+        nft_ports.ensure_ports(network, owner, address, mappings)
+
+    def ports_commands(self, network: Network, owner: str, address: str, mappings: tuple) -> list[str]:
+        return nft_ports.ports_commands(network, owner, address, mappings)
+
+    def remove_ports(self, owner: str, network: Network | None = None) -> int:
+        return nft_ports.remove_ports(owner, network)
+
+    def published_by(self, owner: str, address: str) -> list:
+        return nft_ports.published_by(owner, address)
+
+    def ports_removal_commands(self, owner: str) -> list[str]:
+        return [
+            f"nft delete rule {TABLE_REF} <chain> handle <h>   # each rule tagged "
+            f'"{port_owner_tag(owner)}" (nft -a list table {TABLE_REF})'
+        ]
+
+    def problems(self, network: Network, masquerade: bool, ports: PortRules | None) -> list[str]:
+        """What is missing of one attachment's rules, first problem first (CNI CHECK, doctor): the network's
+        masquerade when `masquerade`; the port rules of `ports.owner`, and the 127/8 guard when they need it."""
+        if not masquerade and ports is None:
+            return []
+        ruleset = list_json("ruleset")
+        found = []
+        if masquerade and not masquerade_in_place(ruleset, network):
+            found.append(f"the masquerade rule for {network.subnet} is missing in table {TABLE_REF}")
+        if ports is not None:
+            have = nft_ports.port_rules_count(ruleset, ports.owner)
+            want = nft_ports.expected_port_rules(ports.owner, ports.address, ports.mappings)
+            if have != want:
+                found.append(f"port rules of {ports.label}: {have} in table {TABLE_REF}, {want} expected")
+            if needs_localnet(ports.mappings) and not nft_ports.guard_in_place(ruleset):
+                found.append(f"{network.bridge} routes 127/8 but the 127/8 guard (chain {CHAIN_GUARD}) is missing")
+        return found
+
+
+def network_rules(ruleset: list[dict], network: Network, drop: ForeignDrop | None) -> NetworkRules:
+    accepts = drop is not None and bool(rule_handles(rules_in_chain(ruleset, drop), network_tag(network)))
+    dns = dns_guard_in_place(ruleset, network) if has_resolver(network) else None
+    return NetworkRules(masquerade_in_place(ruleset, network), dns, drop, accepts)
+
+
+def leaked_rules(ruleset: list[dict], networks: list[Network]) -> list[LeakedRule]:
+    """Rules tagged `minirun network=NAME` for a NAME not among `networks` (all that exist)."""
+    known = {network_tag(n) for n in networks}
+    found = []
+    for item in ruleset:
+        rule = item.get("rule") or {}
+        comment = rule.get("comment") or ""
+        if comment.startswith(NETWORK_TAG_PREFIX) and comment not in known:
+            found.append(LeakedRule(f"{rule['family']} {rule['table']} {rule['chain']}", rule["handle"], comment))
+    return found
+
+
+def rules_survey(ruleset: list[dict], networks: list[Network]) -> RulesSurvey:
+    drop = find_foreign_drop(ruleset)
+    return RulesSurvey(
+        {network.name: network_rules(ruleset, network, drop) for network in networks},
+        leaked_rules(ruleset, networks),
+        nft_ports.guard_in_place(ruleset),
+        nft_ports.loopback_targets(ruleset),
+    )
