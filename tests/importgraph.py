@@ -66,9 +66,14 @@ PRIVATE: dict[str, tuple[str, ...]] = {
 }
 
 # Calls that only the one fork-into-namespaces helper (kernel/nsfork.py, issue 14) and the syscall wrappers
-# may make. runtime/logrelay.py passes a log file descriptor over SCM_RIGHTS: a different job, by design.
+# may make. runtime/supervisor/logrelay.py passes a log file descriptor over SCM_RIGHTS: a different job,
+# by design.
 NAMESPACE_CALLS = ("unshare", "setns", "send_fds", "recv_fds")
-NAMESPACE_CALL_HOMES = ("minirun/kernel/syscalls.py", "minirun/kernel/nsfork.py", "minirun/runtime/logrelay.py")
+NAMESPACE_CALL_HOMES = (
+    "minirun/kernel/syscalls.py",
+    "minirun/kernel/nsfork.py",
+    "minirun/runtime/supervisor/logrelay.py",
+)
 
 _DYNAMIC_IMPORTS = ("import_module", "__import__")
 

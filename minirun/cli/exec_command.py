@@ -11,9 +11,9 @@ def exec_command(args: list[str]) -> int:
 
     def action() -> int:
         request = exec_args.parse(args)
-        from minirun.runtime import enter
+        from minirun.runtime.container import execute
 
-        return enter.exec_in(
+        return execute.exec_in(
             request.container,
             request.command,
             request.env,

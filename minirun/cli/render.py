@@ -51,9 +51,9 @@ def truncate(text: str, width: int) -> str:
 
 def ago(created: str, now: datetime.datetime) -> str:
     """`5 minutes ago` for a record's ISO timestamp."""
-    from minirun.runtime import lifecycle
+    from minirun.runtime import query
 
-    return f"{lifecycle.human_duration(lifecycle.seconds_since(created, now))} ago"
+    return f"{query.human_duration(query.seconds_since(created, now))} ago"
 
 
 def human_size(size: int) -> str:

@@ -18,20 +18,20 @@ def run_command(args: list[str]) -> int:
         if spec.detach and not spec.dry_run:
             print(_run_detached(spec))
             return 0
-        from minirun.runtime import container
+        from minirun.runtime.container import run
 
-        return container.run(spec)
+        return run.run_foreground(spec)
 
     return guarded(args, action, run_args.help_text)
 
 
 def _run_detached(spec) -> str:
-    from minirun.runtime import client
     from minirun.runtime.privileges import require_root
+    from minirun.runtime.supervisor import client
 
     require_root()
     pod_existed = spec.pod is None or _pod_exists(spec.pod)
-    from minirun.runtime.request import run_request
+    from minirun.runtime.supervisor.protocol import run_request
 
     response = client.request(run_request(spec))
     if not response.get("ok"):

@@ -13,7 +13,7 @@ from typing import Any
 
 from minirun.cli import run_args
 from minirun.errors import ConfigError
-from minirun.runtime.request import key_mismatch
+from minirun.runtime.supervisor.protocol import key_mismatch
 from minirun.spec import ContainerSpec
 
 _HINT = "the supervisor takes only what 'minirun run -d' sends; use the minirun CLI"

@@ -1,4 +1,4 @@
-"""The supervisor process's entry point (`python -m minirun.cli.supervise`, started by runtime/client.py).
+"""The supervisor process's entry point (`python -m minirun.cli.supervise`, started by runtime/supervisor/client.py).
 
 It lives in the CLI layer to hand the supervisor the CLI's own check of a `run -d` spec
 (cli/run_request.py): the runtime layer never imports the CLI's parser.
@@ -19,6 +19,6 @@ def decode_spec(raw: Any) -> ContainerSpec:
 
 
 if __name__ == "__main__":
-    from minirun.runtime import supervisor
+    from minirun.runtime.supervisor import daemon
 
-    supervisor.main(decode_spec)
+    daemon.main(decode_spec)

@@ -1,6 +1,6 @@
 """Just enough DNS (RFC 1035) to answer A queries for container names: parse one question, build the answer.
 
-Pure functions on bytes; the supervisor does the socket work (runtime/resolver.py).
+Pure functions on bytes; the supervisor does the socket work (runtime/supervisor/resolver.py).
 """
 
 from __future__ import annotations

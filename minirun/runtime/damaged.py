@@ -12,7 +12,8 @@ import os
 from typing import NamedTuple
 
 from minirun import jsonstore, paths
-from minirun.runtime import sandbox, store, teardown
+from minirun.runtime import store
+from minirun.runtime.container import config, teardown
 
 
 class Holding(NamedTuple):
@@ -51,7 +52,7 @@ def holdings() -> list[Holding]:
             found.append(Holding(container_id, records, [], [], None, None, rebuilt=True))
             continue
         veth = links.host_veth_name(container_id)
-        directory = sandbox.container_dir(container_id)
+        directory = config.container_dir(container_id)
         found.append(
             Holding(
                 container_id,

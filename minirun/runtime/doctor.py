@@ -15,7 +15,7 @@ from minirun.net import firewall, links, sysctl
 from minirun.net import firewall_tags as tags
 from minirun.net.network import Network, default_network, has_resolver, user_networks
 from minirun.net.rtnl import Rtnl
-from minirun.runtime import lifecycle, model, store
+from minirun.runtime import model, query, store
 from minirun.runtime.model import ContainerStatus, is_live
 
 
@@ -283,7 +283,7 @@ def check_target(ref: str, host: Rtnl, network: Network) -> list[Finding]:
         label, netns, net = f"pod {ref}", pod["pins"]["net"], pod.get("network") or {}
         enter = f"ip netns exec {os.path.basename(netns)}"
     else:
-        record = lifecycle.find(ref)
+        record = query.find(ref)
         if record.get("pod"):
             return check_target(record["pod"], host, network)
         if not model.is_running(record):
@@ -445,7 +445,7 @@ def _network_of(ref: str) -> Network:
 
     owner = store.load_pod(ref)
     if owner is None:
-        record = lifecycle.find(ref)
+        record = query.find(ref)
         owner = store.load_pod(record["pod"]) if record.get("pod") else record
     name = ((owner or {}).get("network") or {}).get("name")
     return resolve(name) if name else default_network()

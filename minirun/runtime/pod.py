@@ -24,7 +24,8 @@ from minirun.errors import ConfigError, MinirunError
 from minirun.kernel import nsfork, proc
 from minirun.kernel import syscalls as k
 from minirun.plan import Narrator, Step, describe, run_plan
-from minirun.runtime import lifecycle, model, pod_teardown, store, teardown
+from minirun.runtime import model, pod_teardown, store
+from minirun.runtime.container import control, teardown
 from minirun.runtime.model import PodStatus
 from minirun.runtime.pod_teardown import DEFAULT_SHARE, SHAREABLE
 from minirun.spec import validate_pod_name as validate_name
@@ -197,7 +198,7 @@ def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int,
     With a shared PID namespace the child is that namespace's PID 1 and, once let go, stays as the pod's
     init: tini, which reaps the members' orphans (a PID namespace whose PID 1 is gone takes no one new).
     """
-    from minirun.runtime.child import reset_signals
+    from minirun.runtime.container.child import reset_signals
 
     init = _confined_init() if "pid" in share else None
     parent_end, child_end = nsfork.socket_channel()
@@ -329,7 +330,7 @@ def remove(name: str, force: bool, narrator: Narrator | None = None) -> list[str
         )
     for member in running:
         teardown.kill(member)
-        lifecycle.wait_exited(member, timeout=5)
+        control.wait_exited(member, timeout=5)
     for member in store.pod_members(name):
         member = store.load(member["id"]) or member
         member["auto_remove"] = True
@@ -340,63 +341,4 @@ def remove(name: str, force: bool, narrator: Narrator | None = None) -> list[str
 def stop(name: str, timeout: float) -> None:
     store.find_pod(name)
     for member in store.pod_members(name):
-        lifecycle.stop(member, timeout)
-
-
-def status(pod: dict[str, Any]) -> str:
-
-    if not model.is_ready(pod):
-        return "Creating"
-    pod_members = store.pod_members(pod["name"])
-    if any(model.is_running(m) for m in pod_members):
-        return "Running"
-    return "Exited" if pod_members else "Created"
-
-
-def rows() -> list[dict[str, Any]]:
-
-    result = []
-    for pod in store.all_pods():
-        pod_members = store.pod_members(pod["name"])
-        result.append(
-            {
-                "Name": pod["name"],
-                "ID": pod["id"],
-                "Status": status(pod),
-                "IP": ((pod.get("network") or {}).get("address") or "-").split("/")[0],
-                "Members": len(pod_members),
-                "Running": sum(1 for m in pod_members if model.is_running(m)),
-                "Created": pod.get("created"),
-            }
-        )
-    return result
-
-
-def inspect(pod: dict[str, Any]) -> dict[str, Any]:
-    network = pod.get("network") or {}
-    address, _, prefix = (network.get("address") or "").partition("/")
-    return {
-        "Id": pod["id"],
-        "Name": pod["name"],
-        "Created": pod.get("created"),
-        "State": status(pod),
-        "Hostname": pod.get("hostname"),
-        "SharedNamespaces": pod.get("share", []),
-        "NetNS": pod.get("pins", {}).get("net", ""),
-        "NetNSName": os.path.basename(pod.get("pins", {}).get("net", "")),
-        "Pins": pod.get("pins", {}),
-        "IPAddress": address,
-        "IPPrefixLen": int(prefix) if prefix else 0,
-        "Gateway": network.get("gateway", ""),
-        "HostVeth": network.get("host_veth", ""),
-        "Bridge": network.get("bridge", ""),
-        "Members": [
-            {
-                "Id": m["id"],
-                "Name": m.get("name"),
-                "Status": lifecycle.status_text(m),
-                "Pid": m.get("pid") if model.is_running(m) else 0,
-            }
-            for m in store.pod_members(pod["name"])
-        ],
-    }
+        control.stop(member, timeout)

@@ -18,7 +18,8 @@ from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.net import firewall_tags
 from minirun.plan import Narrator, Step, run_best_effort
-from minirun.runtime import store, teardown
+from minirun.runtime import store
+from minirun.runtime.container import teardown
 from minirun.runtime.model import PodStatus
 
 SHAREABLE = {"net": k.CLONE_NEWNET, "uts": k.CLONE_NEWUTS, "ipc": k.CLONE_NEWIPC, "pid": k.CLONE_NEWPID}
@@ -37,9 +38,9 @@ def release_damaged(name: str) -> list[str]:
             removed.append(f"pin {target}")
     with contextlib.suppress(OSError):
         os.rmdir(paths.pod_pin_dir(name))
-    from minirun.runtime import sandbox
+    from minirun.runtime.container import config
 
-    if sandbox.remove_pod_etc(name):
+    if config.remove_pod_etc(name):
         removed.append(f"directory of pod {name}")
     for entry in sorted(os.listdir(paths.pods_dir())):
         if entry.startswith(f"{name}{store.DAMAGED_MARK}"):
@@ -133,9 +134,9 @@ def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
             removed.append(f"address {address}")
 
     def forget() -> None:
-        from minirun.runtime import sandbox
+        from minirun.runtime.container import config
 
-        sandbox.remove_pod_etc(name)
+        config.remove_pod_etc(name)
         jsonstore.remove_file(paths.pod_record(name))
         removed.append(f"pod {name}")
 

@@ -38,7 +38,8 @@ from typing import Any, NamedTuple
 from minirun import filelock, jsonstore, paths
 from minirun.errors import MinirunError
 from minirun.kernel import proc
-from minirun.runtime import model, sandbox, store
+from minirun.runtime import model, store
+from minirun.runtime.container import config
 
 # What `run` records and no evidence outside the container tells.
 ALWAYS_UNKNOWN = (
@@ -242,7 +243,7 @@ def _only(pids: list[int], where: str) -> int:
 def _sees_own_directory(pid: int, container_id: str) -> bool:
     """Whether the process sees a file of the id's own directory (same device and inode) where minirun
     bind-mounts it into that container's view."""
-    directory = sandbox.container_dir(container_id)
+    directory = config.container_dir(container_id)
     for inside, source in _OWN_MOUNTS:
         try:
             expected = os.stat(os.path.join(directory, source), follow_symlinks=False)
@@ -316,7 +317,7 @@ def _log(container_id: str) -> str | None:
 def _image(pid: int, container_id: str) -> dict[str, Any] | None:
     """The image under the container's overlay root, so the image is not deleted while it runs: the root
     mount of PID 1 whose upper dir is the id's own (mounted by minirun before the container ran)."""
-    upper = os.path.join(sandbox.container_dir(container_id), "upper")
+    upper = os.path.join(config.container_dir(container_id), "upper")
     by_id = os.path.join(paths.images_dir(), "by-id")
     try:
         with open(f"/proc/{pid}/mountinfo") as f:

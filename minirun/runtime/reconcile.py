@@ -21,7 +21,8 @@ from minirun import jsonstore, paths
 from minirun.errors import MinirunError, TeardownError
 from minirun.kernel import proc
 from minirun.plan import Narrator
-from minirun.runtime import model, owners, pod_teardown, store, teardown
+from minirun.runtime import model, owners, pod_teardown, store
+from minirun.runtime.container import teardown
 from minirun.runtime.model import PodStatus
 
 if TYPE_CHECKING:
@@ -174,13 +175,13 @@ def _rebuild_damaged(container_id: str, aside: str) -> None:
 def _remove_orphan_pod_dirs(listed: set[str]) -> list[str]:
     """A pod's directory whose pod has no record (read after the listing, so a pod being created keeps it).
     A pod record that cannot be read still counts: it is never evidence that its files are free."""
-    from minirun.runtime import sandbox
+    from minirun.runtime.container import config
 
     recorded = set(jsonstore.record_names(paths.pods_dir()))
     removed = []
     for name in sorted(listed - recorded):
         try:
-            if sandbox.remove_pod_etc(name):
+            if config.remove_pod_etc(name):
                 removed.append(f"directory of pod {name}")
         except MinirunError as exc:  # what a member made there (an immutable file): reported, never fatal
             teardown.warn(exc)

@@ -7,7 +7,7 @@ from typing import Any
 
 from minirun.net import firewall, links
 from minirun.net.network import all_networks
-from minirun.runtime import lifecycle, store
+from minirun.runtime import query, store
 from minirun.runtime.model import ContainerStatus
 
 
@@ -25,7 +25,7 @@ def collect() -> dict[str, Any]:
                 "name": record.get("name"),
                 "id": record["id"],
                 "address": (record.get("network") or {}).get("address"),
-                "status": lifecycle.status_text(record),
+                "status": query.status_text(record),
                 "ports": _ports(record),
             }
     for pod in all_pods:
@@ -37,7 +37,7 @@ def collect() -> dict[str, Any]:
             "netns": pod.get("pins", {}).get("net"),
             "ports": _ports(pod),
             "members": [
-                {"name": m.get("name"), "id": m["id"], "status": lifecycle.status_text(m)}
+                {"name": m.get("name"), "id": m["id"], "status": query.status_text(m)}
                 for m in store.pod_members(pod["name"])
             ],
         }
@@ -77,7 +77,7 @@ def collect() -> dict[str, Any]:
                 }
             )
     elsewhere = [
-        {"name": r.get("name"), "id": r["id"], "network": r.get("network_mode"), "status": lifecycle.status_text(r)}
+        {"name": r.get("name"), "id": r["id"], "network": r.get("network_mode"), "status": query.status_text(r)}
         for r in records
         if r.get("network_mode") in ("none", "host")
     ]

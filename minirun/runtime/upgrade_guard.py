@@ -1,14 +1,15 @@
-"""Imported first by the three modules a supervisor older than runtime/supervisor_jobs.py imports lazily
-(runtime.container, runtime.gc, runtime.launch): makes an outdated supervisor load the new code whole.
+"""Imported first by the three modules a supervisor older than runtime/supervisor/jobs.py imports lazily
+(runtime.container, now a package; runtime.gc and runtime.launch, now forwarders): makes an outdated
+supervisor load the new code whole.
 
-A supervisor outlives upgrades. One started before supervisor_jobs.py existed imports those modules from the
+A supervisor outlives upgrades. One started before supervisor/jobs.py existed imports those modules from the
 disk after an upgrade - `launch` in itself when a container ends, `gc` in its teardown child, `container` in
 its `run -d` worker - on top of the old modules it loaded at start, and the new code's imports of names the
 old modules lack fail (`ImportError`: the container is never torn down, `run -d` is refused). In such a
 process this module drops every minirun module that is not being imported right now from sys.modules, so
 what the importing module imports next is the new code, coherent with itself. The old code still running
 keeps its references to the old module objects, which go on working for it. A supervisor that has
-supervisor_jobs does this itself (supervisor_jobs.fresh_code) and is left alone, as is every other process.
+supervisor/jobs.py does this itself (supervisor.jobs.fresh_code) and is left alone, as is every other process.
 This and the forwarders it protects can go once issue 15's version exchange replaces outdated supervisors.
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 import sys
 
 SUPERVISOR_ENTRY = "minirun.cli.supervise"
-KNOWS_ITS_JOBS = "minirun.runtime.supervisor_jobs"
+KNOWS_ITS_JOBS = "minirun.runtime.supervisor.jobs"
 
 
 def _older_supervisor() -> bool:

@@ -501,9 +501,9 @@ def test_retag_rm_and_images_in_use(store: Path, tmp_path: Path, state_dir: Path
         assert ("<none>", "<none>", first[:12]) in [(r["Repository"], r["Tag"], r["ID"]) for r in rows]
     finally:
         record.unlink()
-    from minirun.runtime import images
+    from minirun.runtime import image_admin
 
-    assert images.prune_unused() == [first]  # what the runtime calls after removing a container
+    assert image_admin.prune_unused() == [first]  # what the runtime calls after removing a container
     assert sorted(os.listdir(store / "by-id")) == [second]
     assert minirun("image", "rm", second[:8]).returncode == 0  # by ID: every tag goes with it
     assert os.listdir(store / "by-id") == [] and leftovers(store) == []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from minirun.runtime.resolver import FORWARD_WORKERS
+from minirun.runtime.supervisor.resolver import FORWARD_WORKERS
 from tests.integration.conftest import OUTSIDE_HOST_IP, OUTSIDE_PEER_IP, PYTHON, minirun, records, wait_for
 
 # One A query for NAME to SERVER:53; prints "answer IP", "rcode N" or "timeout".

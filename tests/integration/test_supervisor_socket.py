@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from minirun.cli import run_args
-from minirun.runtime import request
+from minirun.runtime.supervisor import protocol
 from tests.integration.conftest import MINIRUN, PYTHON, minirun, records, wait_for
 
 MARK = "4242"  # the attack's command is `sleep 4242`: no process or record may ever carry it
@@ -300,7 +300,7 @@ def test_dns_is_answered_while_a_sync_waits_for_a_gateway(state_dir):
              what="the new supervisor serving app")  # fmt: skip
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as syncing:
         syncing.connect(str(state_dir / "supervisor.sock"))
-        syncing.sendall(request.encode(request.sync_request()))  # what `run --network app` sends first
+        syncing.sendall(protocol.encode(protocol.sync_request()))  # what `run --network app` sends first
         lookup = minirun("exec", "web", PYTHON, "-c", "import socket; print(socket.gethostbyname('db'))")
         assert lookup.stdout.strip() == db_address, lookup.stderr
         syncing.setblocking(False)

@@ -22,7 +22,7 @@ from tests.integration.conftest import host_links, ipam_reservations, minirun, r
 
 SOURCE = Path(package.__file__).resolve().parent
 REPO = SOURCE.parent
-# The last commit before runtime/supervisor_jobs.py: its supervisor reaches the rest of minirun through
+# The last commit before runtime/supervisor/jobs.py: its supervisor reaches the rest of minirun through
 # runtime.container.run_detached, runtime.gc.teardown and runtime.launch.exit_status.
 BEFORE_JOBS = "4728bdf"
 
@@ -98,7 +98,7 @@ def test_a_supervisor_from_the_previous_release_serves_and_tears_down_after_an_u
 
 
 def test_a_child_of_a_supervisor_whose_code_changed_loads_the_new_code_whole(tmp_path, state_dir):
-    """Without supervisor_jobs.fresh_code the new container module would import a name the supervisor's
+    """Without supervisor.jobs.fresh_code the new container module would import a name the supervisor's
     already-loaded (old) minirun.spec lacks: ImportError in the worker (`run -d` fails) and in the teardown
     child (the address is never released)."""
     code = tmp_path / "code"

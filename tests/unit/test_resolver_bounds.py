@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from minirun.runtime import resolver
+from minirun.runtime.supervisor import resolver
 
 
 @pytest.fixture

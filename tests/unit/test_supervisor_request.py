@@ -13,7 +13,7 @@ import pytest
 
 from minirun.cli import run_args, run_request
 from minirun.errors import ConfigError
-from minirun.runtime import request
+from minirun.runtime.supervisor import protocol
 
 SAMPLES = [
     ["-d", "sleep", "1"],
@@ -70,7 +70,7 @@ NEVER_SENT = {"dry_run", "explain", "tty"}  # the CLI keeps these runs to itself
 
 
 def round_trip(spec):
-    payload = request.parse_line(request.encode(request.run_request(spec)).rstrip(b"\n"))
+    payload = protocol.parse_line(protocol.encode(protocol.run_request(spec)).rstrip(b"\n"))
     return run_request.decode_spec(payload["spec"])
 
 
@@ -90,10 +90,10 @@ def test_every_run_option_is_covered():
 
 def test_a_spec_the_cli_normalizes_differently_is_refused():
     spec = run_args.parse(["-d", "--dns", "10.0.0.2", "sleep", "1"], host_env={})
-    payload = json.loads(request.encode(request.run_request(spec)))
+    payload = json.loads(protocol.encode(protocol.run_request(spec)))
     payload["spec"]["dns"] = ["0:0::1"]  # a valid address, but the CLI writes it "::1"
     with pytest.raises(ConfigError, match="'dns' is not what the CLI makes of it"):
-        run_request.decode_spec(request.parse_line(json.dumps(payload).encode())["spec"])
+        run_request.decode_spec(protocol.parse_line(json.dumps(payload).encode())["spec"])
 
 
 def test_env_var_from_the_clis_environment_round_trips():

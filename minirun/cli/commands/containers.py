@@ -17,9 +17,9 @@ app = typer.Typer()  # merged into the top level (no group name): `minirun ps`, 
 
 
 def _each_container(refs: list[str], action: Callable[[dict], None], debug: bool) -> None:
-    from minirun.runtime import lifecycle
+    from minirun.runtime import query
 
-    each(refs, lambda ref: action(lifecycle.find(ref)), debug)
+    each(refs, lambda ref: action(query.find(ref)), debug)
 
 
 @app.command("ps")
@@ -30,9 +30,9 @@ def ps_cmd(
     debug: bool = DEBUG,
 ) -> None:
     """List containers: ID, name, image, command, created, status, IP."""
-    from minirun.runtime import lifecycle
+    from minirun.runtime import query
 
-    rows = managed(lambda: lifecycle.ps_rows(all_), debug, full=True)
+    rows = managed(lambda: query.ps_rows(all_), debug, full=True)
     if quiet:
         for row in rows:
             typer.echo(row["ID"])
@@ -60,12 +60,12 @@ def inspect_cmd(
     debug: bool = DEBUG,
 ) -> None:
     """Show containers as JSON, in Docker's shape."""
-    from minirun.runtime import lifecycle
+    from minirun.runtime import query
 
-    documents = managed(lambda: [lifecycle.inspect(lifecycle.find(ref)) for ref in refs], debug)
+    documents = managed(lambda: [query.inspect(query.find(ref)) for ref in refs], debug)
     if fmt:
         for document in documents:
-            typer.echo(managed(lambda d=document: lifecycle.select_field(d, fmt), debug))
+            typer.echo(managed(lambda d=document: query.select_field(d, fmt), debug))
     else:
         typer.echo(json.dumps(documents, indent=4))
 
@@ -78,27 +78,27 @@ def logs_cmd(
     debug: bool = DEBUG,
 ) -> None:
     """Print a detached container's output (stdout and stderr, interleaved as written)."""
-    from minirun.runtime import lifecycle
+    from minirun.runtime import query
 
-    record = managed(lambda: lifecycle.find(ref), debug)
+    record = managed(lambda: query.find(ref), debug)
     out = sys.stdout.buffer
     if follow:
-        managed(lambda: lifecycle.logs(record), debug)  # a clear error when there is no log
-        for chunk in lifecycle.follow_logs(record, tail):
+        managed(lambda: query.logs(record), debug)  # a clear error when there is no log
+        for chunk in query.follow_logs(record, tail):
             out.write(chunk)
             out.flush()
     else:
-        out.write(managed(lambda: lifecycle.logs(record, tail), debug))
+        out.write(managed(lambda: query.logs(record, tail), debug))
         out.flush()
 
 
 @app.command("port")
 def port_cmd(ref: str = typer.Argument(..., metavar="CONTAINER"), debug: bool = DEBUG) -> None:
     """List a container's published ports: 80/tcp -> 0.0.0.0:8080."""
-    from minirun.runtime import lifecycle
+    from minirun.runtime import query
 
-    record = managed(lambda: lifecycle.find(ref), debug)
-    for container_port, bindings in lifecycle.docker_ports(lifecycle.ports_of(record)).items():
+    record = managed(lambda: query.find(ref), debug)
+    for container_port, bindings in query.docker_ports(query.ports_of(record)).items():
         for binding in bindings:
             typer.echo(f"{container_port} -> {binding['HostIp']}:{binding['HostPort']}")
 
@@ -110,9 +110,9 @@ def stop_cmd(
     debug: bool = DEBUG,
 ) -> None:
     """SIGTERM, wait, then SIGKILL. Stopping a stopped container is not an error."""
-    from minirun.runtime import lifecycle
+    from minirun.runtime.container import control
 
-    _each_container(refs, lambda record: lifecycle.stop(record, time_), debug)
+    _each_container(refs, lambda record: control.stop(record, time_), debug)
 
 
 @app.command("kill")
@@ -122,10 +122,10 @@ def kill_cmd(
     debug: bool = DEBUG,
 ) -> None:
     """Send a signal (default SIGKILL) to each container's PID 1."""
-    from minirun.runtime import lifecycle
+    from minirun.runtime.container import control
 
-    signum = managed(lambda: lifecycle.parse_signal(signal_), debug)
-    _each_container(refs, lambda record: lifecycle.kill(record, signum), debug)
+    signum = managed(lambda: control.parse_signal(signal_), debug)
+    _each_container(refs, lambda record: control.kill(record, signum), debug)
 
 
 @app.command("rm")
@@ -137,7 +137,7 @@ def rm_cmd(
     debug: bool = DEBUG,
 ) -> None:
     """Remove containers and everything they owned (record, log, name, address)."""
-    from minirun.runtime import lifecycle
+    from minirun.runtime.container import control
 
     teller = narrator(explain, verbose)
-    _each_container(refs, lambda record: lifecycle.remove(record, force, teller), debug)
+    _each_container(refs, lambda record: control.remove(record, force, teller), debug)

@@ -21,9 +21,9 @@ def image_build_cmd(
     debug: bool = DEBUG,
 ) -> None:
     """Build an image from a recipe directory (image.toml + rootfs/) or a shipped recipe's name."""
-    from minirun.runtime import images
+    from minirun.runtime import image_admin
 
-    image = managed(lambda: images.build(recipe, tag), debug)
+    image = managed(lambda: image_admin.build(recipe, tag), debug)
     typer.echo(f"sha256:{image.id} {image.name}")
 
 
@@ -34,9 +34,9 @@ def image_import_cmd(
     debug: bool = DEBUG,
 ) -> None:
     """Import a 'docker save' tarball or an OCI image layout (directory or tar); - reads stdin."""
-    from minirun.runtime import images
+    from minirun.runtime import image_admin
 
-    image, devices = managed(lambda: images.import_archive(source, name), debug)
+    image, devices = managed(lambda: image_admin.import_archive(source, name), debug)
     if devices:
         typer.echo(f"minirun: note: skipped {devices} device node(s): a container gets its own /dev", err=True)
     typer.echo(f"sha256:{image.id} {image.name}")
@@ -47,11 +47,11 @@ def image_ls_cmd(fmt: str = typer.Option("table", "--format", help="table or jso
     """List images: REPOSITORY, TAG, IMAGE ID, CREATED, SIZE."""
     import datetime
 
-    from minirun.runtime import images
+    from minirun.runtime import image_admin
 
     if fmt not in ("table", "json"):
         render.unknown_format(fmt, "use table or json", debug)
-    rows = managed(images.rows, debug)
+    rows = managed(image_admin.rows, debug)
     now = datetime.datetime.now(datetime.UTC)
     render.listing(
         fmt,
@@ -64,14 +64,14 @@ def image_ls_cmd(fmt: str = typer.Option("table", "--format", help="table or jso
 @app.command("inspect")
 def image_inspect_cmd(refs: list[str] = typer.Argument(..., metavar="IMAGE..."), debug: bool = DEBUG) -> None:
     """Show images as JSON, in Docker's shape (Id, RepoTags, Created, Size, Config, RootFS)."""
-    from minirun.runtime import images
+    from minirun.runtime import image_admin
 
-    typer.echo(json.dumps(managed(lambda: [images.inspect(ref) for ref in refs], debug), indent=4))
+    typer.echo(json.dumps(managed(lambda: [image_admin.inspect(ref) for ref in refs], debug), indent=4))
 
 
 @app.command("rm")
 def image_rm_cmd(refs: list[str] = typer.Argument(..., metavar="IMAGE..."), debug: bool = DEBUG) -> None:
     """Remove images: untag NAME (deleting the image with its last tag), or delete an ID and all its tags."""
-    from minirun.runtime import images
+    from minirun.runtime import image_admin
 
-    each(refs, images.remove, debug, full=True)
+    each(refs, image_admin.remove, debug, full=True)

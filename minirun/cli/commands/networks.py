@@ -27,12 +27,12 @@ def network_create_cmd(
     debug: bool = DEBUG,
 ) -> None:
     """Create a bridge network: its own bridge (mr-NAME), subnet, gateway and masquerade rule."""
-    from minirun.runtime import networks
+    from minirun.runtime import network_admin
     from minirun.spec import validate_mtu
 
     teller = narrator(explain, verbose, dry_run)
     made = managed(
-        lambda: networks.create(name, subnet, gateway, internal, validate_mtu(mtu), teller, dry_run),
+        lambda: network_admin.create(name, subnet, gateway, internal, validate_mtu(mtu), teller, dry_run),
         debug,
         dry_run=dry_run,
     )
@@ -43,9 +43,9 @@ def network_create_cmd(
 @app.command("ls")
 def network_ls_cmd(fmt: str = typer.Option("table", "--format", help="table or json"), debug: bool = DEBUG) -> None:
     """List networks: NAME, BRIDGE, SUBNET, GATEWAY, INTERNAL, CONTAINERS."""
-    from minirun.runtime import networks
+    from minirun.runtime import network_admin
 
-    rows = managed(networks.rows, debug, full=True)
+    rows = managed(network_admin.rows, debug, full=True)
     render.listing(
         fmt,
         rows,
@@ -64,9 +64,9 @@ def network_ls_cmd(fmt: str = typer.Option("table", "--format", help="table or j
 @app.command("inspect")
 def network_inspect_cmd(name: str = typer.Argument(..., metavar="NAME"), debug: bool = DEBUG) -> None:
     """Show a network as JSON."""
-    from minirun.runtime import networks
+    from minirun.runtime import network_admin
 
-    typer.echo(json.dumps(managed(lambda: networks.inspect(name), debug), indent=4))
+    typer.echo(json.dumps(managed(lambda: network_admin.inspect(name), debug), indent=4))
 
 
 @app.command("rm")
@@ -77,7 +77,7 @@ def network_rm_cmd(
     debug: bool = DEBUG,
 ) -> None:
     """Remove networks that no container or pod uses: bridge, rules, records."""
-    from minirun.runtime import networks
+    from minirun.runtime import network_admin
 
     teller = narrator(explain, verbose)
-    each(names, lambda name: networks.remove(name, teller), debug, full=True)
+    each(names, lambda name: network_admin.remove(name, teller), debug, full=True)

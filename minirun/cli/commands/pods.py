@@ -51,9 +51,9 @@ def pod_ls_cmd(fmt: str = typer.Option("table", "--format", help="table or json"
     """List pods: NAME, ID, STATUS, IP, MEMBERS, CREATED."""
     import datetime
 
-    from minirun.runtime import pod
+    from minirun.runtime import query
 
-    rows = managed(pod.rows, debug, full=True)
+    rows = managed(query.pod_rows, debug, full=True)
     now = datetime.datetime.now(datetime.UTC)
     render.listing(
         fmt,
@@ -73,9 +73,9 @@ def pod_ls_cmd(fmt: str = typer.Option("table", "--format", help="table or json"
 @app.command("inspect")
 def pod_inspect_cmd(name: str = typer.Argument(..., metavar="NAME"), debug: bool = DEBUG) -> None:
     """Show a pod as JSON: id, address, gateway, netns path, shared namespaces, members."""
-    from minirun.runtime import pod, store
+    from minirun.runtime import query, store
 
-    typer.echo(json.dumps(managed(lambda: pod.inspect(store.find_pod(name)), debug), indent=4))
+    typer.echo(json.dumps(managed(lambda: query.inspect_pod(store.find_pod(name)), debug), indent=4))
 
 
 @app.command("rm")

@@ -144,11 +144,11 @@ def test_detach_plans_in_each_owners_order():
 
 def test_network_removal_plan_is_the_one_network_rm_runs(tmp_path, monkeypatch):
     """bridge.plan_network_removal is what runtime's `network rm` will run once ported (issue 14 C17): the
-    same step names and, with the nft driver, the same --explain text as runtime/networks.removal_steps."""
-    from minirun.runtime import networks
+    same step names and, with the nft driver, the same --explain text as runtime/network_admin.removal_steps."""
+    from minirun.runtime import network_admin
 
     monkeypatch.setenv("MINIRUN_STATE_DIR", str(tmp_path))
     network = CNI_NETWORK._replace(name="web", bridge="mr-web")
     ours = bridge.plan_network_removal(network, _no_host, select_driver("nft"))
     assert [s.name for s in ours] == ["rules", "bridge", "records"]
-    assert render(ours) == render(networks.removal_steps(network))
+    assert render(ours) == render(network_admin.removal_steps(network))

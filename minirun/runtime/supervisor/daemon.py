@@ -37,9 +37,10 @@ from minirun import paths
 from minirun.errors import MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
-from minirun.runtime import owners, request, store, supervisor_jobs
-from minirun.runtime.connections import Clients, Log, Request, reply_error
+from minirun.runtime import owners, store
 from minirun.runtime.model import ContainerStatus
+from minirun.runtime.supervisor import jobs, protocol
+from minirun.runtime.supervisor.connections import Clients, Log, Request, reply_error
 from minirun.spec import ContainerSpec
 
 # The CLI's check of a `run -d` spec (cli/run_request.py), handed over by the entry point (cli/supervise.py).
@@ -59,7 +60,7 @@ def identity() -> dict[str, int | None]:
 
 
 def resolver_in_use() -> bool:
-    from minirun.runtime.resolver import in_use
+    from minirun.runtime.supervisor.resolver import in_use
 
     return in_use()
 
@@ -87,19 +88,19 @@ class Supervisor:
     def __init__(self, decode_spec: SpecDecoder) -> None:
         self.decode_spec = decode_spec
         self.me = identity()
-        self.code = supervisor_jobs.code_fingerprint()  # a child forked after an upgrade loads the new code
+        self.code = jobs.code_fingerprint()  # a child forked after an upgrade loads the new code
         self.helpers: set[int] = set()  # request workers and teardown children
         self.selector = selectors.DefaultSelector()
         self.log = Log()
         self.clients = Clients(self.selector, self.log)
         self.stopping = False
         self.syncs: list[tuple[socket.socket, float]] = []  # "sync" clients waiting for a gateway:53
-        from minirun.runtime.logrelay import Relays
+        from minirun.runtime.supervisor.logrelay import Relays
 
         self.logs = Relays(
             lambda fileobj, data: self.selector.register(fileobj, selectors.EVENT_READ, data), self.selector.unregister
         )
-        from minirun.runtime.resolver import Resolver
+        from minirun.runtime.supervisor.resolver import Resolver
 
         self.resolver = Resolver()
 
@@ -204,7 +205,7 @@ class Supervisor:
     def _dispatch(self, complete: Request) -> None:
         conn = complete.conn
         try:
-            payload = request.parse_line(complete.line)
+            payload = protocol.parse_line(complete.line)
         except MinirunError as exc:
             self.log.line(f"refused a request: {exc.msg}")
             reply_error(conn, exc.msg, exc.hint)
@@ -217,7 +218,7 @@ class Supervisor:
             self.syncs.append((conn, time.monotonic() + SYNC_PATIENCE))
             self._answer_syncs()
             return
-        from minirun.runtime import logrelay
+        from minirun.runtime.supervisor import logrelay
 
         owners.enter()  # again: at start it may have failed (a full state dir), and this request may create
         log_channel, worker_channel = logrelay.handoff_pair()
@@ -257,11 +258,11 @@ class Supervisor:
         self.syncs = waiting
 
     def _jobs(self) -> Any:
-        """In a forked child: the jobs module, loaded afresh when the code on disk changed (supervisor_jobs)."""
-        supervisor_jobs.fresh_code(self.code)
-        from minirun.runtime import supervisor_jobs as jobs
+        """In a forked child: the jobs module, loaded afresh when the code on disk changed (supervisor/jobs.py)."""
+        jobs.fresh_code(self.code)
+        from minirun.runtime.supervisor import jobs as fresh_jobs
 
-        return jobs
+        return fresh_jobs
 
     def _become_helper(self) -> None:
         for conn, _ in self.syncs:  # the supervisor answers those, not a helper

@@ -9,10 +9,9 @@ the disk, on top of the modules the supervisor had loaded at start - old and new
 Two rules keep that safe:
 - This module and its names (serve_run_request, run_detached, teardown) are a contract: never renamed, never
   moved, signatures only ever extended with defaulted parameters. Supervisors started from code older than
-  this module call `minirun.runtime.container.run_detached`, `minirun.runtime.gc.teardown` and
-  `minirun.runtime.launch.exit_status`; those stay importable as forwarders until issue 15's version
-  exchange lets the CLI replace an outdated idle supervisor.
-  (`launch.exit_status` now lives in kernel/proc.py; launch re-exports it.)
+  this module call `minirun.runtime.container.run_detached` (a lazy name of the package),
+  `minirun.runtime.gc.teardown` and `minirun.runtime.launch.exit_status`: those stay importable as
+  forwarders until issue 15's version exchange lets the CLI replace an outdated idle supervisor.
 - A child forked by a supervisor whose code on disk changed since it started forgets every loaded minirun
   module before the job's imports (`fresh_code`), so the job runs entirely on the new code, never a mix.
 """
@@ -53,7 +52,7 @@ def code_fingerprint() -> tuple[tuple[str, int, int], ...]:
 def fresh_code(started_with: tuple[tuple[str, int, int], ...]) -> bool:
     """In a forked child of the supervisor: when the code on disk is not the code the supervisor loaded,
     drop every minirun module from sys.modules so the job's imports load the new code whole. Returns whether
-    it did. The caller then reaches the job only through a fresh `import minirun.runtime.supervisor_jobs`."""
+    it did. The caller then reaches the job only through a fresh `import minirun.runtime.supervisor.jobs`."""
     if code_fingerprint() == started_with:
         return False
     for name in [n for n in sys.modules if n == "minirun" or n.startswith("minirun.")]:
@@ -73,7 +72,7 @@ def serve_run_request(
         try:
             spec = decode_spec(payload["spec"])
         except MinirunError as exc:
-            from minirun.runtime.connections import Log
+            from minirun.runtime.supervisor.connections import Log
 
             Log().line(f"refused a request: {exc.msg}")
             raise
@@ -92,14 +91,14 @@ def serve_run_request(
 
 
 def run_detached(spec: ContainerSpec, supervisor: dict[str, Any], log_channel: socket.socket) -> str:
-    """In a worker: create and start one detached container (see container.run_detached); its id."""
-    from minirun.runtime import container
+    """In a worker: create and start one detached container (see container/run.py); its id."""
+    from minirun.runtime.container import run
 
-    return container.run_detached(spec, supervisor, log_channel)
+    return run.run_detached(spec, supervisor, log_channel)
 
 
 def teardown(record: dict[str, Any]) -> None:
-    """In a teardown child: release everything of an ended container (see runtime/teardown.py)."""
-    from minirun.runtime import teardown as container_teardown
+    """In a teardown child: release everything of an ended container (see runtime/container/teardown.py)."""
+    from minirun.runtime.container import teardown as container_teardown
 
     container_teardown.teardown(record)

@@ -20,7 +20,8 @@ from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError, NotFound
 from minirun.fs import rootfs, users  # before the fork: inside an image minirun cannot import them
 from minirun.kernel import nsfork
 from minirun.kernel import syscalls as k
-from minirun.runtime import child, launch, lifecycle, model, reconcile, store
+from minirun.runtime import model, query, reconcile, store
+from minirun.runtime.container import child, launch
 from minirun.runtime.privileges import require_root
 from minirun.spec import DEFAULT_PATH
 
@@ -46,7 +47,7 @@ class Target(NamedTuple):
 
 def _target(ref: str) -> Target:
     try:
-        record = lifecycle.find(ref)
+        record = query.find(ref)
     except NotFound:
         from minirun.runtime import pod as pods
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from minirun import paths
 from minirun.errors import MinirunError
-from minirun.runtime import request as protocol
+from minirun.runtime.supervisor import protocol
 
 CONNECT_TIMEOUT = 5.0
 # The supervisor's entry point is in the CLI layer, which hands it the CLI's check of a `run -d` spec.

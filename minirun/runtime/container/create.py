@@ -1,5 +1,5 @@
-"""Containers: create (validate, record, fork into new namespaces, attach the network), then either wait in
-the foreground (`minirun run`) or hand over to the supervisor (`minirun run -d`).
+"""Creating a container: validate, record, fork into new namespaces, attach the network, let it exec
+(container/run.py then waits in the foreground or hands it to the supervisor).
 
 The launcher stays in the host namespaces throughout; the container's first process is PID 1 of a new PID
 namespace. See DESIGN.md "A run, step by step".
@@ -10,20 +10,16 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import socket
-import sys
 import time
 from typing import Any
 
-from minirun.runtime import upgrade_guard  # noqa: F401 - first: a supervisor's upgrade (see there)
-
-# isort: split
 from minirun import jsonstore, paths
-from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
+from minirun.errors import MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.plan import Narrator, Step, Timing, describe, run_plan
-from minirun.runtime import child, launch, logfile, model, names, reconcile, sandbox, store, teardown
+from minirun.runtime import logfile, model, names, reconcile, store
+from minirun.runtime.container import child, config, launch, teardown
 from minirun.runtime.model import ContainerStatus, move_container
 from minirun.runtime.privileges import require_root
 from minirun.spec import ContainerSpec
@@ -111,11 +107,11 @@ def create(
         if spec.ports:
             from minirun.net.ports import check_free
 
-            check_free(spec.ports, _published_ports())
+            check_free(spec.ports, store.published_ports())
     container_id = container_id or model.new_container_id()
     name = spec.name or names.generate(container_id)
     hostname = pod["hostname"] if pod else spec.hostname or container_id
-    view = sandbox.plan(spec, spec.command, container_id, hostname, pod=pod, resolver=resolver)
+    view = config.plan(spec, spec.command, container_id, hostname, pod=pod, resolver=resolver)
     command = (init_binary(), "--", *view.command) if spec.init else view.command
     env = view.env
     timings.append(Timing("validate", time.perf_counter() - clock))
@@ -151,7 +147,7 @@ def create(
         join=join,
         etc_dir=view.etc_dir,
         image_root=view.image_root,
-        writable_dir=None if view.image_root is not None else os.path.join(sandbox.container_dir(container_id), "host"),
+        writable_dir=None if view.image_root is not None else os.path.join(config.container_dir(container_id), "host"),
         security=view.security,
         user=view.user,
         stdio=stdio,
@@ -193,7 +189,7 @@ def create(
             # Removed (rebuilt and pruned) after we resolved it; from now on our record keeps it in use.
             raise MinirunError(f"image {spec.image} was removed while the container started", hint="run it again")
         pod_address = (pod.get("network") or {}).get("address", "").split("/")[0] if pod else None
-        sandbox.materialize(view, container_id, hostname, pod_address or None)
+        config.materialize(view, container_id, hostname, pod_address or None)
 
         run_plan([namespaces], undo, timings, narrator)
         started = forked[0]
@@ -221,7 +217,7 @@ def create(
                     pool,
                     container_id,
                     spec.ports,
-                    lambda: _published_ports(exclude=container_id),
+                    lambda: store.published_ports(exclude=container_id),
                 )
             else:
                 steps = attach.loopback_steps(container_rtnl, ns_label)
@@ -236,7 +232,7 @@ def create(
         )
         if network is not None:
             record["network"] = attachment.as_record()
-            sandbox.set_address(view, hostname, attachment.as_record()["address"].split("/")[0])
+            config.set_address(view, hostname, attachment.as_record()["address"].split("/")[0])
         store.save(record)
         if netns_fd >= 0:
             os.close(netns_fd)
@@ -245,19 +241,13 @@ def create(
     return Created(record, started, host_rtnl, timings, _exec_step(cfg))
 
 
-def _published_ports(exclude: str | None = None) -> dict:
-    # Imported here: only runs that publish ports pay for the lifecycle module (~4 ms).
-
-    return store.published_ports(exclude=exclude)
-
-
 def _resolver_for(network_name: str | None, dry_run: bool) -> str | None:
     """A user network's resolver address (its gateway), running; None on the default network (no DNS)."""
     from minirun.net import network as netdefs
 
     if not network_name or network_name == netdefs.DEFAULT_NETWORK:
         return None
-    from minirun.runtime import client
+    from minirun.runtime.supervisor import client
 
     network = netdefs.resolve(network_name)
     if not dry_run:
@@ -308,101 +298,3 @@ def _exec_step(cfg: child.ChildConfig) -> Step:
         return lines
 
     return Step("exec", lambda: None, explain)
-
-
-def run(spec: ContainerSpec) -> int:
-    """Run `spec` in the foreground; return the exit status Docker would give."""
-    narrator = Narrator.for_flags(explain=spec.explain, dry_run=spec.dry_run, verbose=spec.verbose)
-    if spec.dry_run:
-        create(spec, narrator=narrator, dry_run=True)
-        return 0
-    pty = None
-    if spec.tty:
-        from minirun.runtime.tty import Pty
-
-        pty = Pty(interactive=spec.interactive)
-    created = create(spec, stdio=pty.child_stdio if pty else None, controlling_tty=pty is not None, narrator=narrator)
-    status = EXIT_MINIRUN_FAILED
-    try:
-        clock = time.perf_counter()
-        failure = created.launch.release()
-        if failure:
-            print(f"minirun: error: {launch.describe_failure(failure)}", file=sys.stderr)
-        else:
-            if narrator is not None:
-                narrator.step(created.exec_step, time.perf_counter() - clock)
-            if spec.timings:
-                _print_exec_timings(created.timings, clock)
-        if pty is not None:
-            pty.start()
-        try:
-            status = launch.wait_forwarding_signals(created.launch.pid, on_winch=pty.resize if pty else None)
-        finally:
-            if pty is not None:
-                pty.finish()
-    finally:
-        clock = time.perf_counter()
-        move_container(created.record, ContainerStatus.EXITED, exit_code=status, finished=store.now_iso())
-        teardown.teardown(created.record, host_rtnl=created.host_rtnl, defer_link_check=True)
-        if spec.timings:
-            _print_timings([Timing("teardown", time.perf_counter() - clock)])
-    return status
-
-
-def run_detached(spec: ContainerSpec, supervisor: dict[str, int | None], log_channel: socket.socket) -> str:
-    """In a supervisor worker: create the container with its output going to a pipe the supervisor relays
-    into its capped log (see logrelay), let it exec, and make the supervisor its owner. Returns the
-    container id; the worker then exits and PID 1 is adopted by the supervisor (a child subreaper), which
-    records the exit code and tears down when the container ends."""
-    from minirun.runtime import logrelay
-
-    container_id = model.new_container_id()
-    log_path = paths.container_log(container_id)
-    options = logfile.parse_options(spec.log_options)
-    output_r, output_w = os.pipe2(os.O_CLOEXEC)
-    null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        created = create(
-            spec, detached=True, stdio=(null_fd, output_w, output_w), log_path=log_path, container_id=container_id
-        )
-    except BaseException:
-        os.close(output_r)
-        raise
-    finally:
-        os.close(output_w)
-        os.close(null_fd)
-    record = created.record
-    try:  # before it may exec: its very first byte goes through the relay
-        logrelay.hand_off(log_channel, container_id, log_path, options, output_r)
-    except OSError as exc:
-        created.launch.abort()
-        move_container(
-            record, ContainerStatus.EXITED, exit_code=EXIT_MINIRUN_FAILED, finished=store.now_iso(), auto_remove=True
-        )
-        teardown.teardown(record, host_rtnl=created.host_rtnl)
-        raise MinirunError(f"the supervisor did not take the container's output: {exc.strerror}") from None
-    finally:
-        os.close(output_r)
-    failure = created.launch.release()
-    if failure:
-        os.waitpid(created.launch.pid, 0)
-        move_container(
-            record, ContainerStatus.EXITED, exit_code=launch.failure_exit_code(failure), finished=store.now_iso()
-        )
-        record["auto_remove"] = True  # it never ran: leave nothing (Docker would keep a "Created" container)
-        teardown.teardown(record, host_rtnl=created.host_rtnl)
-        raise MinirunError(launch.describe_failure(failure), code=launch.failure_exit_code(failure))
-    record["owner"] = supervisor
-    store.save(record)
-    return record["id"]
-
-
-def _print_exec_timings(timings: list[Timing], clock: float) -> None:
-    timings.append(Timing("exec", time.perf_counter() - clock))
-    in_process = sum(t.seconds for t in timings if t.name != "validate")
-    _print_timings([*timings, Timing("fork-to-exec", in_process)])
-
-
-def _print_timings(timings: list[Timing]) -> None:
-    for t in timings:
-        print(f"minirun: timing: {t.name:<14} {t.seconds * 1000:8.2f} ms", file=sys.stderr)

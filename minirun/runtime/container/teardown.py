@@ -137,9 +137,9 @@ def forget(record: dict[str, Any]) -> list[str]:
     remove_container_dir(record["id"])
     store.remove(record)
     if record.get("image"):
-        from minirun.runtime import images
+        from minirun.runtime import image_admin
 
-        images.prune_unused()
+        image_admin.prune_unused()
     return [f"record {record['id']}"]
 
 
@@ -201,10 +201,10 @@ def warn(exc: MinirunError) -> None:
 def remove_container_dir(container_id: str) -> bool:
     """Remove a container's directory; what cannot go (an immutable file the container made...) is reported
     in one line on stderr and left for a later `gc`: it never stops the command that found it."""
-    from minirun.runtime import sandbox
+    from minirun.runtime.container import config
 
     try:
-        return sandbox.remove_container_dir(container_id)
+        return config.remove_container_dir(container_id)
     except MinirunError as exc:
         warn(exc)
         return False

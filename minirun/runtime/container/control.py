@@ -1,0 +1,96 @@
+"""The Docker verbs that act on a container: stop, kill, rm, and waiting for a container to have exited."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import time
+from typing import Any
+
+from minirun.errors import MinirunError
+from minirun.runtime import model, reconcile, store
+from minirun.runtime.container import teardown
+
+DEFAULT_STOP_TIMEOUT = 10.0
+
+
+EXIT_WAIT_SECONDS = 5.0  # how long to wait for the supervisor to record an exit after the process died
+
+
+def _wait_gone(record: dict[str, Any], timeout: float) -> bool:
+    """True once the container's PID 1 is gone; False if it still runs after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while model.container_alive(record):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def wait_exited(record: dict[str, Any], timeout: float) -> dict[str, Any] | None:
+    """Wait until the container's process is gone and its exit is recorded; return the final record."""
+    if not _wait_gone(record, timeout):
+        return record
+    # The supervisor records the exit and tears down; if it is gone, reconcile does it here.
+    deadline = time.monotonic() + EXIT_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        current = store.load(record["id"])
+        if current is None or model.is_exited(current):
+            return current
+        if not store.owner_alive(current):
+            reconcile.reconcile(full=True)
+        time.sleep(0.01)
+    return store.load(record["id"])
+
+
+def parse_signal(text: str) -> signal.Signals:
+    name = text.upper()
+    try:
+        if name.isdigit():
+            return signal.Signals(int(name))
+        return signal.Signals[name if name.startswith("SIG") else f"SIG{name}"]
+    except (KeyError, ValueError):
+        raise MinirunError(f'invalid signal "{text}"', hint="use a name (TERM, SIGKILL) or a number", code=1) from None
+
+
+def kill(record: dict[str, Any], signum: int) -> None:
+    if not model.is_running(record):
+        raise MinirunError(f"container {record.get('name')} is not running", code=1)
+    try:
+        os.kill(record["pid"], signum)
+    except ProcessLookupError:
+        raise MinirunError(f"container {record.get('name')} is not running", code=1) from None
+
+
+def stop(record: dict[str, Any], timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
+    """SIGTERM, the grace period, then SIGKILL (a PID 1 without a TERM handler ends as 137). Idempotent.
+    A negative grace period waits for as long as it takes, as Docker's `stop -t -1`."""
+    if not model.is_running(record):
+        return
+    if timeout < 0:
+        timeout = math.inf
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(record["pid"], signal.SIGTERM)
+    if not _wait_gone(record, timeout):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(record["pid"], signal.SIGKILL)
+    wait_exited(record, timeout=5)
+
+
+def remove(record: dict[str, Any], force: bool, narrator=None) -> None:
+    if model.is_running(record):
+        if not force:
+            raise MinirunError(
+                f"cannot remove running container {record.get('name')}",
+                hint="stop it first, or use rm -f",
+                code=1,
+            )
+        teardown.kill(record)
+        record = wait_exited(record, timeout=5) or record
+    current = store.load(record["id"])
+    if current is None:
+        return
+    current["auto_remove"] = True
+    teardown.teardown(current, narrator=narrator)
