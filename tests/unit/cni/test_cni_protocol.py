@@ -13,7 +13,7 @@ from minirun.cni.main import run
 from minirun.cni.protocol import CniError
 from minirun.net.ports import PortMapping
 
-CAPTURES = Path(__file__).resolve().parent.parent / "cni_captures"
+CAPTURES = Path(__file__).resolve().parents[2] / "cni_captures"
 ENV = {
     "CNI_COMMAND": "ADD",
     "CNI_CONTAINERID": "abc",

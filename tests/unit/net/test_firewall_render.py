@@ -3,7 +3,7 @@ from pathlib import Path
 from minirun.net import firewall
 from minirun.net.network import default_network
 
-GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+GOLDEN = Path(__file__).resolve().parents[2] / "golden"
 
 
 def test_masquerade_matches_golden():
