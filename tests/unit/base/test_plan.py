@@ -40,4 +40,3 @@ def test_failed_undo_does_not_stop_the_others(capsys):
         run_plan(steps, undo)
     assert log == ["undo a"]
     assert "rollback of 'b' failed: cannot" in capsys.readouterr().err
-

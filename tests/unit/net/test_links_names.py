@@ -15,4 +15,3 @@ def test_valid_ifname_limits():
     assert valid_ifname("a" * 15)
     assert not valid_ifname("a" * 16)
     assert not valid_ifname("a/b") and not valid_ifname("") and not valid_ifname("a b")
-

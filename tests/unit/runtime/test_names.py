@@ -17,4 +17,3 @@ def test_generated_names_are_valid_and_deterministic():
         assert re.fullmatch(r"[a-z]+_[a-z]+_[0-9a-f]{4}", name) and name.endswith(f"_{container_id[:4]}")
     assert generate("0123456789ab") == "merry_perlman_0123"  # 0x0123456789ab: % 18 = 9, // 18 % 18 = 11
     assert len({generate(c).rsplit("_", 1)[0] for c in table}) == 18 * 18
-
