@@ -47,13 +47,6 @@ ALLOWED = [
     "private: minirun.runtime.damaged -> minirun.net.ipam",
     "private: minirun.runtime.damaged -> minirun.net.links",
     "private: minirun.runtime.damaged -> minirun.net.rtnl",
-    "private: minirun.runtime.doctor -> minirun.net.firewall",
-    "private: minirun.runtime.doctor -> minirun.net.ipam",
-    "private: minirun.runtime.doctor -> minirun.net.links",
-    "private: minirun.runtime.doctor -> minirun.net.localnet",
-    "private: minirun.runtime.doctor -> minirun.net.netns",
-    "private: minirun.runtime.doctor -> minirun.net.rtnl",
-    "private: minirun.runtime.doctor -> minirun.net.sysctl",
     "private: minirun.runtime.network_admin -> minirun.net.firewall",
     "private: minirun.runtime.network_admin -> minirun.net.links",
     "private: minirun.runtime.network_admin -> minirun.net.rtnl",
@@ -73,9 +66,6 @@ ALLOWED = [
     "private: minirun.runtime.reconcile -> minirun.net.ipam",
     "private: minirun.runtime.reconcile -> minirun.net.links",
     "private: minirun.runtime.reconcile -> minirun.net.rtnl",
-    "private: minirun.runtime.topology -> minirun.net.firewall",
-    "private: minirun.runtime.topology -> minirun.net.links",
-    "private: minirun.runtime.topology -> minirun.net.rtnl",
 ]
 
 # Files outside kernel/ (and logrelay's log fd hand-off) that call unshare / setns / send_fds / recv_fds,
