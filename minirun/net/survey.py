@@ -7,11 +7,12 @@ the firewall's rules; for `doctor` and `topology` (the host side of net/bridge.p
 from __future__ import annotations
 
 import ipaddress
+import os
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, NamedTuple
 
 from minirun.net import links, localnet, sysctl
-from minirun.net.firewall.facts import NetworkRules, RulesSurvey
+from minirun.net.firewall.facts import ForeignDrop, NetworkRules, RulesSurvey
 from minirun.net.network import Network
 from minirun.net.rtnl import Rtnl
 
@@ -88,3 +89,66 @@ def survey(host: Rtnl, networks: Iterable[Network], firewall: FirewallDriver) ->
         bridges.append(BridgeSurvey(network, bridge, addresses, ports, rules.networks[network.name], rp_filter))
     sysctls = {key: sysctl.read(key) for key in SYSCTLS}
     return HostSurvey(uplink(host, all_links), bridges, all_links, rules, sysctls, localnet.routing_interfaces())
+
+
+# Read-only kernel and IPAM facts about one owner's link and address, for rebuilding a record from what a
+# container cannot forge (runtime/rebuild.py), and the scripts that put back a missing rule (doctor's fix lines).
+
+
+def link_named(host: Rtnl, name: str) -> links.Link | None:
+    """The link called `name` (of any kind), or None."""
+    return links.get_link(host, name)
+
+
+def peer_namespace_id(host: Rtnl, veth: str) -> int | None:
+    """The id (in `host`'s netns) of the network namespace that holds the peer of `veth` (IFLA_LINK_NETNSID);
+    None when there is no such link, or its peer is in the same namespace."""
+    return links.peer_namespace_id(host, veth)
+
+
+def namespace_id(host: Rtnl, netns_path: str) -> int | None:
+    """The id `host`'s netns gives the network namespace at `netns_path` (/proc/PID/ns/net): the id a veth
+    names its peer's namespace by. None when it has none, or is gone."""
+    from minirun.net import netns
+
+    try:
+        fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # gone meanwhile
+        return None
+    try:
+        return netns.namespace_id(host, fd)
+    finally:
+        os.close(fd)
+
+
+def reservations_of(ipam_root: str, owner: str) -> list[tuple[str, str]]:
+    """(network, address) of every address IPAM holds for `owner` under `ipam_root`, sorted."""
+    from minirun.net import ipam
+
+    return [
+        (network, address)
+        for network, held in sorted(ipam.all_reservations(ipam_root).items())
+        for address, reservation in sorted(held.items())
+        if reservation.owner == owner
+    ]
+
+
+def fix_script(
+    firewall: FirewallDriver, rule: str, network: Network | None = None, drop: ForeignDrop | None = None
+) -> str:
+    """The script a person applies (`nft -f -`) to put back a missing `rule` of `network`: "masquerade",
+    "dns-guard", "forward-accepts" (into `drop`'s chain) or the host's "guard"; "" for a driver without
+    rules."""
+    if firewall.name != "nft":
+        return ""
+    from minirun.net.firewall import nft, nft_ports
+
+    if rule == "guard":
+        return nft_ports.render_guard()
+    assert network is not None
+    if rule == "masquerade":
+        return nft.render_masquerade(network)
+    if rule == "dns-guard":
+        return nft.render_dns_guard(network)
+    assert rule == "forward-accepts" and drop is not None
+    return nft.render_forward_accepts(network, drop)

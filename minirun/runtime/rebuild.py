@@ -31,6 +31,7 @@ with its id in minirun's nft table.
 from __future__ import annotations
 
 import datetime
+import ipaddress
 import json
 import os
 from typing import Any, NamedTuple
@@ -38,6 +39,9 @@ from typing import Any, NamedTuple
 from minirun import filelock, jsonstore, paths
 from minirun.errors import MinirunError
 from minirun.kernel import proc
+from minirun.net import network as netdefs
+from minirun.net import survey
+from minirun.net.attachment import Rtnl, host_veth_name, open_host, select_driver
 from minirun.runtime import model, store
 from minirun.runtime.container import config
 
@@ -94,37 +98,13 @@ def _rebuild(container_id: str) -> dict[str, Any]:
     damaged = store.damaged_records().get(container_id)
     if not damaged:
         raise Refused("its damaged record was released")
-
     others = [r for r in store.all_records() if not r.get("corrupt")]
     all_pods = store.all_pods()
-    names = sorted(name for name, owner in store.name_claims().items() if owner == container_id)
-    if len(names) > 1:
-        raise Refused(f"several names are claimed for it ({', '.join(names)})")
-    addresses = _reserved_addresses(container_id)
-    if len(addresses) > 1:
-        raise Refused(f"several addresses are reserved for it ({', '.join(a for _, a in addresses)})")
-    from minirun.net import links, rtnl
-
+    names, addresses = _claims(container_id)
     record: dict[str, Any] = {"id": container_id}
     unknown = list(ALWAYS_UNKNOWN)
-    with rtnl.Rtnl() as ipr:
-        if addresses or links.get_link(ipr, links.host_veth_name(container_id)) is not None:
-            pid, record["network"] = _bridged(ipr, container_id, addresses, others, all_pods)
-            record["network_mode"], record["pod"] = "bridge", None
-            record["ports"] = _published(container_id, addresses[0][1], unknown)
-        else:
-            pid = _only(
-                [p for p in proc.namespace_inits() if _sees_own_directory(p, container_id)],
-                "with the container's own directory at its /tmp or /etc/hostname",
-            )
-            record["network_mode"], record["pod"] = _network_mode(pid, all_pods)
-    started = proc.start_time(pid)
-    if started is None or not proc.is_alive(pid, started):
-        raise Refused(f"its PID 1 ({pid}) ended")
-    claimed = {(r.get("pid"), r.get("pid_started")): r["id"] for r in others if model.is_live(r)}
-    claimed |= {((p.get("infra") or {}).get("pid"), (p.get("infra") or {}).get("started")): p["id"] for p in all_pods}
-    if (pid, started) in claimed:
-        raise Refused(f"its PID 1 ({pid}) is named by the record of {claimed[pid, started]}")
+    pid = _find_pid(record, addresses, others, all_pods, unknown)
+    started = _check_pid(pid, others, all_pods)
     record.update(
         status=model.ContainerStatus.RUNNING,
         pid=pid,
@@ -143,6 +123,60 @@ def _rebuild(container_id: str) -> dict[str, Any]:
     else:
         unknown.append("image")
     record.update(rebuilt=True, rebuilt_from=damaged[-1], rebuilt_at=store.now_iso(), unknown=sorted(unknown))
+    _write(record, pid, started)
+    return record
+
+
+def _claims(container_id: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """The names claimed and the (network, address) reserved for the id: at most one of each."""
+    names = sorted(name for name, owner in store.name_claims().items() if owner == container_id)
+    if len(names) > 1:
+        raise Refused(f"several names are claimed for it ({', '.join(names)})")
+    # each reservation file names its owner
+    addresses = survey.reservations_of(paths.ipam_root(), container_id)
+    if len(addresses) > 1:
+        raise Refused(f"several addresses are reserved for it ({', '.join(a for _, a in addresses)})")
+    return names, addresses
+
+
+def _find_pid(
+    record: dict[str, Any],
+    addresses: list[tuple[str, str]],
+    others: list[dict],
+    all_pods: list[dict],
+    unknown: list[str],
+) -> int:
+    """The container's PID 1, from its veth and reservation when it has them, else from its own directory;
+    fills in the network part of `record`."""
+    container_id = record["id"]
+    with open_host() as ipr:
+        if addresses or survey.link_named(ipr, host_veth_name(container_id)) is not None:
+            pid, record["network"] = _bridged(ipr, container_id, addresses, others, all_pods)
+            record["network_mode"], record["pod"] = "bridge", None
+            record["ports"] = _published(container_id, addresses[0][1], unknown)
+            return pid
+    pid = _only(
+        [p for p in proc.namespace_inits() if _sees_own_directory(p, container_id)],
+        "with the container's own directory at its /tmp or /etc/hostname",
+    )
+    record["network_mode"], record["pod"] = _network_mode(pid, all_pods)
+    return pid
+
+
+def _check_pid(pid: int, others: list[dict], all_pods: list[dict]) -> int:
+    """The start time of `pid`, which must run and be named by no other record."""
+    started = proc.start_time(pid)
+    if started is None or not proc.is_alive(pid, started):
+        raise Refused(f"its PID 1 ({pid}) ended")
+    claimed = {(r.get("pid"), r.get("pid_started")): r["id"] for r in others if model.is_live(r)}
+    claimed |= {((p.get("infra") or {}).get("pid"), (p.get("infra") or {}).get("started")): p["id"] for p in all_pods}
+    if (pid, started) in claimed:
+        raise Refused(f"its PID 1 ({pid}) is named by the record of {claimed[pid, started]}")
+    return started
+
+
+def _write(record: dict[str, Any], pid: int, started: int) -> None:
+    container_id = record["id"]
     if not jsonstore.create_atomic(paths.container_record(container_id), json.dumps(record, indent=1, sort_keys=True)):
         raise Refused("a record appeared meanwhile")
     # Ended while we wrote: its supervisor may have reaped it before there was a record to find. With no live
@@ -150,32 +184,14 @@ def _rebuild(container_id: str) -> dict[str, Any]:
     ended = not proc.is_alive(pid, started) and record.get("owner") and record["detached"]
     if ended and store.load(container_id) == record:
         store.save({**record, "owner": None})
-    return record
-
-
-def _reserved_addresses(container_id: str) -> list[tuple[str, str]]:
-    """(network, address) of every address reserved for the id (each reservation file names its owner)."""
-    from minirun.net import ipam
-
-    return [
-        (network, address)
-        for network, held in sorted(ipam.all_reservations(paths.ipam_root()).items())
-        for address, reservation in sorted(held.items())
-        if reservation.owner == container_id
-    ]
 
 
 def _bridged(
-    ipr, container_id: str, addresses: list[tuple[str, str]], others: list[dict], all_pods: list[dict]
+    ipr: Rtnl, container_id: str, addresses: list[tuple[str, str]], others: list[dict], all_pods: list[dict]
 ) -> tuple[int, dict[str, Any]]:
     """The PID 1 of a bridged container and its attachment record, from its veth and its reservation."""
-    import ipaddress
-
-    from minirun.net import links, netns
-    from minirun.net import network as netdefs
-
-    veth_name = links.host_veth_name(container_id)
-    veth = links.get_link(ipr, veth_name)
+    veth_name = host_veth_name(container_id)
+    veth = survey.link_named(ipr, veth_name)
     if veth is None:
         raise Refused(f"its veth {veth_name} is gone: the container is not running")
     if not addresses:
@@ -186,17 +202,17 @@ def _bridged(
     network = next((n for n in netdefs.all_networks() if n.name == network_name), None)
     if network is None or ipaddress.IPv4Address(address) not in network.subnet:
         raise Refused(f"its address {address} is on network {network_name}, which has no record that holds it")
-    bridge = links.get_link(ipr, network.bridge)
+    bridge = survey.link_named(ipr, network.bridge)
     if bridge is None or veth.master != bridge.index:
         raise Refused(f"its veth {veth_name} is not on {network.bridge}, the bridge of network {network_name}")
     for owner in [*others, *all_pods]:
-        if (owner.get("network") or {}).get("host_veth") == veth_name or links.host_veth_name(owner["id"]) == veth_name:
+        if (owner.get("network") or {}).get("host_veth") == veth_name or host_veth_name(owner["id"]) == veth_name:
             raise Refused(f"its veth {veth_name} is named by the record of {owner['id']}")
-    nsid = links.peer_namespace_id(ipr, veth_name)
+    nsid = survey.peer_namespace_id(ipr, veth_name)
     if nsid is None:
         raise Refused(f"the peer of its veth {veth_name} is in no other network namespace")
     pid = _only(
-        [p for p in proc.namespace_inits() if _namespace_id(ipr, netns, p) == nsid],
+        [p for p in proc.namespace_inits() if survey.namespace_id(ipr, f"/proc/{p}/ns/net") == nsid],
         f"in the network namespace of its veth {veth_name}",
     )
     attachment = {
@@ -212,24 +228,11 @@ def _bridged(
 
 def _published(container_id: str, address: str, unknown: list[str]) -> list[list]:
     """The ports published to the container: the DNAT rules tagged with its id in minirun's nft table."""
-    from minirun.net import firewall
-
     try:
-        return [list(mapping) for mapping in firewall.published_by(container_id, address)]
+        return [list(mapping) for mapping in select_driver().published_by(container_id, address)]
     except MinirunError:  # nft missing or failing: not known (teardown still removes whatever is tagged)
         unknown.append("ports")
         return []
-
-
-def _namespace_id(ipr, netns, pid: int) -> int | None:
-    try:
-        fd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:  # gone meanwhile
-        return None
-    try:
-        return netns.namespace_id(ipr, fd)
-    finally:
-        os.close(fd)
 
 
 def _only(pids: list[int], where: str) -> int:

@@ -5,22 +5,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from minirun.net import firewall, links
+from minirun.net.attachment import host_veth_name, open_host, select_driver
 from minirun.net.network import all_networks
+from minirun.net.survey import BridgeSurvey, survey
 from minirun.runtime import query, store
 from minirun.runtime.model import ContainerStatus
 
 
 def collect() -> dict[str, Any]:
     """What the kernel and the records say right now, as one JSON-able document."""
-    from minirun.net import rtnl
-
     records = [r for r in store.all_records() if r.get("status") in (ContainerStatus.RUNNING, ContainerStatus.CREATING)]
-    all_pods = store.all_pods()
+    owners = _owners(records)
+    with open_host() as host:
+        seen = survey(host, all_networks(), select_driver())
+    uplink = seen.uplink
+    elsewhere = [
+        {"name": r.get("name"), "id": r["id"], "network": r.get("network_mode"), "status": query.status_text(r)}
+        for r in records
+        if r.get("network_mode") in ("none", "host")
+    ]
+    return {
+        "uplink": (
+            None
+            if uplink is None
+            else {"name": uplink.name, "addresses": [str(a) for a in uplink.addresses], "via": uplink.via}
+        ),
+        "bridges": [_bridge(bridge, owners) for bridge in seen.bridges if bridge.link is not None],
+        "unbridged": elsewhere,
+    }
+
+
+def _owners(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """What is at the other end of each host veth: {veth name: the container or pod}."""
     owners: dict[str, dict[str, Any]] = {}
     for record in records:
         if record.get("network_mode") == "bridge":
-            owners[links.host_veth_name(record["id"])] = {
+            owners[host_veth_name(record["id"])] = {
                 "kind": "container",
                 "name": record.get("name"),
                 "id": record["id"],
@@ -28,8 +48,8 @@ def collect() -> dict[str, Any]:
                 "status": query.status_text(record),
                 "ports": _ports(record),
             }
-    for pod in all_pods:
-        owners[links.host_veth_name(pod["id"])] = {
+    for pod in store.all_pods():
+        owners[host_veth_name(pod["id"])] = {
             "kind": "pod",
             "name": pod["name"],
             "id": pod["id"],
@@ -41,47 +61,20 @@ def collect() -> dict[str, Any]:
                 for m in store.pod_members(pod["name"])
             ],
         }
-    with rtnl.Rtnl() as host:
-        all_links = links.list_links(host)
-        uplink = None
-        default = next((r for r in links.routes(host) if r.dst.prefixlen == 0 and r.oif), None)
-        if default is not None:
-            up_link = next((lk for lk in all_links if lk.index == default.oif), None)
-            if up_link is not None:
-                uplink = {
-                    "name": up_link.name,
-                    "addresses": [str(a) for a in links.addresses(host, up_link.index)],
-                    "via": default.gateway,
-                }
-        bridges = []
-        ruleset = firewall.list_json("ruleset")
-        for network in all_networks():
-            bridge = links.get_link(host, network.bridge)
-            if bridge is None:
-                continue
-            ports = []
-            for link in sorted((lk for lk in all_links if lk.master == bridge.index), key=lambda lk: lk.name):
-                ports.append({"veth": link.name, "up": link.up, "owner": owners.get(link.name)})
-            bridges.append(
-                {
-                    "name": bridge.name,
-                    "network": network.name,
-                    "gateway": [str(a) for a in links.addresses(host, bridge.index)],
-                    "up": bridge.up,
-                    "nat": {
-                        "masquerade": firewall.masquerade_in_place(ruleset, network),
-                        "internal": network.internal,
-                        "subnet": str(network.subnet),
-                    },
-                    "ports": ports,
-                }
-            )
-    elsewhere = [
-        {"name": r.get("name"), "id": r["id"], "network": r.get("network_mode"), "status": query.status_text(r)}
-        for r in records
-        if r.get("network_mode") in ("none", "host")
-    ]
-    return {"uplink": uplink, "bridges": bridges, "unbridged": elsewhere}
+    return owners
+
+
+def _bridge(bridge: BridgeSurvey, owners: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    network, link = bridge.network, bridge.link
+    assert link is not None
+    return {
+        "name": link.name,
+        "network": network.name,
+        "gateway": [str(a) for a in bridge.addresses],
+        "up": link.up,
+        "nat": {"masquerade": bridge.masquerade, "internal": network.internal, "subnet": str(network.subnet)},
+        "ports": [{"veth": port.name, "up": port.up, "owner": owners.get(port.name)} for port in bridge.ports],
+    }
 
 
 def _ports(owner: dict[str, Any]) -> list[str]:
@@ -100,52 +93,7 @@ def render_text(doc: dict[str, Any]) -> str:
         lines.append("├── no uplink (no default route): containers reach only this machine")
     for b_index, bridge in enumerate(doc["bridges"]):
         last_bridge = b_index == len(doc["bridges"]) - 1 and not doc["unbridged"]
-        branch, stem = ("└──", "    ") if last_bridge else ("├──", "│   ")
-        gateway = " ".join(bridge["gateway"]) or "no gateway address"
-        lines.append(
-            f"{branch} {bridge['name']} (bridge, network {bridge['network']}) {gateway} "
-            f"{'up' if bridge['up'] else 'DOWN'}"
-        )
-        nat = bridge["nat"]
-        exit_to = f" -> {uplink['name']}" if uplink else ""
-        nat_text = (
-            "internal: no way out"
-            if nat.get("internal")
-            else ("masquerade" if nat["masquerade"] else "NO masquerade rule")
-        )
-        lines.append(f"{stem}│   NAT exit: {nat['subnet']} {nat_text}{exit_to}")
-        ports = bridge["ports"]
-        if not ports:
-            lines.append(f"{stem}└── (no ports)")
-        for p_index, port in enumerate(ports):
-            last = p_index == len(ports) - 1
-            pb, ps = ("└──", "    ") if last else ("├──", "│   ")
-            owner = port["owner"]
-            state_text = "" if port["up"] else " DOWN"
-            if owner is None:
-                lines.append(f"{stem}{pb} {port['veth']}{state_text} ══ ? (no container or pod: leaked)")
-                continue
-            address = owner.get("address") or "?"
-            published = f"  published {', '.join(owner['ports'])}" if owner.get("ports") else ""
-            if owner["kind"] == "container":
-                lines.append(
-                    f"{stem}{pb} {port['veth']}{state_text} ══ eth0 {address}  container {owner['name']} "
-                    f"({owner['id']}) {owner['status']}{published}"
-                )
-            else:
-                lines.append(
-                    f"{stem}{pb} {port['veth']}{state_text} ══ eth0 {address}  pod {owner['name']} "
-                    f"({owner['id']}, netns {owner.get('netns')}){published}"
-                )
-                members = owner["members"]
-                if not members:
-                    lines.append(f"{stem}{ps}└── (no members)")
-                for m_index, member in enumerate(members):
-                    mb = "└──" if m_index == len(members) - 1 else "├──"
-                    lines.append(
-                        f"{stem}{ps}{mb} member {member['name']} ({member['id']}) {member['status']} "
-                        "- shares the pod's eth0 and localhost"
-                    )
+        lines += _bridge_text(bridge, uplink, last_bridge)
     for index, container in enumerate(doc["unbridged"]):
         branch = "└──" if index == len(doc["unbridged"]) - 1 else "├──"
         lines.append(
@@ -153,6 +101,55 @@ def render_text(doc: dict[str, Any]) -> str:
             f"{container['status']}"
         )
     return "\n".join(lines)
+
+
+def _bridge_text(bridge: dict[str, Any], uplink: dict[str, Any] | None, last_bridge: bool) -> list[str]:
+    branch, stem = ("└──", "    ") if last_bridge else ("├──", "│   ")
+    gateway = " ".join(bridge["gateway"]) or "no gateway address"
+    lines = [
+        f"{branch} {bridge['name']} (bridge, network {bridge['network']}) {gateway} {'up' if bridge['up'] else 'DOWN'}"
+    ]
+    nat = bridge["nat"]
+    exit_to = f" -> {uplink['name']}" if uplink else ""
+    nat_text = (
+        "internal: no way out" if nat.get("internal") else ("masquerade" if nat["masquerade"] else "NO masquerade rule")
+    )
+    lines.append(f"{stem}│   NAT exit: {nat['subnet']} {nat_text}{exit_to}")
+    ports = bridge["ports"]
+    if not ports:
+        lines.append(f"{stem}└── (no ports)")
+    for p_index, port in enumerate(ports):
+        lines += _port_text(port, stem, p_index == len(ports) - 1)
+    return lines
+
+
+def _port_text(port: dict[str, Any], stem: str, last: bool) -> list[str]:
+    pb, ps = ("└──", "    ") if last else ("├──", "│   ")
+    owner = port["owner"]
+    state_text = "" if port["up"] else " DOWN"
+    if owner is None:
+        return [f"{stem}{pb} {port['veth']}{state_text} ══ ? (no container or pod: leaked)"]
+    address = owner.get("address") or "?"
+    published = f"  published {', '.join(owner['ports'])}" if owner.get("ports") else ""
+    if owner["kind"] == "container":
+        return [
+            f"{stem}{pb} {port['veth']}{state_text} ══ eth0 {address}  container {owner['name']} "
+            f"({owner['id']}) {owner['status']}{published}"
+        ]
+    lines = [
+        f"{stem}{pb} {port['veth']}{state_text} ══ eth0 {address}  pod {owner['name']} "
+        f"({owner['id']}, netns {owner.get('netns')}){published}"
+    ]
+    members = owner["members"]
+    if not members:
+        lines.append(f"{stem}{ps}└── (no members)")
+    for m_index, member in enumerate(members):
+        mb = "└──" if m_index == len(members) - 1 else "├──"
+        lines.append(
+            f"{stem}{ps}{mb} member {member['name']} ({member['id']}) {member['status']} "
+            "- shares the pod's eth0 and localhost"
+        )
+    return lines
 
 
 def render_dot(doc: dict[str, Any]) -> str:

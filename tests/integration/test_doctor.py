@@ -61,6 +61,21 @@ BREAKAGES = [
         "pod doc: eth0 is down",
         "ip netns exec minirun-doc ip link set eth0 up",
     ),
+    (
+        ["ip", "addr", "del", "10.77.0.1/16", "dev", "minirun0"],
+        "minirun0 lacks the gateway address 10.77.0.1/16",
+        "ip addr add 10.77.0.1/16 dev minirun0",
+    ),
+    (
+        ["ip", "-n", "minirun-doc", "addr", "flush", "dev", "eth0"],
+        "pod doc: eth0 lacks its address 10.77.0.",
+        "ip netns exec minirun-doc ip addr add 10.77.0.",
+    ),
+    (
+        ["sh", "-c", "ip link set $(ip -o link show master minirun0 type veth | cut -d: -f2 | cut -d@ -f1) down"],
+        "pod doc: host veth veth",
+        "ip link set veth",
+    ),
 ]
 
 
@@ -174,3 +189,25 @@ def test_fix_keeps_what_a_damaged_pod_record_holds(state_dir: Path, clean_slate,
         minirun("gc", "--damaged", "-f")
         minirun("gc")  # the address and veth, owned by no record now
         wait_for(lambda: veth not in host_links(), what="the pod's veth gone with its netns")
+
+
+def test_leaked_rule_is_found_and_deleted(pod):
+    """Leaked rules come from the firewall driver's survey (issue 14 C22): a rule tagged for a network that no
+    longer exists is named with its chain and handle, and --fix deletes exactly it."""
+    subprocess.run(["nft", "add", "chain", "inet", "minirun", "stale"], check=True)
+    subprocess.run(
+        ["nft", "add", "rule", "inet", "minirun", "stale", "accept", "comment", '"minirun network=ghost"'], check=True
+    )
+    found = minirun("doctor")
+    leaked = "leaked rule in inet minirun stale for a network that no longer exists (minirun network=ghost)"
+    assert found.returncode == 1 and leaked in failures(found.stdout), found.stdout
+    assert "fix: nft delete rule inet minirun stale handle " in found.stdout
+    fixed = minirun("doctor", "--fix")
+    assert f"fixed  {leaked}" in fixed.stdout and fixed.returncode == 0, fixed.stdout
+    assert (
+        "ghost"
+        not in subprocess.run(
+            ["nft", "list", "chain", "inet", "minirun", "stale"], capture_output=True, text=True
+        ).stdout
+    )
+    subprocess.run(["nft", "delete", "chain", "inet", "minirun", "stale"], check=True)
