@@ -11,6 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from minirun.runtime import upgrade_guard  # noqa: F401 - first: a supervisor's upgrade (see there)
+
+# isort: split
 from minirun.cli import run_args
 from minirun.errors import ConfigError
 from minirun.runtime.supervisor.protocol import key_mismatch

@@ -8,6 +8,8 @@ its undo: a failed ADD leaves nothing behind. DEL and GC are best-effort over `a
 find everything from the attachment record (or, without one, from prevResult, the IPAM files and the names
 minirun derives from the container id), so they work with an empty CNI_NETNS and no prevResult, any number
 of times. CHECK is `attachment.verify`. Every command holds the network's lock.
+
+The CNI spec these verbs follow: https://github.com/containernetworking/cni/blob/main/SPEC.md
 """
 
 from __future__ import annotations

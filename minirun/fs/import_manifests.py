@@ -1,6 +1,8 @@
 """What an image archive says to import: `docker save`'s manifest.json or an OCI layout's index.json (and
 the indexes and manifests it leads to), read into a Plan: the image's name, its runtime config and its
 layers in order. Every JSON blob whose digest is known is checked against it as it is read.
+
+OCI image layout and index: https://github.com/opencontainers/image-spec/blob/main/image-layout.md
 """
 
 from __future__ import annotations

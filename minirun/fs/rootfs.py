@@ -13,6 +13,9 @@ Nothing here is visible on the host: the caller has made every mount private fir
 This module is the front door runtime calls: the image view and the steps common to both views are here;
 the host view is host_view; the pieces are devfs (/dev), masks (Docker's masked paths), readonly
 (read-only mount trees) and mountpoints (safe mount targets, the /etc binds).
+
+pivot_root(2): https://man7.org/linux/man-pages/man2/pivot_root.2.html; overlayfs:
+https://docs.kernel.org/filesystems/overlayfs.html
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ Two traps (see unix(7) and socket(7)):
   reading /proc/<pid> could describe a stranger. SO_PEERPIDFD (Linux >= 6.5) gives a pidfd for the very
   process that connected; /proc/<pid> is read through one directory fd, and afterwards the pidfd must still
   name a live process: a live process keeps its pid, so what was read was the peer's.
+
+SO_PEERCRED: https://man7.org/linux/man-pages/man7/unix.7.html
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Process identity that survives PID reuse: (pid, start time in clock ticks since boot)."""
+"""Process identity that survives PID reuse: (pid, start time in clock ticks since boot).
+
+The start time is field 22 of /proc/PID/stat: https://man7.org/linux/man-pages/man5/proc_pid_stat.5.html
+"""
 
 from __future__ import annotations
 

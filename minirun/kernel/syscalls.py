@@ -2,6 +2,10 @@
 
 Python 3.11 (Debian 12's) has no os.unshare/os.setns, so these go through libc. Every wrapper raises
 OSError(errno, "<syscall>(<args>)") so the layers above can add which object and why.
+
+Man pages: https://man7.org/linux/man-pages/man2/unshare.2.html,
+https://man7.org/linux/man-pages/man2/setns.2.html, https://man7.org/linux/man-pages/man2/mount.2.html,
+https://man7.org/linux/man-pages/man2/prctl.2.html
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ that combines links, IPAM, sysctl and the firewall for one attachment. The netwo
 
 Runs in the host netns with two rtnetlink sockets: one in the host, one inside the target netns. A dry run
 (--dry-run) uses the same steps with no sockets: they are only described.
+
+The CNI bridge plugin takes the same steps: https://www.cni.dev/plugins/current/main/bridge/; the CNI spec:
+https://github.com/containernetworking/cni/blob/main/SPEC.md
 """
 
 from __future__ import annotations

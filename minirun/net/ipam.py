@@ -9,6 +9,8 @@ their addresses across an upgrade only while it stays readable):
     <root>/<network>/lock             the flock held for every read-decide-write
     <root>/<network>/last_reserved    the last address handed out (round-robin starts after it)
 Any other file there (a dotfile, a temp file) is not a reservation.
+
+CNI's host-local: https://www.cni.dev/plugins/current/ipam/host-local/
 """
 
 from __future__ import annotations

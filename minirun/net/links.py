@@ -3,6 +3,9 @@
 Every function takes the `Rtnl` of the namespace it acts in; none of them moves the caller between
 namespaces. `ensure_*` converge (create, tolerate EEXIST, re-read and verify); `delete_*` treat "already
 gone" as success.
+
+veth(4): https://man7.org/linux/man-pages/man4/veth.4.html; rtnetlink(7):
+https://man7.org/linux/man-pages/man7/rtnetlink.7.html
 """
 
 from __future__ import annotations

@@ -12,6 +12,9 @@ minirun's rules, kept by firewall.ensure_network/ensure_ports/remove_ports:
   route_localnet is switched on;
 - route_localnet goes back to 0 on a bridge when the last port that needs it there is gone, and the guard
   goes after it when no interface routes 127/8 any more.
+
+https://nvd.nist.gov/vuln/detail/CVE-2020-8558; route_localnet in
+https://docs.kernel.org/networking/ip-sysctl.html
 """
 
 from __future__ import annotations

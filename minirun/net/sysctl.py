@@ -1,4 +1,7 @@
-"""sysctl writes for the namespace the caller is in (/proc/sys/net is per network namespace)."""
+"""sysctl writes for the namespace the caller is in (/proc/sys/net is per network namespace).
+
+The knobs: https://docs.kernel.org/networking/ip-sysctl.html
+"""
 
 from __future__ import annotations
 

@@ -9,6 +9,9 @@ network attached, then `ready`. Removal deletes the record: there is no state fo
 
 The values are the strings written in the records on disk (StrEnum members are those strings), so records
 written before this module existed read the same.
+
+The OCI runtime's states (creating, created, running, stopped):
+https://github.com/opencontainers/runtime-spec/blob/main/runtime.md#state
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ for a full pass, and is taken out only by a full pass that left nothing pending 
 An entry is an empty file; the directory is created on first use. Without the directory (a fresh state
 root, or one written by a minirun that had no registry) the owners on record are unknown: a full pass
 runs and enters them (`adopt`).
+
+A process is (pid, start time): field 22 of https://man7.org/linux/man-pages/man5/proc_pid_stat.5.html
 """
 
 from __future__ import annotations

@@ -151,7 +151,6 @@ def _pod_network(record: dict[str, Any]) -> dict[str, Any]:
 def inspect(record: dict[str, Any]) -> dict[str, Any]:
     """Docker's `inspect` shape, where the meaning is the same."""
     network = record.get("network") or _pod_network(record)
-    address, _, prefix = (network.get("address") or "").partition("/")
     running = model.is_running(record)
     pid = record.get("pid") if running else 0
     return {
@@ -180,34 +179,43 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
             "User": record.get("user_spec") or "",
         },
         "Image": f"sha256:{record['image']['id']}" if record.get("image") else "",
-        "HostConfig": {
-            "NetworkMode": f"pod:{record['pod']}"
-            if record.get("pod")
-            else {"minirun": "bridge", None: record.get("network_mode", "bridge")}.get(
-                network.get("name"), network.get("name")
-            ),
-            "AutoRemove": bool(record.get("auto_remove")),
-            "Init": bool(record.get("init")),
-            "Privileged": bool((record.get("security") or {}).get("privileged")),
-            "ReadonlyRootfs": bool(record.get("read_only")),
-            "CapabilitiesEffective": (record.get("security") or {}).get("capabilities", []),
-            "SecurityOpt": _security_opts(record.get("security") or {}),
-            "LogConfig": _log_config(record),
-        },
-        "NetworkSettings": {
-            "IPAddress": address if running else "",
-            "IPPrefixLen": int(prefix) if prefix and running else 0,
-            "Gateway": network.get("gateway", "") if running else "",
-            "MacAddress": _mac_address(pid) if pid and record.get("network_mode") in ("bridge", "pod") else "",
-            "SandboxKey": f"/proc/{pid}/ns/net" if pid else "",
-            "HostVeth": network.get("host_veth", "") if running else "",
-            "Bridge": network.get("bridge", ""),
-            "Network": network.get("name", ""),
-            "Ports": docker_ports(ports_of(record)) if running else {},
-        },
+        "HostConfig": _host_config(record, network),
+        "NetworkSettings": _network_settings(record, network, running, pid),
         "LogPath": record.get("log") or "",
         "Pod": record.get("pod") or "",
         **_rebuilt(record),
+    }
+
+
+def _host_config(record: dict[str, Any], network: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "NetworkMode": f"pod:{record['pod']}"
+        if record.get("pod")
+        else {"minirun": "bridge", None: record.get("network_mode", "bridge")}.get(
+            network.get("name"), network.get("name")
+        ),
+        "AutoRemove": bool(record.get("auto_remove")),
+        "Init": bool(record.get("init")),
+        "Privileged": bool((record.get("security") or {}).get("privileged")),
+        "ReadonlyRootfs": bool(record.get("read_only")),
+        "CapabilitiesEffective": (record.get("security") or {}).get("capabilities", []),
+        "SecurityOpt": _security_opts(record.get("security") or {}),
+        "LogConfig": _log_config(record),
+    }
+
+
+def _network_settings(record: dict[str, Any], network: dict[str, Any], running: bool, pid: int) -> dict[str, Any]:
+    address, _, prefix = (network.get("address") or "").partition("/")
+    return {
+        "IPAddress": address if running else "",
+        "IPPrefixLen": int(prefix) if prefix and running else 0,
+        "Gateway": network.get("gateway", "") if running else "",
+        "MacAddress": _mac_address(pid) if pid and record.get("network_mode") in ("bridge", "pod") else "",
+        "SandboxKey": f"/proc/{pid}/ns/net" if pid else "",
+        "HostVeth": network.get("host_veth", "") if running else "",
+        "Bridge": network.get("bridge", ""),
+        "Network": network.get("name", ""),
+        "Ports": docker_ports(ports_of(record)) if running else {},
     }
 
 

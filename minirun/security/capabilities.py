@@ -1,5 +1,9 @@
 """Capability names and sets, with Docker's defaults and its --cap-add/--cap-drop rules. Pure: the only
-thing read from the system is the highest capability number the running kernel knows."""
+thing read from the system is the highest capability number the running kernel knows.
+
+capabilities(7): https://man7.org/linux/man-pages/man7/capabilities.7.html; Docker's defaults:
+https://docs.docker.com/engine/containers/run/#runtime-privilege-and-linux-capabilities
+"""
 
 from __future__ import annotations
 

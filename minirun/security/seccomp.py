@@ -23,6 +23,9 @@ out of a filter's reach) so that libc falls back to clone. ptrace and process_vm
 allowed, as Docker allows them on kernels >= 4.8 (where ptrace can no longer bypass seccomp).
 The 32-bit x86 and x32 ABIs get the same rules (a 32-bit syscall must not bypass a 64-bit rule);
 a syscall an ABI does not have is skipped there.
+
+seccomp(2): https://man7.org/linux/man-pages/man2/seccomp.2.html; Docker's default profile:
+https://docs.docker.com/engine/security/seccomp/
 """
 
 from __future__ import annotations

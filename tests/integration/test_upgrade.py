@@ -111,7 +111,7 @@ def test_a_child_of_a_supervisor_whose_code_changed_loads_the_new_code_whole(tmp
     install(code)  # the next release: spec gains a name that container and gc use at import time
     with open(code / "minirun" / "spec.py", "a") as spec:
         spec.write("\nUPGRADE_MARK = 'new'\n")
-    for module in ("runtime/container.py", "runtime/gc.py"):
+    for module in ("runtime/container/create.py", "runtime/container/teardown.py"):
         path = code / "minirun" / module
         path.write_text(path.read_text() + "\nfrom minirun.spec import UPGRADE_MARK  # noqa: E402\n")
 

@@ -6,6 +6,9 @@ minirun never flushes or edits a table it does not own, with one narrow exceptio
 chain on the hook must accept — so we insert tagged accepts for our bridge into that tool's chain
 (Docker's DOCKER-USER, made for exactly this, else filter FORWARD) and remove only those.
 Published ports and the 127/8 guard are nft_ports.py.
+
+nftables NAT: https://wiki.nftables.org/wiki-nftables/index.php/Performing_Network_Address_Translation_(NAT);
+Docker's rules, for comparison: https://docs.docker.com/engine/network/packet-filtering-firewalls/
 """
 
 from __future__ import annotations

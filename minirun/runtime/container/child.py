@@ -6,6 +6,10 @@ tree; /proc, /sys, /dev, /etc files, masked paths) -> wait for "go" -> default s
 file or pty) -> close stray descriptors -> confine (bounding set, user, capabilities, no_new_privs,
 seccomp last) -> chdir -> exec. Any failure is written to the error pipe and
 the child exits 125; an exec failure exits 127 (not found) or 126 (not executable), as Docker's do.
+
+pivot_root(2): https://man7.org/linux/man-pages/man2/pivot_root.2.html; no_new_privs:
+https://docs.kernel.org/userspace-api/no_new_privs.html; PR_SET_PDEATHSIG:
+https://man7.org/linux/man-pages/man2/prctl.2.html
 """
 
 from __future__ import annotations

@@ -56,6 +56,18 @@ def pod_etc_dir(pod_name: str) -> str:
     return os.path.join(paths.pod_data_dir(pod_name), "etc")
 
 
+class _Resolved(NamedTuple):
+    """What the image (or the host's tree) decides before the user's flags do."""
+
+    command: tuple[str, ...]
+    env: tuple[str, ...]
+    workdir: str | None
+    user_spec: str | None
+    etc_root: str  # where /etc/passwd and /etc/group are read from
+    image: Any = None
+    image_root: Any = None
+
+
 def plan(
     spec: ContainerSpec,
     command: tuple[str, ...],
@@ -69,62 +81,70 @@ def plan(
     from minirun.security import profile_from_options
 
     security = profile_from_options(spec.cap_add, spec.cap_drop, spec.privileged, spec.security_opts)
-    image = image_root = None
-    etc_root = "/"
-    workdir = spec.workdir
-    image_env: tuple[str, ...] = ()
-    user_spec = spec.user
-    if spec.image is not None:
-        from minirun.fs import images, rootfs
-
-        try:
-            image = images.resolve(spec.image)
-        except MinirunError as exc:  # `run` exits 125 when minirun itself fails (image commands exit 1)
-            raise MinirunError(exc.msg, hint=exc.hint) from None
-        config = image.config
-        entrypoint = tuple(shlex.split(spec.entrypoint)) if spec.entrypoint is not None else config.entrypoint
-        # Docker: --entrypoint drops the image's Cmd too; the user's CMD replaces Cmd, never Entrypoint.
-        arguments = command or (config.cmd if spec.entrypoint is None else ())
-        command = (*entrypoint, *arguments)
-        if not command:
-            raise ConfigError(
-                f"image {image.name} has no Cmd or Entrypoint and no command was given",
-                hint=f"add one: minirun run --image {spec.image} CMD",
-            )
-        image_env = config.env
-        workdir = workdir or config.workdir or None
-        user_spec = user_spec or config.user or None
-        etc_root = image.rootfs
-        image_root = rootfs.image_root(container_dir(container_id), image.rootfs, spec.read_only)
-    elif spec.entrypoint is not None:
-        command = (*shlex.split(spec.entrypoint), *command)
-    elif workdir and not os.path.isdir(workdir):
-        raise MinirunError(f"working directory {workdir} does not exist", hint="pass an existing -w directory")
+    image_given = spec.image is not None
+    resolved = _from_image(spec, command, container_id) if image_given else _from_host(spec, command)
+    workdir = resolved.workdir
     if workdir and not workdir.startswith("/"):
         raise ConfigError(f'working directory "{workdir}" is not absolute', hint="give -w an absolute path")
     from minirun.fs import users
 
     # Root too: its groups come from the container's /etc/group, never from minirun's own process.
-    resolved = users.resolve(user_spec or "0", etc_root)
-    user, home = resolved.ids(), resolved.home
-    env = container_env(spec, hostname, image_env, home or "/root")
+    account = users.resolve(resolved.user_spec or "0", resolved.etc_root)
+    user, home = account.ids(), account.home
+    env = container_env(spec, hostname, resolved.env, home or "/root")
     options = etcfiles.NameOptions(spec.dns, spec.add_hosts)
     shared = pod is not None and not spec.dns and not spec.add_hosts
     etc_dir = pod_etc_dir(pod["name"]) if shared else os.path.join(container_dir(container_id), "etc")
     return Sandbox(
-        command,
+        resolved.command,
         env,
         workdir,
-        image,
-        image_root,
+        resolved.image,
+        resolved.image_root,
         etc_dir,
         shared,
         security,
         user,
-        user_spec,
+        resolved.user_spec,
         options,
         _resolv(spec, resolver),
     )
+
+
+def _from_image(spec: ContainerSpec, command: tuple[str, ...], container_id: str) -> _Resolved:
+    from minirun.fs import images, rootfs
+
+    try:
+        image = images.resolve(spec.image)
+    except MinirunError as exc:  # `run` exits 125 when minirun itself fails (image commands exit 1)
+        raise MinirunError(exc.msg, hint=exc.hint) from None
+    config = image.config
+    entrypoint = tuple(shlex.split(spec.entrypoint)) if spec.entrypoint is not None else config.entrypoint
+    # Docker: --entrypoint drops the image's Cmd too; the user's CMD replaces Cmd, never Entrypoint.
+    arguments = command or (config.cmd if spec.entrypoint is None else ())
+    command = (*entrypoint, *arguments)
+    if not command:
+        raise ConfigError(
+            f"image {image.name} has no Cmd or Entrypoint and no command was given",
+            hint=f"add one: minirun run --image {spec.image} CMD",
+        )
+    return _Resolved(
+        command,
+        config.env,
+        spec.workdir or config.workdir or None,
+        spec.user or config.user or None,
+        image.rootfs,
+        image,
+        rootfs.image_root(container_dir(container_id), image.rootfs, spec.read_only),
+    )
+
+
+def _from_host(spec: ContainerSpec, command: tuple[str, ...]) -> _Resolved:
+    if spec.entrypoint is not None:
+        command = (*shlex.split(spec.entrypoint), *command)
+    elif spec.workdir and not os.path.isdir(spec.workdir):
+        raise MinirunError(f"working directory {spec.workdir} does not exist", hint="pass an existing -w directory")
+    return _Resolved(command, (), spec.workdir, spec.user, "/")
 
 
 def _resolv(spec: ContainerSpec, resolver: str | None) -> str:

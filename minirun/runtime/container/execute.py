@@ -5,6 +5,9 @@ setns(2) into the PID namespace only moves the caller's future children, so the 
 fork_container does (nsfork.PidNamespaceFork): switch pid_for_children, fork once, switch back. The child
 joins ipc, uts and net itself (it is born in mnt: see exec_in), then execs. The launcher waits, forwarding
 signals, and returns the command's status (126/127 when it cannot be executed).
+
+Joining namespaces: https://man7.org/linux/man-pages/man2/setns.2.html; the race the fork order avoids:
+https://nvd.nist.gov/vuln/detail/CVE-2016-9962
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import contextlib
 import os
 import signal
 import sys
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from minirun import paths
 from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError, NotFound
@@ -92,63 +95,18 @@ def exec_in(
         target = _target(ref)
     except MinirunError as exc:
         raise MinirunError(exc.msg, hint=exc.hint, code=EXIT_MINIRUN_FAILED) from None
-    try:
-        namespaces = [(os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag) for path, flag in target.namespaces]
-        pidns = os.open(target.pid_namespace, os.O_RDONLY | os.O_CLOEXEC) if target.pid_namespace else None
-    except FileNotFoundError:
-        raise MinirunError(f"{target.label} is not running") from None
-    full_env = {**target.env, **dict(env)}
+    namespaces, pidns = _open_namespaces(target)
     from minirun.security import SecurityProfile, profile_from_options
 
     security = profile_from_options(privileged=True) if privileged else SecurityProfile.from_record(target.security)
-
     pty = None
     if tty:
         from minirun.runtime.tty import Pty
 
         pty = Pty(interactive=interactive)
     error_in, error_out = os.pipe2(os.O_CLOEXEC)
-    pid_fork = nsfork.PidNamespaceFork(pidns)
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, *launch.FORWARDED_SIGNALS})  # see fork_container
-    # The command is born in its final mount namespace (the container's, or for a pod a new one whose view
-    # this process builds first): forked after this process entered it, so at no moment does a process of
-    # the container's PID namespace have the host's tree as its root (one allowed to ptrace, --cap-add
-    # SYS_PTRACE, could otherwise reach it through /proc/PID/root: the runc exec race, CVE-2016-9962).
-    # This process goes straight back to its own mount namespace after the fork.
-    container_mnt = next((fd for fd, flag in namespaces if flag == k.CLONE_NEWNS), None)
-    if container_mnt is not None:
-        view = nsfork.entering_mount_namespace(container_mnt)
-    else:
-        view = launch.entering_new_view(
-            lambda: rootfs.build_host_view(
-                None,
-                confined=not security.privileged,
-                hidden=paths.hidden_from_containers(),
-                writable_dir=None,  # size-capped tmpfs: this process has no directory of its own on disk
-                console_fd=pty.child_stdio[0] if pty else None,
-            )
-        )
-    child_pid = -1
-    # The command dies with this process (kill -9 too): nobody would wait for it or forward signals to it.
-    launcher = os.pidfd_open(os.getpid())  # close-on-exec, as every pidfd
-    try:
-        # A pod that does not share a PID namespace (pidns None): the command gets one of its own (as a member
-        # does), never the host's, where /proc would list, and CAP_KILL reach, every host process.
-        # pid_fork first: it opens /proc/self/ns/pid while /proc is still ours; the way out leaves the view first.
-        with pid_fork, view:
-            child_pid = pid_fork.fork()
-            if child_pid == 0:
-                identity = Identity(security, target.user, user)
-                fresh_view = container_mnt is None
-                cwd = workdir or target.workdir
-                _child(namespaces, fresh_view, command, full_env, cwd, error_out, pty, identity, launcher)
-    finally:
-        if child_pid != 0:
-            os.close(launcher)
-            for fd, _ in namespaces:
-                os.close(fd)
-            if pidns is not None:
-                os.close(pidns)
+    command_line = (command, {**target.env, **dict(env)}, workdir or target.workdir)
+    child_pid = _fork_command(namespaces, pidns, command_line, Identity(security, target.user, user), pty, error_out)
     os.close(error_out)
     failure = os.read(error_in, 4096).decode(errors="replace")
     os.close(error_in)
@@ -161,6 +119,72 @@ def exec_in(
     finally:
         if pty is not None:
             pty.finish()
+
+
+def _open_namespaces(target: Target) -> tuple[list[tuple[int, int]], int | None]:
+    try:
+        namespaces = [(os.open(path, os.O_RDONLY | os.O_CLOEXEC), flag) for path, flag in target.namespaces]
+        pidns = os.open(target.pid_namespace, os.O_RDONLY | os.O_CLOEXEC) if target.pid_namespace else None
+    except FileNotFoundError:
+        raise MinirunError(f"{target.label} is not running") from None
+    return namespaces, pidns
+
+
+def _entering_view(namespaces: list[tuple[int, int]], identity: Identity, pty) -> Any:
+    """The mount namespace the command is born in: the container's, or for a pod a new one whose view this
+    process builds first (the pod has no root of its own)."""
+    container_mnt = next((fd for fd, flag in namespaces if flag == k.CLONE_NEWNS), None)
+    if container_mnt is not None:
+        return nsfork.entering_mount_namespace(container_mnt)
+    return launch.entering_new_view(
+        lambda: rootfs.build_host_view(
+            None,
+            confined=not identity.security.privileged,
+            hidden=paths.hidden_from_containers(),
+            writable_dir=None,  # size-capped tmpfs: this process has no directory of its own on disk
+            console_fd=pty.child_stdio[0] if pty else None,
+        )
+    )
+
+
+def _fork_command(
+    namespaces: list[tuple[int, int]],
+    pidns: int | None,
+    command_line: tuple[tuple[str, ...], dict[str, str], str],
+    identity: Identity,
+    pty,
+    error_out: int,
+) -> int:
+    """Fork the command into the target's namespaces; its pid. Closes the namespace fds."""
+    pid_fork = nsfork.PidNamespaceFork(pidns)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, *launch.FORWARDED_SIGNALS})  # see fork_container
+    # The command is born in its final mount namespace (the container's, or for a pod a new one whose view
+    # this process builds first): forked after this process entered it, so at no moment does a process of
+    # the container's PID namespace have the host's tree as its root (one allowed to ptrace, --cap-add
+    # SYS_PTRACE, could otherwise reach it through /proc/PID/root: the runc exec race, CVE-2016-9962).
+    # This process goes straight back to its own mount namespace after the fork.
+    fresh_view = not any(flag == k.CLONE_NEWNS for _, flag in namespaces)
+    view = _entering_view(namespaces, identity, pty)
+    child_pid = -1
+    # The command dies with this process (kill -9 too): nobody would wait for it or forward signals to it.
+    launcher = os.pidfd_open(os.getpid())  # close-on-exec, as every pidfd
+    try:
+        # A pod that does not share a PID namespace (pidns None): the command gets one of its own (as a member
+        # does), never the host's, where /proc would list, and CAP_KILL reach, every host process.
+        # pid_fork first: it opens /proc/self/ns/pid while /proc is still ours; the way out leaves the view first.
+        with pid_fork, view:
+            child_pid = pid_fork.fork()
+            if child_pid == 0:
+                command, env, cwd = command_line
+                _child(namespaces, fresh_view, command, env, cwd, error_out, pty, identity, launcher)
+    finally:
+        if child_pid != 0:
+            os.close(launcher)
+            for fd, _ in namespaces:
+                os.close(fd)
+            if pidns is not None:
+                os.close(pidns)
+    return child_pid
 
 
 class Identity(NamedTuple):

@@ -1,5 +1,9 @@
 """Process mechanics shared by `run` and `exec`: fork into new namespaces, release the child to exec,
-learn whether exec worked, forward signals and wait."""
+learn whether exec worked, forward signals and wait.
+
+PID 1 of a PID namespace and the signals it gets: https://man7.org/linux/man-pages/man7/pid_namespaces.7.html;
+the exec race the fork order avoids: https://nvd.nist.gov/vuln/detail/CVE-2016-9962
+"""
 
 from __future__ import annotations
 
@@ -71,11 +75,9 @@ def fork_container(cfg: child.ChildConfig, pid_namespace: str | None = None) -> 
     CVE-2016-9962).
     """
     build_first = pid_namespace is not None
-    join_fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path, _ in cfg.join] if build_first else []
+    join_fds: list[int] = []
     if build_first:
-        # The pod's pins are hidden inside the view: the child joins through descriptors opened here.
-        join = tuple((f"fd:{fd}", nstype) for fd, (_, nstype) in zip(join_fds, cfg.join, strict=True))
-        cfg = cfg._replace(view_built=True, join=join)
+        cfg, join_fds = _joining_through_fds(cfg)
     netlink_parent, netlink_child = nsfork.socket_channel()
     go_in, go_out = os.pipe2(os.O_CLOEXEC)
     error_in, error_out = os.pipe2(os.O_CLOEXEC)
@@ -120,15 +122,29 @@ def fork_container(cfg: child.ChildConfig, pid_namespace: str | None = None) -> 
     netlink_child.close()
     os.close(go_in)
     os.close(error_out)
+    return _launched(Launch(pid, go_out, error_in), cfg.new_netns, netlink_parent)
 
-    launch = Launch(pid, go_out, error_in)
-    if cfg.new_netns:
-        netlink = nsfork.receive_socket(netlink_parent)
-        if netlink is None:
-            launch.abort()
-            raise MinirunError(f"container setup failed: {_read_all(error_in)}")
-        launch.netlink = netlink
-    netlink_parent.close()
+
+def _joining_through_fds(cfg: child.ChildConfig) -> tuple[child.ChildConfig, list[int]]:
+    """The pod's pins are hidden inside the view the launcher builds first: the child joins its namespaces
+    through descriptors opened here (returned, for the launcher to close after the fork)."""
+    join_fds = [os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path, _ in cfg.join]
+    join = tuple((f"fd:{fd}", nstype) for fd, (_, nstype) in zip(join_fds, cfg.join, strict=True))
+    return cfg._replace(view_built=True, join=join), join_fds
+
+
+def _launched(launch: Launch, new_netns: bool, netlink_parent: socket.socket) -> Launch:
+    """With a new netns, the child hands back a netlink socket made inside it (or fails and says why)."""
+    try:
+        if new_netns:
+            netlink = nsfork.receive_socket(netlink_parent)
+            if netlink is None:  # the child failed before it could: its report is on the error pipe
+                reason = _read_all(launch.error_in)  # read before abort() closes the pipe
+                launch.abort()
+                raise MinirunError(f"container setup failed: {reason}")
+            launch.netlink = netlink
+    finally:
+        netlink_parent.close()
     return launch
 
 

@@ -17,6 +17,9 @@ is root in its own mount, pid, net and user namespaces (kernel.peer), reads ever
 If the supervisor itself is killed, its containers keep running; any later minirun command notices when
 they end (reconcile.reconcile) and tears them down with exit status 255, Docker's "unknown". Their output has
 no reader then: a write to stdout or stderr fails with EPIPE.
+
+PR_SET_CHILD_SUBREAPER: https://man7.org/linux/man-pages/man2/prctl.2.html; Docker's exit codes:
+https://docs.docker.com/engine/containers/run/#exit-status
 """
 
 from __future__ import annotations
@@ -124,37 +127,17 @@ class Supervisor:
             signal.signal(signum, lambda *_: None)
         self.selector.register(listener, selectors.EVENT_READ, "accept")
         self.selector.register(wakeup_r, selectors.EVENT_READ, "signal")
-        idle_since = time.monotonic()
+        idle_since: float | None = time.monotonic()
         try:
-            while not self.stopping:
+            while not self.stopping and idle_since is not None:
                 self._sync_resolver()
                 timeout = self.clients.timeout(0.5 if not self.syncs else SYNC_RETRY)
                 for key, _ in self.selector.select(timeout=timeout):
-                    if key.data == "accept":
-                        self.clients.accept(listener)
-                    elif key.data == "signal":
-                        self._on_signals(os.read(wakeup_r, 512))
-                    elif key.data[0] == "client":
-                        if (complete := self.clients.readable(key.data[1])) is not None:
-                            self._dispatch(complete)
-                    elif key.data[0] == "log":
-                        self.logs.pump(key.data[1])
-                    elif key.data[0] == "log-handoff":
-                        self.logs.receive(key.data[1])
-                    else:
-                        self.resolver.serve_one(key.fileobj, key.data[1])
+                    self._on_event(key, listener, wakeup_r)
                 self.clients.expire()
                 self._answer_syncs()
                 self._reap()
-                busy = self.helpers or self.clients.pending or self.logs or self.syncs
-                if busy or _has_containers():
-                    idle_since = time.monotonic()
-                elif time.monotonic() - idle_since > IDLE_SECONDS:
-                    # Read the records only now, once per idle period (not on every wake: with many
-                    # containers that cost the idle supervisor CPU in proportion, issue 13).
-                    if not resolver_in_use():
-                        break
-                    idle_since = time.monotonic()
+                idle_since = self._idle_since(idle_since)
         finally:
             # However it ends (idle, a signal, a failure): if a container of ours is left on record, its entry
             # stays, dead once we exit, so the next command looks after it. Workers still handing one over
@@ -168,6 +151,32 @@ class Supervisor:
                 os.unlink(paths.supervisor_socket())
             listener.close()
             os.close(lock)
+
+    def _on_event(self, key: selectors.SelectorKey, listener: socket.socket, wakeup_r: int) -> None:
+        if key.data == "accept":
+            self.clients.accept(listener)
+        elif key.data == "signal":
+            self._on_signals(os.read(wakeup_r, 512))
+        elif key.data[0] == "client":
+            if (complete := self.clients.readable(key.data[1])) is not None:
+                self._dispatch(complete)
+        elif key.data[0] == "log":
+            self.logs.pump(key.data[1])
+        elif key.data[0] == "log-handoff":
+            self.logs.receive(key.data[1])
+        else:
+            self.resolver.serve_one(key.fileobj, key.data[1])
+
+    def _idle_since(self, idle_since: float) -> float | None:
+        """When the supervisor last had something to do; None once it has been idle long enough to exit."""
+        busy = self.helpers or self.clients.pending or self.logs or self.syncs
+        if busy or _has_containers():
+            return time.monotonic()
+        if time.monotonic() - idle_since <= IDLE_SECONDS:
+            return idle_since
+        # Read the records only now, once per idle period (not on every wake: with many containers that
+        # cost the idle supervisor CPU in proportion, issue 13).
+        return time.monotonic() if resolver_in_use() else None
 
     def _listen(self) -> socket.socket:
         path = paths.supervisor_socket()

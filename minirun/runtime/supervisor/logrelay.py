@@ -6,6 +6,8 @@ and writes the bytes through a logfile.RotatingWriter. No process per container 
 containerd-shim or Podman's conmon would be): the relay is a few hundred bytes of state in the
 supervisor's select loop. The worker that creates the container hands the pipe's read end to the
 supervisor over a socketpair made for that worker (SCM_RIGHTS), before the container may exec.
+
+Passing a descriptor over a unix socket (SCM_RIGHTS): https://man7.org/linux/man-pages/man7/unix.7.html
 """
 
 from __future__ import annotations

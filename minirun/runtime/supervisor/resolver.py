@@ -18,6 +18,8 @@ resolver, while the per-packet check compares against the bridge's name and need
 Its work is bounded: forwarding runs on a fixed pool of threads behind a bounded queue (a query that finds
 it full is answered SERVFAIL at once), each upstream gets a timeout, and no exception here ends the
 supervisor, which serves every network's names.
+
+Docker's embedded DNS server: https://docs.docker.com/engine/network/#dns-services
 """
 
 from __future__ import annotations
