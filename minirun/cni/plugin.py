@@ -36,7 +36,7 @@ from minirun.cni.protocol import (
     lock_timeout,
     prev_addresses,
 )
-from minirun.cni.store import LockTimeout, Store, port_owner
+from minirun.cni.store import AttachmentStatus, LockTimeout, Store, port_owner
 from minirun.errors import MinirunError, StepError
 from minirun.net import attachment, bridge
 from minirun.net.attachment import (
@@ -182,11 +182,11 @@ def _add(conf: Conf, params: Params, store: Store, host: Rtnl, container: Rtnl, 
     base_record = _base_record(conf, params, att, opts)
 
     def intent() -> object:
-        store.save({**base_record, "status": "creating"})
+        store.save({**base_record, "status": AttachmentStatus.CREATING})
         return lambda: store.remove(cid, ifname)
 
     def record() -> None:
-        store.save({**base_record, **_attached(att, routes, conf), "status": "ready"})
+        store.save({**base_record, **_attached(att, routes, conf), "status": AttachmentStatus.READY})
 
     steps = [*network_steps, Step("intent", intent), *attachment.plan_attach(att, ctx, opts), Step("record", record)]
     timings: list = []
@@ -348,7 +348,7 @@ def cmd_check(conf: Conf, params: Params, config: dict[str, Any]) -> None:
         record = store.load(cid, ifname)
         if record is None:
             raise CniError(ERR_UNKNOWN_CONTAINER, f"no attachment of {cid} ({ifname}) on network {conf.name}")
-        if record.get("status") == "creating":
+        if record.get("status") == AttachmentStatus.CREATING:
             raise CniError(ERR_CHECK, f"the ADD of {cid} ({ifname}) never finished", "DEL it and ADD again")
         if not os.path.exists(params.netns):
             # not 3 ("unknown container": no DEL needed): the address and rules are still held

@@ -14,8 +14,17 @@ import json
 import os
 import time
 from collections.abc import Iterator
+from enum import StrEnum
 
 from minirun import jsonstore
+
+
+class AttachmentStatus(StrEnum):
+    """An attachment record is written as `creating` before anything is made (so DEL and GC find what a
+    killed ADD made) and becomes `ready` when the ADD finished; DEL removes it. The values are on disk."""
+
+    CREATING = "creating"
+    READY = "ready"
 
 
 def port_owner(container_id: str, ifname: str) -> str:
