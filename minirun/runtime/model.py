@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypedDict
 
 from minirun.errors import Conflict
 from minirun.kernel import proc
@@ -34,6 +34,81 @@ class ContainerStatus(StrEnum):
 class PodStatus(StrEnum):
     CREATING = "creating"
     READY = "ready"
+
+
+class Owner(TypedDict):
+    """A process, as minirun records it: a pid reused by another process has another start time."""
+
+    pid: int
+    started: int | None
+
+
+class NetworkAttachmentRecord(TypedDict, total=False):
+    name: str  # the network's
+    bridge: str
+    address: str  # "10.77.0.2/16"
+    gateway: str
+    host_veth: str
+    mtu: int | None
+
+
+class ContainerRecord(TypedDict, total=False):
+    """A container's record: the JSON written to containers/ID.json, one key per field, read and written
+    only by store.py. The keys and their JSON types are what records written by every earlier release
+    hold (tests/golden/records), so an upgrade reads them unchanged. A record that cannot be read as one
+    is {"id": ID, "corrupt": True} (store.load): its holdings stay reserved."""
+
+    id: str
+    name: str
+    hostname: str
+    command: list[str]
+    env: list[str]  # KEY=VALUE
+    workdir: str | None
+    created: str  # store.now_iso()
+    status: ContainerStatus
+    owner: Owner  # its launcher, then its supervisor
+    network_mode: str  # bridge (any bridged network), pod, none, host
+    network: NetworkAttachmentRecord
+    pod: str | None
+    ports: list[list[Any]]  # PortMapping fields
+    auto_remove: bool
+    detached: bool
+    init: bool
+    tty: bool
+    read_only: bool
+    log: str | None
+    log_config: dict[str, str]
+    etc_dir: str
+    image: dict[str, Any]  # {"id", "name", ...} of the image it runs
+    user: list[Any]  # [uid, gid, [groups]]
+    user_spec: str | None
+    security: dict[str, Any]  # security.SecurityProfile.as_record()
+    pid: int
+    pid_started: int
+    started: str
+    finished: str
+    exit_code: int
+    rebuilt: bool  # rebuilt from the kernel (runtime/rebuild.py), with:
+    rebuilt_from: str
+    rebuilt_at: str
+    unknown: list[str]
+    corrupt: bool  # only in what store.load returns, never on disk
+
+
+class PodRecord(TypedDict, total=False):
+    """A pod's record, pods/NAME.json (see ContainerRecord)."""
+
+    id: str
+    name: str
+    hostname: str
+    share: list[str]  # namespaces: net, uts, ipc, pid
+    created: str
+    status: PodStatus
+    owner: Owner  # while creating
+    pins: dict[str, str]  # namespace -> its pin path
+    ports: list[list[Any]]
+    network: NetworkAttachmentRecord
+    infra: Owner  # the pod's PID 1 (tini) with --share pid
 
 
 CONTAINER_TRANSITIONS: dict[ContainerStatus, frozenset[ContainerStatus]] = {

@@ -22,6 +22,7 @@ from minirun.errors import Conflict, MinirunError, NotFound
 from minirun.jsonstore import create_atomic, read_json, remove_file, write_atomic
 from minirun.kernel import proc
 from minirun.runtime import model
+from minirun.runtime.model import ContainerRecord, PodRecord
 
 
 def now_iso() -> str:
@@ -61,11 +62,11 @@ def release_name(name: str, container_id: str) -> None:
         remove_file(paths.name_claim(name))
 
 
-def save(record: dict[str, Any]) -> None:
+def save(record: ContainerRecord) -> None:
     write_atomic(paths.container_record(record["id"]), record)
 
 
-def load(container_id: str) -> dict[str, Any] | None:
+def load(container_id: str) -> ContainerRecord | None:
     """The container's record; {"id": ID, "corrupt": True} for one that cannot be read as a record."""
     try:
         record = read_json(paths.container_record(container_id))
@@ -110,7 +111,7 @@ def damaged_records() -> dict[str, list[str]]:
     return found
 
 
-def all_records() -> list[dict[str, Any]]:
+def all_records() -> list[ContainerRecord]:
     return [r for r in map(load, jsonstore.record_names(paths.containers_dir())) if r is not None]
 
 
@@ -141,7 +142,7 @@ class DamagedPod(MinirunError):
     """A pod record that cannot be read: the pod's pins, address and veth may still be in use."""
 
 
-def load_pod(name: str) -> dict[str, Any] | None:
+def load_pod(name: str) -> PodRecord | None:
     """The pod's record, None when there is none; DamagedPod when it cannot be read as one."""
     try:
         pod = jsonstore.read_json(paths.pod_record(name))
@@ -155,7 +156,15 @@ def load_pod(name: str) -> dict[str, Any] | None:
     return pod
 
 
-def all_pods() -> list[dict[str, Any]]:
+def save_pod(pod: PodRecord) -> None:
+    write_atomic(paths.pod_record(pod["name"]), pod)
+
+
+def remove_pod(name: str) -> None:
+    remove_file(paths.pod_record(name))
+
+
+def all_pods() -> list[PodRecord]:
     """Every pod with a readable record (reconcile sets damaged ones aside)."""
     pods = []
     for name in jsonstore.record_names(paths.pods_dir()):
@@ -174,7 +183,7 @@ def damaged_pod_names() -> list[str]:
     return sorted({n.split(DAMAGED_MARK, 1)[0] for n in names if DAMAGED_MARK in n})
 
 
-def find_pod(name: str) -> dict[str, Any]:
+def find_pod(name: str) -> PodRecord:
     pod = load_pod(name)
     if pod is None or not model.is_ready(pod):
         raise _pod_not_found(name)
@@ -190,7 +199,7 @@ def _pod_not_found(name: str) -> NotFound:
     return NotFound(f"no such pod: {name}", hint="see 'minirun pod ls'")
 
 
-def pod_members(pod_name: str) -> list[dict[str, Any]]:
+def pod_members(pod_name: str) -> list[ContainerRecord]:
     return [r for r in all_records() if r.get("pod") == pod_name]
 
 
