@@ -9,9 +9,11 @@ went idle). These tests replace the code on disk under a running supervisor, as 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -97,10 +99,11 @@ def test_a_supervisor_from_the_previous_release_serves_and_tears_down_after_an_u
     wait_for(lambda: not os.path.exists(f"/proc/{supervisor}"), what="the old supervisor idled out")
 
 
-def test_a_child_of_a_supervisor_whose_code_changed_loads_the_new_code_whole(tmp_path, state_dir):
-    """Without supervisor.jobs.fresh_code the new container module would import a name the supervisor's
-    already-loaded (old) minirun.spec lacks: ImportError in the worker (`run -d` fails) and in the teardown
-    child (the address is never released)."""
+def test_the_teardown_child_of_a_supervisor_whose_code_changed_loads_the_new_code_whole(tmp_path, state_dir):
+    """A supervisor outdated by an upgrade starts no new container (below), but its containers still end and
+    are torn down by a child it forks. Without supervisor.jobs.fresh_code the new teardown module would
+    import a name the supervisor's already-loaded (old) minirun.spec lacks: ImportError in the teardown child,
+    so the exit code is lost (255) and the address never released."""
     code = tmp_path / "code"
     code.mkdir()
     install(code)
@@ -108,14 +111,77 @@ def test_a_child_of_a_supervisor_whose_code_changed_loads_the_new_code_whole(tmp
     detach("before", "echo before; sleep 600", env)
     supervisor = supervisor_pid(state_dir)
 
-    install(code)  # the next release: spec gains a name that container and gc use at import time
+    install(code)  # the next release: spec gains a name that the teardown uses at import time
     with open(code / "minirun" / "spec.py", "a") as spec:
         spec.write("\nUPGRADE_MARK = 'new'\n")
-    for module in ("runtime/container/create.py", "runtime/container/teardown.py"):
-        path = code / "minirun" / module
-        path.write_text(path.read_text() + "\nfrom minirun.spec import UPGRADE_MARK  # noqa: E402\n")
+    path = code / "minirun" / "runtime" / "container" / "teardown.py"
+    path.write_text(path.read_text() + "\nfrom minirun.spec import UPGRADE_MARK  # noqa: E402\n")
 
-    detach("after", "echo after; sleep 600", env)
-    assert {r["owner"]["pid"] for r in records(state_dir)} == {supervisor}
-    wait_for(lambda: minirun("logs", "after", env=env).stdout == "after\n", what="the new container's log")
-    stop_and_remove_everything(state_dir, ["before", "after"], env)
+    assert supervisor_pid(state_dir) == supervisor
+    stop_and_remove_everything(state_dir, ["before"], env)  # exit code 137, address released, record gone
+
+
+# Issue 15's version exchange, first slice: a supervisor notices that the code on disk is not the code it runs.
+LINGER = {"MINIRUN_SUPERVISOR_IDLE": "60"}  # so an idle supervisor is still there when the next run comes
+
+
+def upgrade_in_place(code: Path) -> None:
+    """What `pip install -U` does to the files of a running supervisor (here: one module changes)."""
+    with open(code / "minirun" / "spec.py", "a") as spec:
+        spec.write("\n# the next release\n")
+
+
+def stop_supervisor(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what=f"supervisor {pid} gone")
+
+
+def test_an_idle_supervisor_from_before_an_upgrade_makes_way_for_one_on_the_new_code(tmp_path, state_dir):
+    code = tmp_path / "code"
+    code.mkdir()
+    install(code)
+    env = {"PYTHONPATH": str(code), **LINGER}
+    detach("first", "sleep 600", env)
+    old = supervisor_pid(state_dir)
+    assert minirun("rm", "-f", "first", env=env).returncode == 0
+    assert os.path.exists(f"/proc/{old}")  # idle, lingering
+
+    upgrade_in_place(code)
+    detach("second", "echo second; sleep 600", env)
+    new = supervisor_pid(state_dir)
+    try:
+        assert new != old and not os.path.exists(f"/proc/{old}")
+        wait_for(lambda: minirun("logs", "second", env=env).stdout == "second\n", what="second's log")
+        assert "the minirun code on disk changed" in (state_dir / "supervisor.log").read_text()
+        assert minirun("rm", "-f", "second", env=env).returncode == 0
+    finally:
+        stop_supervisor(new)
+
+
+def test_a_busy_supervisor_from_before_an_upgrade_refuses_new_containers_in_one_line(tmp_path, state_dir):
+    """Its containers cannot be handed over, and it must not set up a container with code that is gone:
+    `run -d` fails with one line naming the fix, nothing is created, and its own container is unharmed."""
+    code = tmp_path / "code"
+    code.mkdir()
+    install(code)
+    env = {"PYTHONPATH": str(code), **LINGER}
+    detach("first", "sleep 600", env)
+    old = supervisor_pid(state_dir)
+
+    upgrade_in_place(code)
+    refused = minirun("run", "-d", "--name", "second", "sleep", "600", env=env)
+    assert refused.returncode == 125, refused
+    assert refused.stderr.count("\n") == 1 and "before it was upgraded" in refused.stderr, refused.stderr
+    assert "stop or remove its containers" in refused.stderr
+    assert [r["name"] for r in records(state_dir)] == ["first"] and not (state_dir / "names" / "second").exists()
+    assert minirun("inspect", "-f", "{{.State.Running}}", "first", env=env).stdout.strip() == "true"
+
+    stop_and_remove_everything(state_dir, ["first"], env)  # the old supervisor still tears down its own
+    detach("third", "sleep 600", env)  # idle now: replaced
+    new = supervisor_pid(state_dir)
+    try:
+        assert new != old
+        assert minirun("rm", "-f", "third", env=env).returncode == 0
+    finally:
+        stop_supervisor(new)

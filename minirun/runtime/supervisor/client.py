@@ -84,7 +84,18 @@ def request(payload: dict[str, Any]) -> dict[str, Any]:
             with contextlib.suppress(ConnectionResetError):
                 while chunk := sock.recv(65536):
                     reply += chunk
-        if reply:
-            return json.loads(reply)
-        time.sleep(0.05)
+        if not reply:
+            time.sleep(0.05)
+            continue
+        answer = json.loads(reply)
+        if not (answer.get("outdated") and not answer.get("busy")):
+            return answer  # a busy outdated supervisor's refusal says what to do: the caller reports it
+        # An idle supervisor from before an upgrade is exiting: the next attempt starts one on this code.
+        _wait_gone(answer.get("pid"))
     raise MinirunError("the minirun supervisor did not answer", code=125)
+
+
+def _wait_gone(pid: object, patience: float = CONNECT_TIMEOUT) -> None:
+    deadline = time.monotonic() + patience
+    while isinstance(pid, int) and os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.005)

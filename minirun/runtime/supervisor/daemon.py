@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
+import math
 import os
 import resource
 import selectors
@@ -49,7 +51,9 @@ from minirun.spec import ContainerSpec
 # The CLI's check of a `run -d` spec (cli/run_request.py), handed over by the entry point (cli/supervise.py).
 SpecDecoder = Callable[[Any], ContainerSpec]
 
+# How long the supervisor stays after its last container and request (MINIRUN_SUPERVISOR_IDLE, seconds).
 IDLE_SECONDS = 2.0
+IDLE_ENV = "MINIRUN_SUPERVISOR_IDLE"
 # How long an ending supervisor waits for its workers and teardown children to finish.
 HELPER_PATIENCE = 5.0
 # How long a "sync" (the CLI making sure DNS is served on its network) waits for a gateway:53 still held
@@ -80,6 +84,20 @@ def _has_containers() -> bool:
     return True
 
 
+def _idle_seconds() -> float:
+    raw = os.environ.get(IDLE_ENV)
+    try:
+        seconds = float(raw) if raw else IDLE_SECONDS
+        if not 0 <= seconds < math.inf:
+            raise ValueError(raw)
+        return seconds
+    except ValueError:
+        print(
+            f"minirun supervisor: {IDLE_ENV}={raw!r} is not a number of seconds; using {IDLE_SECONDS}", file=sys.stderr
+        )
+        return IDLE_SECONDS
+
+
 def _running_owned_by(me: dict[str, Any]) -> bool:
     return any(
         r.get("status") in (ContainerStatus.CREATING, ContainerStatus.RUNNING) and r.get("owner") == me
@@ -97,6 +115,7 @@ class Supervisor:
         self.log = Log()
         self.clients = Clients(self.selector, self.log)
         self.stopping = False
+        self.idle_seconds = _idle_seconds()
         self.syncs: list[tuple[socket.socket, float]] = []  # "sync" clients waiting for a gateway:53
         from minirun.runtime.supervisor.logrelay import Relays
 
@@ -172,7 +191,7 @@ class Supervisor:
         busy = self.helpers or self.clients.pending or self.logs or self.syncs
         if busy or _has_containers():
             return time.monotonic()
-        if time.monotonic() - idle_since <= IDLE_SECONDS:
+        if time.monotonic() - idle_since <= self.idle_seconds:
             return idle_since
         # Read the records only now, once per idle period (not on every wake: with many containers that
         # cost the idle supervisor CPU in proportion, issue 13).
@@ -219,6 +238,10 @@ class Supervisor:
             self.log.line(f"refused a request: {exc.msg}")
             reply_error(conn, exc.msg, exc.hint)
             return
+        if jobs.code_fingerprint() != self.code:  # minirun was upgraded under us: never run its new code here
+            self._refuse_as_outdated(conn, payload["op"])
+            if self.stopping or payload["op"] == "run":
+                return
         if payload["op"] == "sync":
             # Answered here, not in a worker: the resolver's sockets live in this process. A gateway:53 may
             # still be held for a moment by a supervisor that is exiting: the answer waits a little while
@@ -248,6 +271,29 @@ class Supervisor:
         worker_channel.close()
         self.logs.expect(log_channel)
         self.helpers.add(pid)
+
+    def _refuse_as_outdated(self, conn: socket.socket, op: str) -> None:
+        """The code on disk is not the code this supervisor runs (an upgrade). Idle, it says so and exits, and
+        the client starts a fresh one; watching containers, it cannot hand them over, so it refuses to run
+        new ones and says why (issue 15: minirun never silently runs a container through old code). A sync
+        (DNS for a foreground run) is still answered then: its container runs in the client's own code."""
+        busy = bool(self.helpers) or _has_containers()
+        if busy and op != "run":
+            return
+        self.log.line(f"the minirun code on disk changed since this supervisor started; refused a {op} request")
+        reply = {"ok": False, "outdated": True, "busy": busy, "pid": os.getpid(), "code": 125}
+        if busy:
+            reply["error"] = (
+                f"the minirun supervisor (pid {os.getpid()}) runs the code minirun had before it was upgraded, "
+                "and still watches running containers: it starts no new one"
+            )
+            reply["hint"] = "stop or remove its containers (minirun ps), or wait for them to end, then run again"
+        else:
+            reply["error"] = "the minirun supervisor was started from older code and is exiting"
+            self.stopping = True
+        with contextlib.suppress(OSError):
+            conn.sendall(json.dumps(reply).encode() + b"\n")
+        conn.close()
 
     def _answer_syncs(self) -> None:
         if not self.syncs:

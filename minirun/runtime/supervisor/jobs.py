@@ -12,8 +12,10 @@ Two rules keep that safe:
   this module call `minirun.runtime.container.run_detached` (a lazy name of the package),
   `minirun.runtime.gc.teardown` and `minirun.runtime.launch.exit_status`: those stay importable as
   forwarders until issue 15's version exchange lets the CLI replace an outdated idle supervisor.
-- A child forked by a supervisor whose code on disk changed since it started forgets every loaded minirun
-  module before the job's imports (`fresh_code`), so the job runs entirely on the new code, never a mix.
+- A supervisor whose code on disk changed since it started runs no new container (daemon.py refuses the
+  request, and exits when idle so the client starts a fresh one). A child it still forks (the teardown of
+  its own containers, or a worker in the moment of the upgrade) forgets every loaded minirun module before
+  the job's imports (`fresh_code`), so the job runs entirely on the new code, never a mix.
 """
 
 from __future__ import annotations
