@@ -137,12 +137,18 @@ def stop_supervisor(pid: int) -> None:
     wait_for(lambda: not os.path.exists(f"/proc/{pid}"), what=f"supervisor {pid} gone")
 
 
-def test_an_idle_supervisor_from_before_an_upgrade_makes_way_for_one_on_the_new_code(tmp_path, state_dir):
+def lingering_supervisor_from_a_copy(tmp_path: Path) -> tuple[Path, dict]:
+    """A copy of this tree as the installed code, and a supervisor started from it with a container "first"."""
     code = tmp_path / "code"
     code.mkdir()
     install(code)
     env = {"PYTHONPATH": str(code), **LINGER}
     detach("first", "sleep 600", env)
+    return code, env
+
+
+def test_an_idle_supervisor_from_before_an_upgrade_makes_way_for_one_on_the_new_code(tmp_path, state_dir):
+    code, env = lingering_supervisor_from_a_copy(tmp_path)
     old = supervisor_pid(state_dir)
     assert minirun("rm", "-f", "first", env=env).returncode == 0
     assert os.path.exists(f"/proc/{old}")  # idle, lingering
@@ -162,11 +168,7 @@ def test_an_idle_supervisor_from_before_an_upgrade_makes_way_for_one_on_the_new_
 def test_a_busy_supervisor_from_before_an_upgrade_refuses_new_containers_in_one_line(tmp_path, state_dir):
     """Its containers cannot be handed over, and it must not set up a container with code that is gone:
     `run -d` fails with one line naming the fix, nothing is created, and its own container is unharmed."""
-    code = tmp_path / "code"
-    code.mkdir()
-    install(code)
-    env = {"PYTHONPATH": str(code), **LINGER}
-    detach("first", "sleep 600", env)
+    code, env = lingering_supervisor_from_a_copy(tmp_path)
     old = supervisor_pid(state_dir)
 
     upgrade_in_place(code)
