@@ -1,4 +1,4 @@
-"""Container commands: ps, inspect, logs, port, stop, kill, rm. (`run` and `exec` are cli/run_command.py and
+"""Container commands: ps, inspect, logs, port, stop, kill, rm, wait. (`run` and `exec` are cli/run_command.py and
 cli/exec_command.py: their hot path bypasses typer.)"""
 
 from __future__ import annotations
@@ -141,3 +141,21 @@ def rm_cmd(
 
     teller = narrator(explain, verbose)
     _each_container(refs, lambda record: control.remove(record, force, teller), debug)
+
+
+@app.command("wait")
+def wait_cmd(refs: list[str] = typer.Argument(..., metavar="CONTAINER..."), debug: bool = DEBUG) -> None:
+    """Block until each container has exited, then print its exit code (one line each, in order)."""
+    from minirun.runtime import query
+    from minirun.runtime.container import control
+
+    failed = False
+    for ref in refs:
+        try:
+            code = managed(lambda r=ref: control.wait(query.find(r)), debug)
+        except typer.Exit:
+            failed = True
+            continue
+        typer.echo(code)
+    if failed:
+        raise typer.Exit(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import select
 import signal
 import time
 from typing import Any
@@ -43,6 +44,41 @@ def wait_exited(record: dict[str, Any], timeout: float) -> dict[str, Any] | None
             reconcile.reconcile(full=True)
         time.sleep(0.01)
     return store.load(record["id"])
+
+
+def wait(record: dict[str, Any]) -> int:
+    """`minirun wait` (Docker's): block until the container has exited and its exit is recorded; its exit
+    code. The process is watched through a pidfd (pidfd_open(2)): no polling while it runs."""
+    while True:
+        current = store.load(record["id"])
+        if current is None:
+            raise MinirunError(
+                f"container {record.get('name') or record['id']} was removed when it ended (--rm): its exit code "
+                "is gone",
+                hint="wait for a container started without --rm, or read the exit code from 'minirun run'",
+                code=1,
+            )
+        if current.get("corrupt"):
+            raise MinirunError(f"the record of container {record['id']} is damaged", hint="see 'minirun gc --damaged'")
+        if model.is_exited(current):
+            return int(current.get("exit_code", model.EXIT_STATUS_LOST))
+        if model.container_alive(current):
+            _until_gone(current)
+            wait_exited(current, timeout=0)  # then the supervisor (or reconcile) records the exit
+        else:
+            time.sleep(0.02)  # still being created: its PID 1 is not on record yet
+
+
+def _until_gone(record: dict[str, Any]) -> None:
+    try:
+        pidfd = os.pidfd_open(record["pid"])
+    except ProcessLookupError:
+        return
+    try:
+        if model.container_alive(record):  # the pidfd is the container's PID 1, not a process that reused it
+            select.select([pidfd], [], [])  # readable once it has exited
+    finally:
+        os.close(pidfd)
 
 
 def parse_signal(text: str) -> signal.Signals:

@@ -65,6 +65,7 @@ COMMANDS = [
     "stop",
     "kill",
     "rm",
+    "wait",
     "gc",
     "doctor",
     "topology",
