@@ -40,18 +40,18 @@ def holdings() -> list[Holding]:
     damaged = store.damaged_records()
     if not damaged:
         return []
-    from minirun.net import ipam, links, rtnl
+    from minirun.net import attachment
 
-    reservations = ipam.all_reservations(paths.ipam_root())
+    reservations = attachment.all_reservations(paths.ipam_root())
     claims = store.name_claims()
-    with rtnl.Rtnl() as ipr:
-        present = {link.name for link in links.list_links(ipr)}
+    with attachment.open_host() as ipr:
+        present = {link.name for link in attachment.list_links(ipr)}
     found = []
     for container_id, records in sorted(damaged.items()):
         if _has_record(container_id):
             found.append(Holding(container_id, records, [], [], None, None, rebuilt=True))
             continue
-        veth = links.host_veth_name(container_id)
+        veth = attachment.host_veth_name(container_id)
         directory = config.container_dir(container_id)
         found.append(
             Holding(
@@ -89,20 +89,20 @@ def release(holding: Holding) -> list[str]:
 
 
 def _release(holding: Holding) -> list[str]:
-    from minirun.net import firewall, ipam, links, rtnl
+    from minirun.net import attachment
 
     released = []
     for network, address in holding.addresses:
-        if ipam.AddressStore(paths.ipam_dir(network)).release(address, holding.container_id):
+        if attachment.AddressStore(paths.ipam_dir(network)).release(address, holding.container_id):
             released.append(f"address {address} on network {network}")
     for name in holding.names:
         store.release_name(name, holding.container_id)
         released.append(f"name {name}")
-    if not holding.rebuilt and firewall.remove_ports(holding.container_id):
+    if not holding.rebuilt and attachment.select_driver().remove_ports(holding.container_id):
         released.append("published ports")
     if holding.veth:
-        with rtnl.Rtnl() as ipr:
-            if links.delete_link(ipr, holding.veth):
+        with attachment.open_host() as ipr:
+            if attachment.delete_link(ipr, holding.veth):
                 released.append(f"link {holding.veth}")
     if holding.directory and teardown.remove_container_dir(holding.container_id):
         released.append(f"directory {holding.directory}")

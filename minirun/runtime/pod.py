@@ -24,7 +24,7 @@ from minirun.errors import ConfigError, MinirunError
 from minirun.kernel import nsfork, proc
 from minirun.kernel import syscalls as k
 from minirun.plan import Narrator, Step, describe, run_plan
-from minirun.runtime import model, pod_teardown, store
+from minirun.runtime import model, network_plan, pod_teardown, store
 from minirun.runtime.container import control, teardown
 from minirun.runtime.model import PodStatus
 from minirun.runtime.pod_teardown import DEFAULT_SHARE, SHAREABLE
@@ -111,14 +111,11 @@ def _create_locked(
     ports: tuple = (),
     network_name: str = "bridge",
 ) -> dict[str, Any] | None:
-    from minirun.net import attach, firewall, ipam, links, rtnl
     from minirun.net import network as netdefs
 
     validate_name(name)
     network = netdefs.resolve(network_name)
-    firewall.nft_binary()
-    host = rtnl.Rtnl()
-    attach.check_subnet_free(host, network)
+    host = network_plan.validate_bridge(network)
     if ports:
         from minirun.net.ports import check_free
 
@@ -157,12 +154,12 @@ def _create_locked(
             lines.append(f"nsenter --uts=/proc/{holder.get('pid', '<pid>')}/ns/uts hostname {pod['hostname']}")
         return lines
 
-    pool = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
-    attachment = attach.Attachment(network, links.host_veth_name(pod_id), network.mtu or 1500)
+    attachment = network_plan.bridge_attachment(network, pod_id)
     net_pin = paths.netns_pin(name)
+    netns = network_plan.NetnsHandle(net_pin)
     first = [Step("namespaces", spawn, explain_spawn), *(pod_teardown.pin_step(pod, ns, holder) for ns in share)]
     if dry_run:
-        steps = attach.bridge_steps(attachment, None, None, -1, net_pin, pool, pod_id, ports)
+        steps = network_plan.bridge_steps(attachment, None, netns, pod_id, ports)
         describe([*first, *steps], narrator)
         return None
     with contextlib.ExitStack() as undo:
@@ -170,12 +167,10 @@ def _create_locked(
         undo.callback(jsonstore.remove_file, paths.pod_record(name))
         run_plan(first, undo, narrator=narrator)
         helper, netlink = holder["pid"], holder["netlink"]
-        netns_fd = os.open(net_pin, os.O_RDONLY | os.O_CLOEXEC)
-        undo.callback(os.close, netns_fd)
+        netns.fill(net_pin, netlink, open_file=True)
+        undo.callback(netns.close)
         published = lambda: store.published_ports(exclude=pod_id)  # noqa: E731
-        steps = attach.bridge_steps(
-            attachment, host, rtnl.Rtnl(netlink), netns_fd, net_pin, pool, pod_id, ports, published
-        )
+        steps = network_plan.bridge_steps(attachment, host, netns, pod_id, ports, published)
         run_plan(steps, undo, narrator=narrator)
         model.move_pod(pod, PodStatus.READY, network=attachment.as_record())
         pod.pop("owner")
@@ -183,7 +178,7 @@ def _create_locked(
             pod["infra"] = {"pid": helper, "started": proc.start_time(helper)}
         jsonstore.write_atomic(paths.pod_record(name), pod)
         undo.pop_all()
-    os.close(netns_fd)
+    netns.close()
     netlink.close()
     if "pid" in share:
         _HELPER_SOCKETS.pop(helper).send(b"g")  # the helper becomes the pod's init and stays

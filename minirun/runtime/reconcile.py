@@ -26,7 +26,7 @@ from minirun.runtime.container import teardown
 from minirun.runtime.model import PodStatus
 
 if TYPE_CHECKING:
-    from minirun.net.ipam import Reservation
+    from minirun.net.attachment import Reservation
 
 
 def reconcile(narrator: Narrator | None = None, *, full: bool = False) -> list[str]:
@@ -48,12 +48,12 @@ def reconcile(narrator: Narrator | None = None, *, full: bool = False) -> list[s
 def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
     """The full pass: (what it removed, whether it left nothing pending). Pending: a container whose owner
     is dead but whose process runs on (unwatched), a step that failed, orphans held back by damage."""
-    from minirun.net import ipam
+    from minirun.net import attachment
 
     settled = True
     # Snapshot reservations and claims BEFORE the records: a run writes its record first, so anything
     # listed here that lacks a record was really orphaned.
-    reservations = ipam.all_reservations(paths.ipam_root())
+    reservations = attachment.all_reservations(paths.ipam_root())
     claims = store.name_claims()
     pods = store.pod_ids()
     if pods:
@@ -215,32 +215,32 @@ def _reconcile_orphan(record: dict[str, Any], narrator: Narrator | None = None) 
 
 def remove_orphan_links(bridge: str) -> list[str]:
     """Delete host veths on `bridge` that belong to no live container or pod (e.g. a killed verifier's)."""
-    from minirun.net import links, rtnl
+    from minirun.net import attachment
 
     removed: list[str] = []
     if store.damaged_pods_exist():
         return removed  # one of them may be a damaged pod's (see store.damaged_pods_exist)
-    with rtnl.Rtnl() as ipr:
-        master = links.get_link(ipr, bridge)
+    with attachment.open_host() as ipr:
+        master = attachment.get_link(ipr, bridge)
         if master is None:
             return removed
         # Links first, owners after: a container writes its record before it makes its veth, so a veth
         # listed here whose owner is in no record read afterwards really is an orphan (the other order
         # cut the veth of a container created in between).
-        ports = [link for link in links.list_links(ipr) if link.master == master.index and link.kind == "veth"]
+        ports = [link for link in attachment.list_links(ipr) if link.master == master.index and link.kind == "veth"]
         holders = {r["id"] for r in store.all_records() if model.is_live(r)} | store.pod_ids()
         holders |= set(store.damaged_records())
-        live = {links.host_veth_name(holder) for holder in holders}
+        live = {attachment.host_veth_name(holder) for holder in holders}
         for link in ports:
-            if link.name not in live and links.delete_link(ipr, link.name):
+            if link.name not in live and attachment.delete_link(ipr, link.name):
                 removed.append(f"link {link.name} (on {bridge}, no container)")
     return removed
 
 
 def _release_orphans(network: str, addresses: dict[str, Reservation], holders: set[str]) -> list[str]:
-    from minirun.net import ipam
+    from minirun.net import attachment
 
-    pool = ipam.AddressStore(paths.ipam_dir(network))
+    pool = attachment.AddressStore(paths.ipam_dir(network))
     removed = []
     for address, held in addresses.items():
         if held.owner not in holders and pool.release(address, held.owner):

@@ -18,7 +18,7 @@ from minirun.errors import MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.plan import Narrator, Step, Timing, describe, run_plan
-from minirun.runtime import logfile, model, names, reconcile, store
+from minirun.runtime import logfile, model, names, network_plan, reconcile, store
 from minirun.runtime.container import child, config, launch, teardown
 from minirun.runtime.model import ContainerStatus, move_container
 from minirun.runtime.privileges import require_root
@@ -96,14 +96,11 @@ def create(
         pid_namespace = pods.pid_namespace(pod)
         resolver = _resolver_for((pod.get("network") or {}).get("name"), dry_run)
     elif spec.network not in ("none", "host"):
-        from minirun.net import attach, firewall, rtnl
         from minirun.net import network as netdefs
 
         network = netdefs.resolve(spec.network)
         resolver = _resolver_for(network.name, dry_run)
-        firewall.nft_binary()
-        host_rtnl = rtnl.Rtnl()
-        attach.check_subnet_free(host_rtnl, network)
+        host_rtnl = network_plan.validate_bridge(network)
         if spec.ports:
             from minirun.net.ports import check_free
 
@@ -163,17 +160,12 @@ def create(
     namespaces = Step("namespaces", fork, lambda: _explain_namespaces(cfg, pid_namespace, forked))
     if dry_run:
         steps = [namespaces]
+        netns = network_plan.NetnsHandle("/proc/<pid>/ns/net")
         if network is not None:
-            from minirun.net import attach, ipam, links
-
-            pool = ipam.AddressStore(paths.ipam_dir(network.name))
-            attachment = attach.Attachment(network, links.host_veth_name(container_id), spec.mtu or network.mtu or 1500)
-            ns_label = "/proc/<pid>/ns/net"
-            steps += attach.bridge_steps(attachment, None, None, -1, ns_label, pool, container_id, spec.ports)
+            attachment = network_plan.bridge_attachment(network, container_id, spec.mtu)
+            steps += network_plan.bridge_steps(attachment, None, netns, container_id, spec.ports)
         elif cfg.new_netns:
-            from minirun.net import attach
-
-            steps += attach.loopback_steps(None, "/proc/<pid>/ns/net")
+            steps += network_plan.loopback_steps(netns)
         describe([*steps, _exec_step(cfg)], narrator)
         return None
 
@@ -195,32 +187,16 @@ def create(
         started = forked[0]
 
         steps: list[Step] = []
-        netns_fd = -1
+        netns = network_plan.NetnsHandle("/proc/<pid>/ns/net")
         if started.netlink is not None:
-            from minirun.net import attach, ipam, links, rtnl
-
-            container_rtnl = rtnl.Rtnl(started.netlink)
-            ns_label = f"/proc/{started.pid}/ns/net"
+            netns.fill(f"/proc/{started.pid}/ns/net", started.netlink, open_file=network is not None)
+            undo.callback(netns.close)
             if network is not None:
-                netns_fd = os.open(ns_label, os.O_RDONLY | os.O_CLOEXEC)
-                undo.callback(os.close, netns_fd)
-                pool = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
-                attachment = attach.Attachment(
-                    network, links.host_veth_name(container_id), spec.mtu or network.mtu or 1500
-                )
-                steps = attach.bridge_steps(
-                    attachment,
-                    host_rtnl,
-                    container_rtnl,
-                    netns_fd,
-                    ns_label,
-                    pool,
-                    container_id,
-                    spec.ports,
-                    lambda: store.published_ports(exclude=container_id),
-                )
+                attachment = network_plan.bridge_attachment(network, container_id, spec.mtu)
+                published = lambda: store.published_ports(exclude=container_id)  # noqa: E731
+                steps = network_plan.bridge_steps(attachment, host_rtnl, netns, container_id, spec.ports, published)
             else:
-                steps = attach.loopback_steps(container_rtnl, ns_label)
+                steps = network_plan.loopback_steps(netns)
         run_plan(steps, undo, timings, narrator)
 
         move_container(
@@ -234,8 +210,7 @@ def create(
             record["network"] = attachment.as_record()
             config.set_address(view, hostname, attachment.as_record()["address"].split("/")[0])
         store.save(record)
-        if netns_fd >= 0:
-            os.close(netns_fd)
+        netns.close()
         started.close_netns_handles()
         undo.pop_all()  # from here on the container runs; teardown (not rollback) cleans up
     return Created(record, started, host_rtnl, timings, _exec_step(cfg))
