@@ -4,12 +4,13 @@ address, route, published ports) on a bridge network, or lo alone for a netns of
 Runtime's options of net/attachment.py in one place, so that `run` and `pod create` attach alike (a pod's
 netns is a container's, pinned). The netns is made by the plan's first phase (the namespaces step), so the
 attach steps read it from a NetnsHandle when their phase is planned: in a run, after the namespaces step
-filled it in; in a dry run, unfilled, with placeholders and no sockets.
+filled it in; in a dry run, unfilled, with placeholders and no sockets (runtime/phases.py).
 """
 
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 
 from minirun import paths
@@ -19,29 +20,35 @@ from minirun.plan import Step
 
 
 class NetnsHandle:
-    """The network namespace of a plan: `label` names it in --explain (nsenter --net=LABEL), `rtnl` is an
-    rtnetlink socket inside it and `fd` an open file of it (the veth's peer goes there). Until `fill`: the
-    dry-run placeholders."""
+    """The network namespace of a plan, filled in by the step that makes it and read by the attach phase
+    when that is planned: `label` names it in --explain (nsenter --net=LABEL), `rtnl` is an rtnetlink
+    socket inside it, `fd` an open file of it (where the veth's peer goes). Unfilled (a dry run): the
+    placeholder label, no socket, no file."""
 
-    __slots__ = ("label", "rtnl", "fd")
+    __slots__ = ("label", "rtnl", "_fd")
 
     def __init__(self, placeholder_label: str) -> None:
         self.label = placeholder_label
         self.rtnl: attachment.Rtnl | None = None
-        self.fd = -1
+        self._fd = -1
 
-    def fill(self, label: str, netlink, open_file: bool) -> None:
-        """The namespaces step made the netns: `netlink` is a socket inside it (None: it shares the host's or a
-        pod's); `open_file` opens it by `label` for a veth to be moved in (closed by close())."""
-        self.label = label
-        self.rtnl = attachment.Rtnl(netlink) if netlink is not None else None
-        if open_file:
-            self.fd = os.open(label, os.O_RDONLY | os.O_CLOEXEC)
+    def fill(self, label: str, netlink: socket.socket) -> None:
+        """The netns exists: `label` is its path, `netlink` a NETLINK_ROUTE socket inside it (its owner
+        closes it)."""
+        self.label, self.rtnl = label, attachment.Rtnl(netlink)
+
+    @property
+    def fd(self) -> int:
+        """Opened on first use, so only by a plan that moves a veth in (a pod's net pin is made after the
+        socket arrives); -1 until filled. close() closes it."""
+        if self._fd < 0 and self.rtnl is not None:
+            self._fd = os.open(self.label, os.O_RDONLY | os.O_CLOEXEC)
+        return self._fd
 
     def close(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 def validate_bridge(network: Network) -> attachment.Rtnl:
