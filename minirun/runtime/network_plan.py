@@ -12,11 +12,15 @@ from __future__ import annotations
 import os
 import socket
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from minirun import paths
-from minirun.net import attachment, bridge
-from minirun.net.network import Network
 from minirun.plan import Step
+
+# net/ is loaded only by a plan that attaches: a pod member or --network none|host does not pay for it.
+if TYPE_CHECKING:
+    from minirun.net import attachment
+    from minirun.net.network import Network
 
 
 class NetnsHandle:
@@ -35,7 +39,9 @@ class NetnsHandle:
     def fill(self, label: str, netlink: socket.socket) -> None:
         """The netns exists: `label` is its path, `netlink` a NETLINK_ROUTE socket inside it (its owner
         closes it)."""
-        self.label, self.rtnl = label, attachment.Rtnl(netlink)
+        from minirun.net.attachment import Rtnl
+
+        self.label, self.rtnl = label, Rtnl(netlink)
 
     @property
     def fd(self) -> int:
@@ -54,6 +60,8 @@ class NetnsHandle:
 def validate_bridge(network: Network) -> attachment.Rtnl:
     """What a bridged attach needs of the host before anything changes: the firewall's tools and a subnet
     no other route claims. Returns the host's rtnetlink socket, for the attach steps."""
+    from minirun.net import attachment, bridge
+
     attachment.select_driver().validate()
     host = attachment.open_host()
     bridge.check_subnet_free(host, network)
@@ -61,6 +69,8 @@ def validate_bridge(network: Network) -> attachment.Rtnl:
 
 
 def bridge_attachment(network: Network, owner: str, mtu: int | None = None) -> attachment.Attachment:
+    from minirun.net import attachment
+
     return attachment.Attachment(network, attachment.host_veth_name(owner), mtu or network.mtu or 1500)
 
 
@@ -74,6 +84,8 @@ def bridge_steps(
 ) -> list[Step]:
     """The network's steps (bridge, ip-forward, nat), then the ones that put eth0 of the netns on its bridge
     (ipam, veth, veth-up, eth0, default-route[, ports]): the step names users see as `step k/N`."""
+    from minirun.net import attachment, bridge
+
     firewall, side = attachment.select_driver(), bridge.HostSide()
     store = attachment.address_store(paths.ipam_dir(att.network.name), att.network)
     ctx = attachment.AttachContext(host, netns.rtnl, netns.fd, netns.label, store, firewall, side)
@@ -83,4 +95,6 @@ def bridge_steps(
 
 def loopback_steps(netns: NetnsHandle) -> list[Step]:
     """--network none: only lo comes up."""
+    from minirun.net import attachment
+
     return attachment.loopback_steps(netns.rtnl, netns.label)

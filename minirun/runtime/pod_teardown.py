@@ -121,7 +121,8 @@ def _detach_steps(pod: dict[str, Any], removed: list[str]) -> list[Step]:
         with ipr:
             return teardown.remove_lingering_link(ipr, name)
 
-    steps = attachment.plan_detach(detach, store, attachment.select_driver(), attachment.open_host, removed, veth_gone)
+    firewall = attachment.select_driver("nft" if detach.port_owner else "none")  # see container/teardown.py
+    steps = attachment.plan_detach(detach, store, firewall, attachment.open_host, removed, veth_gone)
     # A pod interrupted before its record named an address holds none by record: its address step does
     # nothing and tells nothing (reconcile releases an address no record names).
     steps.setdefault("address", Step("address", lambda: None, list))

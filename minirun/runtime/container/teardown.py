@@ -99,7 +99,8 @@ def release_steps(
             return False
         return remove_lingering_link(ipr, veth)
 
-    firewall = attachment.select_driver()
+    # Without port rules to remove the firewall is not asked anything: its nft driver need not even load.
+    firewall = attachment.select_driver("nft" if detach.port_owner else "none")
     steps = attachment.plan_detach(detach, store, firewall, lambda: _host_rtnl(host_rtnl), removed, veth_gone)
     return [stop, *(steps[name] for name in attachment.DETACH_ORDER if name in steps)]
 
