@@ -64,9 +64,6 @@ def release_steps(
     record: dict[str, Any], removed: list[str], *, host_rtnl=None, defer_link_check: bool = False
 ) -> list[Step]:
     """stop, then plan_detach's address, ports and veth (those the record holds), in that order."""
-    from minirun.net import attachment
-    from minirun.net.network import from_attachment
-
     container_id = record["id"]
     pid = record.get("pid")
     stop = Step(
@@ -81,6 +78,11 @@ def release_steps(
     net = record.get("network")
     address = (net or {}).get("address", "").split("/")[0]
     bridged = record.get("network_mode", "bridge") == "bridge"
+    if not (net or bridged or record.get("ports")):
+        return [stop]  # a pod member's or --network none|host: it holds nothing on the network (net/ not loaded)
+    from minirun.net import attachment
+    from minirun.net.network import from_attachment
+
     detach = attachment.Detach(
         from_attachment(net or {}),  # None when the record lacks it: ports then go without releasing 127/8
         container_id,
