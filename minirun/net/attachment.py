@@ -23,15 +23,34 @@ from minirun.errors import ConfigError, KernelError
 from minirun.net import links, sysctl
 from minirun.net.bridge import HostSide
 from minirun.net.firewall import FirewallDriver, select_driver
-from minirun.net.ipam import AddressStore, AddressTaken, Allocator, RangeAllocator, SubnetExhausted
-from minirun.net.links import DEFAULT_ROUTE, add_default_route, delete_link, ensure_address, host_veth_name, set_up
+from minirun.net.ipam import (
+    AddressStore,
+    AddressTaken,
+    Allocator,
+    RangeAllocator,
+    Reservation,
+    SubnetExhausted,
+    all_reservations,
+)
+from minirun.net.links import (
+    DEFAULT_ROUTE,
+    add_default_route,
+    delete_link,
+    ensure_address,
+    get_link,
+    host_veth_name,
+    list_links,
+    routes,
+    set_up,
+)
 from minirun.net.network import Network
 from minirun.net.ports import PortMapping, check_free
 from minirun.net.rtnl import Rtnl
 from minirun.plan import Step
 
 # Names an owner (runtime, minirun-cni, doctor's repairs) uses with an attachment, so that it reaches net/ only
-# through here;
+# through here (runtime's reconcile and `gc --damaged` also list every reservation and the host's links, to
+# find what no owner holds any more);
 # and, loaded on first use, AttachmentState, Expected, PortRules, inspect, problems and verify
 # (net/attachment_check.py).
 __all__ = [
@@ -45,20 +64,25 @@ __all__ = [
     "Attachment",
     "Detach",
     "FirewallDriver",
+    "Reservation",
     "Rtnl",
     "SubnetExhausted",
     "add_default_route",
     "address_store",
+    "all_reservations",
     "delete_link",
     "dry_run_context",
     "ensure_address",
+    "get_link",
     "has_interface",
     "host_veth_name",
+    "list_links",
     "loopback_steps",
     "open_host",
     "open_netns",
     "plan_attach",
     "plan_detach",
+    "routes",
     "select_driver",
     "set_up",
 ]

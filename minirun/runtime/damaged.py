@@ -8,6 +8,7 @@ its damaged files are all that `gc --damaged -f` removes then."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import NamedTuple
 
@@ -40,18 +41,18 @@ def holdings() -> list[Holding]:
     damaged = store.damaged_records()
     if not damaged:
         return []
-    from minirun.net import ipam, links, rtnl
+    from minirun.net import attachment
 
-    reservations = ipam.all_reservations(paths.ipam_root())
+    reservations = attachment.all_reservations(paths.ipam_root())
     claims = store.name_claims()
-    with rtnl.Rtnl() as ipr:
-        present = {link.name for link in links.list_links(ipr)}
+    with attachment.open_host() as ipr:
+        present = {link.name for link in attachment.list_links(ipr)}
     found = []
     for container_id, records in sorted(damaged.items()):
         if _has_record(container_id):
             found.append(Holding(container_id, records, [], [], None, None, rebuilt=True))
             continue
-        veth = links.host_veth_name(container_id)
+        veth = attachment.host_veth_name(container_id)
         directory = config.container_dir(container_id)
         found.append(
             Holding(
@@ -89,21 +90,24 @@ def release(holding: Holding) -> list[str]:
 
 
 def _release(holding: Holding) -> list[str]:
-    from minirun.net import firewall, ipam, links, rtnl
+    from minirun.net import attachment
 
-    released = []
-    for network, address in holding.addresses:
-        if ipam.AddressStore(paths.ipam_dir(network)).release(address, holding.container_id):
+    released: list[str] = []
+    owner = holding.container_id
+    for network, address in holding.addresses:  # named with their network: a damaged id may hold several
+        if attachment.AddressStore(paths.ipam_dir(network)).release(address, owner):
             released.append(f"address {address} on network {network}")
     for name in holding.names:
-        store.release_name(name, holding.container_id)
+        store.release_name(name, owner)
         released.append(f"name {name}")
-    if not holding.rebuilt and firewall.remove_ports(holding.container_id):
-        released.append("published ports")
-    if holding.veth:
-        with rtnl.Rtnl() as ipr:
-            if links.delete_link(ipr, holding.veth):
-                released.append(f"link {holding.veth}")
+    # Its ports (on whatever network: the record that knew is damaged) and its veth, deleted now: no netns
+    # of a container with a record will take it along.
+    detach = attachment.Detach(None, owner, port_owner=None if holding.rebuilt else owner, host_veth=holding.veth)
+    no_addresses = attachment.AddressStore(paths.ipam_root())  # unused: the addresses went above
+    with contextlib.ExitStack() as sockets:
+        host = lambda: sockets.enter_context(attachment.open_host())  # noqa: E731
+        for step in attachment.plan_detach(detach, no_addresses, attachment.select_driver(), host, released).values():
+            step.apply()
     if holding.directory and teardown.remove_container_dir(holding.container_id):
         released.append(f"directory {holding.directory}")
     for path in holding.records:

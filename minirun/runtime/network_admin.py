@@ -10,7 +10,6 @@ from typing import Any
 
 from minirun import filelock, jsonstore, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
-from minirun.fs import tree
 from minirun.net import network as netdefs
 from minirun.plan import Narrator, Step, describe, run_best_effort, run_plan
 from minirun.runtime import model, store
@@ -25,10 +24,10 @@ def _lock() -> contextlib.AbstractContextManager[None]:
 
 
 def _taken_subnets(host) -> list[ipaddress.IPv4Network]:
-    from minirun.net import links
+    from minirun.net import attachment
 
     taken = [n.subnet for n in netdefs.all_networks()]
-    taken += [r.dst for r in links.routes(host) if r.dst.prefixlen > 0]
+    taken += [r.dst for r in attachment.routes(host) if r.dst.prefixlen > 0]
     return taken
 
 
@@ -50,11 +49,12 @@ def create(
     dry_run: bool = False,
 ) -> dict[str, Any] | None:
     """Validate everything, then make the bridge, forwarding and rules (the same steps a run would)."""
-    from minirun.net import attach, firewall, rtnl
+    from minirun.net import attachment, bridge
 
     netdefs.validate_name(name)
-    firewall.nft_binary()
-    host = rtnl.Rtnl()
+    firewall = attachment.select_driver()
+    firewall.validate()
+    host = attachment.open_host()
     with _lock() if not dry_run else contextlib.nullcontext():
         if netdefs.load(name) is not None:
             raise MinirunError(f'network "{name}" already exists', hint=f"see minirun network inspect {name}", code=1)
@@ -64,8 +64,8 @@ def create(
             raise ConfigError(f"subnet {chosen} overlaps network {clash.name} ({clash.subnet})", hint="pick another")
         gw = _gateway(chosen, gateway)
         network = netdefs.Network(name, netdefs.bridge_name(name), chosen, gw, internal, mtu)
-        attach.check_subnet_free(host, network)
-        steps = attach.network_steps(network, host, {}, {})
+        bridge.check_subnet_free(host, network)
+        steps = bridge.network_steps(network, host, bridge.HostSide(), firewall)
         if dry_run:
             describe(steps, narrator)
             return None
@@ -74,7 +74,7 @@ def create(
             jsonstore.write_atomic(netdefs.record_path(name), record)
             undo.callback(jsonstore.remove_file, netdefs.record_path(name))
             # The bridge and rules are shared, so their steps leave no undo of their own; roll them back here.
-            undo.callback(_remove_kernel_objects, network)
+            undo.callback(_remove_kernel_objects, network, firewall)
             run_plan(steps, undo, narrator=narrator)
             undo.pop_all()
         return record
@@ -92,12 +92,12 @@ def _gateway(subnet: ipaddress.IPv4Network, text: str | None) -> ipaddress.IPv4A
     return gateway
 
 
-def _remove_kernel_objects(network: netdefs.Network) -> None:
-    from minirun.net import firewall, links, rtnl
+def _remove_kernel_objects(network: netdefs.Network, firewall) -> None:
+    """The rules and the bridge: the first two steps of `network rm`."""
+    from minirun.net import attachment, bridge
 
-    firewall.remove_network(network)
-    with rtnl.Rtnl() as host:
-        links.delete_link(host, network.bridge)
+    for step in bridge.plan_network_removal(network, attachment.open_host, firewall)[:2]:
+        step.apply()
 
 
 def users(network: netdefs.Network) -> list[str]:
@@ -125,31 +125,10 @@ def remove(name: str, narrator: Narrator | None = None) -> None:
 
 
 def removal_steps(network: netdefs.Network) -> list[Step]:
-    from minirun.net import firewall, links, rtnl
-    from minirun.net import firewall_tags as tags
+    """rules, bridge, records (net/bridge.py plan_network_removal) with the host's firewall driver."""
+    from minirun.net import attachment, bridge
 
-    def delete_bridge() -> None:
-        with rtnl.Rtnl() as host:
-            links.delete_link(host, network.bridge)
-
-    def forget() -> None:
-        jsonstore.remove_file(netdefs.record_path(network.name))
-        tree.remove_tree(paths.ipam_dir(network.name)).check()
-
-    return [
-        Step(
-            "rules",
-            lambda: firewall.remove_network(network),
-            lambda: [
-                f"nft delete chain {tags.TABLE_REF} {tags.masquerade_chain(network)}",
-                f'nft delete element {tags.TABLE_REF} {tags.BRIDGE_SET} {{ "{network.bridge}" }}',
-                f'nft delete rule ... # every rule tagged "{tags.network_tag(network)}" '
-                f'or "{tags.isolation_tag(network)}"',
-            ],
-        ),
-        Step("bridge", delete_bridge, lambda: [f"ip link delete {network.bridge}"]),
-        Step("records", forget, lambda: [f"rm -r {netdefs.record_path(network.name)} {paths.ipam_dir(network.name)}"]),
-    ]
+    return bridge.plan_network_removal(network, attachment.open_host, attachment.select_driver())
 
 
 def inspect(name: str) -> dict[str, Any]:

@@ -23,10 +23,11 @@ from minirun import filelock, jsonstore, paths
 from minirun.errors import ConfigError, MinirunError
 from minirun.kernel import nsfork, proc
 from minirun.kernel import syscalls as k
-from minirun.plan import Narrator, Step, describe, run_plan
-from minirun.runtime import model, pod_teardown, store
+from minirun.plan import Narrator, Step
+from minirun.runtime import model, network_plan, pod_teardown, store
 from minirun.runtime.container import control, teardown
 from minirun.runtime.model import PodStatus
+from minirun.runtime.phases import describe_phases, run_phases
 from minirun.runtime.pod_teardown import DEFAULT_SHARE, SHAREABLE
 from minirun.spec import validate_pod_name as validate_name
 
@@ -111,21 +112,56 @@ def _create_locked(
     ports: tuple = (),
     network_name: str = "bridge",
 ) -> dict[str, Any] | None:
-    from minirun.net import attach, firewall, ipam, links, rtnl
     from minirun.net import network as netdefs
 
     validate_name(name)
     network = netdefs.resolve(network_name)
-    firewall.nft_binary()
-    host = rtnl.Rtnl()
-    attach.check_subnet_free(host, network)
+    host = network_plan.validate_bridge(network)
     if ports:
         from minirun.net.ports import check_free
 
         check_free(ports, store.published_ports())
-    pod_id = model.new_container_id()
-    pod: dict[str, Any] = {
-        "id": pod_id,
+    pod = _new_record(name, share, hostname, ports)
+    pod_id = pod["id"]
+    holder: dict[str, Any] = {}
+    netns = network_plan.NetnsHandle(paths.netns_pin(name))  # the net pin: the attach moves the veth there
+    attachment = network_plan.bridge_attachment(network, pod_id)
+    published = lambda: store.published_ports(exclude=pod_id)  # noqa: E731
+    # The one plan: namespaces and pins, then the attach, planned once the namespaces step filled `netns`.
+    phases = [
+        lambda: [
+            _namespaces_step(pod, share, holder, netns),
+            *(pod_teardown.pin_step(pod, ns, holder) for ns in share),
+        ],
+        lambda: network_plan.bridge_steps(attachment, host, netns, pod_id, ports, published),
+    ]
+    if dry_run:
+        describe_phases(phases, narrator)
+        return None
+    with contextlib.ExitStack() as undo:
+        jsonstore.write_atomic(paths.pod_record(name), pod)
+        undo.callback(jsonstore.remove_file, paths.pod_record(name))
+        run_phases(phases, undo, narrator=narrator)
+        helper = holder["pid"]
+        model.move_pod(pod, PodStatus.READY, network=attachment.as_record())
+        pod.pop("owner")
+        if "pid" in share:
+            pod["infra"] = {"pid": helper, "started": proc.start_time(helper)}
+        jsonstore.write_atomic(paths.pod_record(name), pod)
+        undo.pop_all()
+    netns.close()
+    holder["netlink"].close()
+    if "pid" in share:
+        _HELPER_SOCKETS.pop(helper).send(b"g")  # the helper becomes the pod's init and stays
+    else:
+        _reap(helper)
+    return pod
+
+
+def _new_record(name: str, share: tuple[str, ...], hostname: str | None, ports: tuple) -> dict[str, Any]:
+    """The pod's record as it is first written (status creating, with its creator as owner)."""
+    return {
+        "id": model.new_container_id(),
         "name": name,
         "hostname": hostname or name,
         "share": list(share),
@@ -135,12 +171,19 @@ def _create_locked(
         "pins": {},
         "ports": [list(mapping) for mapping in ports],
     }
-    holder: dict[str, Any] = {}
+
+
+def _namespaces_step(
+    pod: dict[str, Any], share: tuple[str, ...], holder: dict[str, Any], netns: network_plan.NetnsHandle
+) -> Step:
+    """Spawn the helper that holds the new namespaces; it fills in `holder` (pid, netlink) and `netns`."""
 
     def spawn() -> object:
         holder["pid"], holder["netlink"] = _spawn_namespace_holder(share, pod["hostname"])
+        netns.fill(netns.label, holder["netlink"])
 
         def undo_spawn() -> None:
+            netns.close()
             holder["netlink"].close()
             _reap(holder["pid"])
 
@@ -157,39 +200,7 @@ def _create_locked(
             lines.append(f"nsenter --uts=/proc/{holder.get('pid', '<pid>')}/ns/uts hostname {pod['hostname']}")
         return lines
 
-    pool = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
-    attachment = attach.Attachment(network, links.host_veth_name(pod_id), network.mtu or 1500)
-    net_pin = paths.netns_pin(name)
-    first = [Step("namespaces", spawn, explain_spawn), *(pod_teardown.pin_step(pod, ns, holder) for ns in share)]
-    if dry_run:
-        steps = attach.bridge_steps(attachment, None, None, -1, net_pin, pool, pod_id, ports)
-        describe([*first, *steps], narrator)
-        return None
-    with contextlib.ExitStack() as undo:
-        jsonstore.write_atomic(paths.pod_record(name), pod)
-        undo.callback(jsonstore.remove_file, paths.pod_record(name))
-        run_plan(first, undo, narrator=narrator)
-        helper, netlink = holder["pid"], holder["netlink"]
-        netns_fd = os.open(net_pin, os.O_RDONLY | os.O_CLOEXEC)
-        undo.callback(os.close, netns_fd)
-        published = lambda: store.published_ports(exclude=pod_id)  # noqa: E731
-        steps = attach.bridge_steps(
-            attachment, host, rtnl.Rtnl(netlink), netns_fd, net_pin, pool, pod_id, ports, published
-        )
-        run_plan(steps, undo, narrator=narrator)
-        model.move_pod(pod, PodStatus.READY, network=attachment.as_record())
-        pod.pop("owner")
-        if "pid" in share:
-            pod["infra"] = {"pid": helper, "started": proc.start_time(helper)}
-        jsonstore.write_atomic(paths.pod_record(name), pod)
-        undo.pop_all()
-    os.close(netns_fd)
-    netlink.close()
-    if "pid" in share:
-        _HELPER_SOCKETS.pop(helper).send(b"g")  # the helper becomes the pod's init and stays
-    else:
-        _reap(helper)
-    return pod
+    return Step("namespaces", spawn, explain_spawn)
 
 
 def _spawn_namespace_holder(share: tuple[str, ...], hostname: str) -> tuple[int, socket.socket]:

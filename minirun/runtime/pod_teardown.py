@@ -92,31 +92,71 @@ def unpin(target: str) -> None:
 def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
     """Stop the pod's init, unpin the namespaces (the kernel then deletes the veth with the netns), release
     the address, forget the record. Every step runs even if another failed."""
-    from minirun.net import ipam, links, rtnl
-
     removed: list[str] = []
-    name = pod["name"]
-    infra = pod.get("infra") or {}
+    detach = _detach_steps(pod, removed)
+    init = [_stop_init_step(pod, removed)] if pod.get("infra") else []
+    steps = [*init, *detach[:1], _unpin_step(pod), *detach[1:], _forget_step(pod, removed)]
+    run_best_effort(steps, f"removal of pod {pod['name']} was incomplete", narrator)
+    return removed
+
+
+def _detach_steps(pod: dict[str, Any], removed: list[str]) -> list[Step]:
+    """plan_detach's steps in the pod's order: [ports,] veth, address; with the pod's own explain texts."""
+    from minirun.net import attachment
+    from minirun.net.network import from_attachment
+
     network = pod.get("network") or {}
-    veth = network.get("host_veth") or links.host_veth_name(pod["id"])
+    veth = network.get("host_veth") or attachment.host_veth_name(pod["id"])
     address = (network.get("address") or "").split("/")[0]
-    pool = ipam.AddressStore(paths.ipam_dir(network.get("name", "minirun")))
-    pins = sorted({*pod.get("pins", {}).values(), *(os.path.join(paths.pod_pin_dir(name), ns) for ns in SHAREABLE)})
-    if "net" in pod.get("pins", {}) or pod.get("status") == PodStatus.CREATING:
-        pins.append(paths.netns_pin(name))
+    store = attachment.AddressStore(paths.ipam_dir(network.get("name", "minirun")))
+    detach = attachment.Detach(
+        from_attachment(network),  # None: the ports go without releasing 127/8 routing
+        pod["id"],
+        addresses=(address,) if address else (),
+        port_owner=pod["id"] if pod.get("ports") else None,
+        host_veth=veth,
+    )
+
+    def veth_gone(ipr: attachment.Rtnl, name: str) -> bool:
+        with ipr:
+            return teardown.remove_lingering_link(ipr, name)
+
+    firewall = attachment.select_driver("nft" if detach.port_owner else "none")  # see container/teardown.py
+    steps = attachment.plan_detach(detach, store, firewall, attachment.open_host, removed, veth_gone)
+    # A pod interrupted before its record named an address holds none by record: its address step does
+    # nothing and tells nothing (reconcile releases an address no record names).
+    steps.setdefault("address", Step("address", lambda: None, list))
+    tag = firewall_tags.port_owner_tag(pod["id"])
+    told = {  # what `pod rm --explain` has always said
+        "ports": [f'nft delete rule ... # the rules tagged "{tag}"'],
+        "veth": [f"# {veth} goes with the last reference to the netns; if it lingers: ip link delete {veth}"],
+        "address": [f"rm {store.directory}/{address}"] if address else [],
+    }
+    return [
+        steps[name]._replace(explain=lambda lines=told[name]: lines)
+        for name in ("ports", "veth", "address")
+        if name in steps
+    ]
+
+
+def _stop_init_step(pod: dict[str, Any], removed: list[str]) -> Step:
+    infra = pod["infra"]
 
     def stop_init() -> None:
-        if infra and proc.is_alive(infra["pid"], infra.get("started")):
+        if proc.is_alive(infra["pid"], infra.get("started")):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(infra["pid"], signal.SIGKILL)  # its PID namespace, and every member in it, goes too
             removed.append(f"pod init {infra['pid']}")
 
-    def unpublish() -> None:
-        from minirun.net import firewall
-        from minirun.net.network import from_attachment
+    return Step("init", stop_init, lambda: [f"kill -KILL {infra.get('pid')}   # the pod's PID 1 (tini)"])
 
-        if pod.get("ports") and firewall.remove_ports(pod["id"], from_attachment(network)):
-            removed.append("published ports")
+
+def _unpin_step(pod: dict[str, Any]) -> Step:
+    name = pod["name"]
+    pins = sorted({*pod.get("pins", {}).values(), *(os.path.join(paths.pod_pin_dir(name), ns) for ns in SHAREABLE)})
+    if "net" in pod.get("pins", {}) or pod.get("status") == PodStatus.CREATING:
+        pins.append(paths.netns_pin(name))
+    pinned = sorted(pod.get("pins", {}).values())
 
     def unpin_all() -> None:
         for target in pins:
@@ -124,14 +164,18 @@ def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
         with contextlib.suppress(OSError):
             os.rmdir(paths.pod_pin_dir(name))
 
-    def veth_gone() -> None:
-        with rtnl.Rtnl() as ipr:
-            if teardown.remove_lingering_link(ipr, veth):
-                removed.append(f"link {veth}")
+    return Step(
+        "pins",
+        unpin_all,
+        lambda: [
+            *(f"umount {p} && rm {p}" for p in pinned),
+            f"# for the net pin that is what `ip netns delete {paths.NETNS_PREFIX}{name}` does",
+        ],
+    )
 
-    def release_address() -> None:
-        if address and pool.release(address, pod["id"]):
-            removed.append(f"address {address}")
+
+def _forget_step(pod: dict[str, Any], removed: list[str]) -> Step:
+    name = pod["name"]
 
     def forget() -> None:
         from minirun.runtime.container import config
@@ -140,34 +184,4 @@ def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
         jsonstore.remove_file(paths.pod_record(name))
         removed.append(f"pod {name}")
 
-    pinned = sorted(pod.get("pins", {}).values())
-    steps = [
-        Step(
-            "pins",
-            unpin_all,
-            lambda: [
-                *(f"umount {p} && rm {p}" for p in pinned),
-                f"# for the net pin that is what `ip netns delete {paths.NETNS_PREFIX}{name}` does",
-            ],
-        ),
-        Step(
-            "veth",
-            veth_gone,
-            lambda: [f"# {veth} goes with the last reference to the netns; if it lingers: ip link delete {veth}"],
-        ),
-        Step("address", release_address, lambda: [f"rm {pool.directory}/{address}"] if address else []),
-        Step("record", forget, lambda: [f"rm -r {paths.pod_record(name)} {paths.pod_data_dir(name)}"]),
-    ]
-    if pod.get("ports"):
-        steps.insert(
-            0,
-            Step(
-                "ports",
-                unpublish,
-                lambda: [f'nft delete rule ... # the rules tagged "{firewall_tags.port_owner_tag(pod["id"])}"'],
-            ),
-        )
-    if infra:
-        steps.insert(0, Step("init", stop_init, lambda: [f"kill -KILL {infra.get('pid')}   # the pod's PID 1 (tini)"]))
-    run_best_effort(steps, f"removal of pod {name} was incomplete", narrator)
-    return removed
+    return Step("record", forget, lambda: [f"rm -r {paths.pod_record(name)} {paths.pod_data_dir(name)}"])

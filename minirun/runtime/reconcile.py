@@ -26,7 +26,7 @@ from minirun.runtime.container import teardown
 from minirun.runtime.model import PodStatus
 
 if TYPE_CHECKING:
-    from minirun.net.ipam import Reservation
+    from minirun.net.attachment import Reservation
 
 
 def reconcile(narrator: Narrator | None = None, *, full: bool = False) -> list[str]:
@@ -48,29 +48,19 @@ def reconcile(narrator: Narrator | None = None, *, full: bool = False) -> list[s
 def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
     """The full pass: (what it removed, whether it left nothing pending). Pending: a container whose owner
     is dead but whose process runs on (unwatched), a step that failed, orphans held back by damage."""
-    from minirun.net import ipam
+    from minirun.net import attachment
 
-    settled = True
     # Snapshot reservations and claims BEFORE the records: a run writes its record first, so anything
     # listed here that lacks a record was really orphaned.
-    reservations = ipam.all_reservations(paths.ipam_root())
+    reservations = attachment.all_reservations(paths.ipam_root())
     claims = store.name_claims()
-    pods = store.pod_ids()
-    if pods:
-        try:
-            removed_pods = reconcile_pods(narrator)
-        except MinirunError as exc:  # reported; the rest of the cleanup and the command go on
-            teardown.warn(exc)
-            removed_pods, settled = [], False
-        pods = store.pod_ids()
-    else:
-        removed_pods = []
+    removed, pods, settled = _reconcile_pods_first(narrator)
     # Listed before the records, as above: a directory is made only after its record is written.
     directories = store.container_dirs()
     pod_directories = store.pod_data_dirs()
     records = store.all_records()
     store.test_pause()
-    removed = removed_pods + [
+    removed += [
         f"temp file {name}"
         for d in (paths.containers_dir(), paths.names_dir())
         for name in jsonstore.sweep_temp_files(d)
@@ -79,6 +69,38 @@ def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
         removed += _remove_orphan_pod_dirs(pod_directories)
     if not records and not reservations and not claims and not directories:
         return removed, settled
+    torn_down, known, damaged, done = _reconcile_containers(records, narrator)
+    removed += torn_down
+    for orphan in directories - known:
+        if teardown.remove_container_dir(orphan):
+            removed.append(f"directory of container {orphan}")
+    live, watched = _live_records()
+    holders = {r["id"] for r in live} | pods | damaged
+    released, all_released = _release_unheld(reservations, claims, holders, known)
+    return removed + released, settled and done and watched and all_released
+
+
+def _reconcile_pods_first(narrator: Narrator | None) -> tuple[list[str], set[str], bool]:
+    """Interrupted pods are rolled back: (what went, the pods there are now, whether it all went well)."""
+    pods = store.pod_ids()
+    if not pods:
+        return [], pods, True
+    try:
+        removed_pods = reconcile_pods(narrator)
+    except MinirunError as exc:  # reported; the rest of the cleanup and the command go on
+        teardown.warn(exc)
+        return [], store.pod_ids(), False
+    return removed_pods, store.pod_ids(), True
+
+
+def _reconcile_containers(
+    records: list[dict[str, Any]], narrator: Narrator | None
+) -> tuple[list[str], set[str], set[str], bool]:
+    """Each container whose owner is dead is dealt with (_reconcile_orphan); a damaged record is set aside.
+    Returns what went, every id known (damaged ones too), the damaged ids, and whether every teardown
+    completed."""
+    removed: list[str] = []
+    settled = True
     # A record that cannot be read is never evidence that what it describes is free: its id keeps holding
     # its address, name, directory and veth until an operator releases them (gc --damaged -f).
     damaged = set(store.damaged_records())
@@ -102,10 +124,13 @@ def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
         except TeardownError as exc:
             teardown.warn(exc)
             settled = False
-    for orphan in directories - known:
-        if teardown.remove_container_dir(orphan):
-            removed.append(f"directory of container {orphan}")
-    live = [r for r in store.all_records() if model.is_live(r)]  # a damaged one holds, too
+    return removed, known, damaged, settled
+
+
+def _live_records() -> tuple[list[dict[str, Any]], bool]:
+    """The live records, read again (a damaged one holds, too), and whether each has a watching owner."""
+    live = [r for r in store.all_records() if model.is_live(r)]
+    settled = True
     for record in live:
         if record.get("corrupt"):
             settled = False  # damaged since the first read: the next pass sets it aside
@@ -113,7 +138,16 @@ def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
             owners.adopt(record["owner"])  # an owner from before the registry must be watched from now on
         else:
             settled = False  # unwatched (its supervisor died): every command looks until it ends
-    holders = {r["id"] for r in live} | pods | damaged
+    return live, settled
+
+
+def _release_unheld(
+    reservations: dict[str, dict[str, Reservation]], claims: dict[str, str], holders: set[str], known: set[str]
+) -> tuple[list[str], bool]:
+    """Addresses and name claims (snapshotted before the records) whose owner holds nothing now: released.
+    Addresses are held back while a damaged pod record exists (it may be its): then not settled."""
+    removed: list[str] = []
+    settled = True
     held_back = store.damaged_pods_exist()
     for network, addresses in reservations.items():
         if any(held.owner not in holders for held in addresses.values()):
@@ -215,32 +249,32 @@ def _reconcile_orphan(record: dict[str, Any], narrator: Narrator | None = None) 
 
 def remove_orphan_links(bridge: str) -> list[str]:
     """Delete host veths on `bridge` that belong to no live container or pod (e.g. a killed verifier's)."""
-    from minirun.net import links, rtnl
+    from minirun.net import attachment
 
     removed: list[str] = []
     if store.damaged_pods_exist():
         return removed  # one of them may be a damaged pod's (see store.damaged_pods_exist)
-    with rtnl.Rtnl() as ipr:
-        master = links.get_link(ipr, bridge)
+    with attachment.open_host() as ipr:
+        master = attachment.get_link(ipr, bridge)
         if master is None:
             return removed
         # Links first, owners after: a container writes its record before it makes its veth, so a veth
         # listed here whose owner is in no record read afterwards really is an orphan (the other order
         # cut the veth of a container created in between).
-        ports = [link for link in links.list_links(ipr) if link.master == master.index and link.kind == "veth"]
+        ports = [link for link in attachment.list_links(ipr) if link.master == master.index and link.kind == "veth"]
         holders = {r["id"] for r in store.all_records() if model.is_live(r)} | store.pod_ids()
         holders |= set(store.damaged_records())
-        live = {links.host_veth_name(holder) for holder in holders}
+        live = {attachment.host_veth_name(holder) for holder in holders}
         for link in ports:
-            if link.name not in live and links.delete_link(ipr, link.name):
+            if link.name not in live and attachment.delete_link(ipr, link.name):
                 removed.append(f"link {link.name} (on {bridge}, no container)")
     return removed
 
 
 def _release_orphans(network: str, addresses: dict[str, Reservation], holders: set[str]) -> list[str]:
-    from minirun.net import ipam
+    from minirun.net import attachment
 
-    pool = ipam.AddressStore(paths.ipam_dir(network))
+    pool = attachment.AddressStore(paths.ipam_dir(network))
     removed = []
     for address, held in addresses.items():
         if held.owner not in holders and pool.release(address, held.owner):

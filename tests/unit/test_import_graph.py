@@ -1,17 +1,13 @@
 """Imports go one way and never in a circle (issue 14; DESIGN.md "Layers"), and net/'s internals are reached
 only through its front door.
 
-The hole: half of minirun's internal imports (177 of 345 when this was written) sit inside functions,
+The hole: half of minirun's internal imports (177 of 345 when this was written) sat inside functions,
 where a plain import checker does not look, and they hid a 5-module cycle (container <-> pod <-> gc <->
-lifecycle <-> rebuild; broken in C13 by store.py, teardown.py, pod_teardown.py and reconcile.py) and nine
-modules driving ipam, links, rtnl and the firewall by hand beside net/attach.py. Nothing failed when one
-more was added. This test walks every module's AST (function bodies included, see tests/importgraph.py)
-and fails on any cycle, any import up the layers or between runtime and
-cni, and any bypass of net/'s front door that is not in ALLOWED. ALLOWED is exactly what the code did when
-the test was written; each issue-14 commit deletes the lines it fixes (test_the_allowed_list_only_shrinks
-fails when it forgets), so the list can only shrink, and the last commit deletes it. (C13 split gc's and
-pod's lines over the modules that took their code: the same debt, paid by C17.) A cycle's line names
-its members: when one leaves, replace the line in the same commit.
+lifecycle <-> rebuild) and nine modules driving ipam, links, rtnl and the firewall by hand beside
+net/attach.py. Nothing failed when one more was added. This test walks every module's AST (function bodies
+included, see tests/importgraph.py) and fails on any cycle, any import up the layers or between runtime and
+cni, and any bypass of net/'s front door. It started from an ALLOWED list of the 41 violations the code had
+and that could only shrink; issue 14's commits took it to zero and deleted it, so there is no exception.
 """
 
 from __future__ import annotations
@@ -33,50 +29,15 @@ from tests.importgraph import (
 
 PACKAGE = Path(minirun.__file__).resolve().parent
 
-# Sorted, one violation per line: parallel commits each delete their own lines, so merges stay trivial.
-ALLOWED = [
-    "private: minirun.runtime.container.create -> minirun.net.firewall",
-    "private: minirun.runtime.container.create -> minirun.net.ipam",
-    "private: minirun.runtime.container.create -> minirun.net.links",
-    "private: minirun.runtime.container.create -> minirun.net.rtnl",
-    "private: minirun.runtime.container.teardown -> minirun.net.firewall",
-    "private: minirun.runtime.container.teardown -> minirun.net.ipam",
-    "private: minirun.runtime.container.teardown -> minirun.net.links",
-    "private: minirun.runtime.container.teardown -> minirun.net.rtnl",
-    "private: minirun.runtime.damaged -> minirun.net.firewall",
-    "private: minirun.runtime.damaged -> minirun.net.ipam",
-    "private: minirun.runtime.damaged -> minirun.net.links",
-    "private: minirun.runtime.damaged -> minirun.net.rtnl",
-    "private: minirun.runtime.network_admin -> minirun.net.firewall",
-    "private: minirun.runtime.network_admin -> minirun.net.links",
-    "private: minirun.runtime.network_admin -> minirun.net.rtnl",
-    "private: minirun.runtime.pod -> minirun.net.firewall",
-    "private: minirun.runtime.pod -> minirun.net.ipam",
-    "private: minirun.runtime.pod -> minirun.net.links",
-    "private: minirun.runtime.pod -> minirun.net.rtnl",
-    "private: minirun.runtime.pod_teardown -> minirun.net.firewall",
-    "private: minirun.runtime.pod_teardown -> minirun.net.ipam",
-    "private: minirun.runtime.pod_teardown -> minirun.net.links",
-    "private: minirun.runtime.pod_teardown -> minirun.net.rtnl",
-    "private: minirun.runtime.reconcile -> minirun.net.ipam",
-    "private: minirun.runtime.reconcile -> minirun.net.links",
-    "private: minirun.runtime.reconcile -> minirun.net.rtnl",
-]
-
 # Files outside kernel/ (and logrelay's log fd hand-off) that call unshare / setns / send_fds / recv_fds,
 # counted per file. Empty since issue 14 C7: kernel/nsfork.py is the one fork-into-namespaces sequence.
 NAMESPACE_CALLS_ALLOWED: list[str] = []
 
 
 def test_imports_go_one_way_and_never_in_a_circle():
-    new = violations(PACKAGE, ALLOWED)
-    assert not new, "import rule broken (see tests/importgraph.py):\n" + locate(PACKAGE, new, ALLOWED)
-
-
-def test_the_allowed_list_only_shrinks():
-    """A fixed violation must leave ALLOWED, or it could come back unnoticed."""
-    assert sorted(set(ALLOWED)) == ALLOWED
-    assert stale_allowances(PACKAGE, ALLOWED) == [], "fixed: delete these lines from ALLOWED"
+    """No exception is allowed any more (issue 14's ALLOWED list reached zero and was deleted)."""
+    new = violations(PACKAGE)
+    assert not new, "import rule broken (see tests/importgraph.py):\n" + locate(PACKAGE, new)
 
 
 def test_namespace_calls_stay_in_the_kernel():

@@ -11,18 +11,23 @@ import contextlib
 import os
 import shlex
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from minirun import jsonstore, paths
 from minirun.errors import MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
-from minirun.plan import Narrator, Step, Timing, describe, run_plan
-from minirun.runtime import logfile, model, names, reconcile, store
+from minirun.plan import Narrator, Step, Timing
+from minirun.runtime import logfile, model, names, network_plan, reconcile, store
 from minirun.runtime.container import child, config, launch, teardown
 from minirun.runtime.model import ContainerStatus, move_container
+from minirun.runtime.phases import Phase, describe_phases, run_phases
 from minirun.runtime.privileges import require_root
 from minirun.spec import ContainerSpec
+
+if TYPE_CHECKING:
+    from minirun.net.attachment import Attachment
+    from minirun.net.network import Network
 
 INIT_CANDIDATES = ("/usr/bin/tini", "/usr/bin/tini-static", "/usr/bin/docker-init")
 _NSENTER_FLAG = {k.CLONE_NEWNET: "net", k.CLONE_NEWUTS: "uts", k.CLONE_NEWIPC: "ipc"}
@@ -51,6 +56,27 @@ class Created:
         self.exec_step = exec_step
 
 
+class _Target(NamedTuple):
+    """What validation found the container joins or attaches to."""
+
+    pod: dict[str, Any] | None = None  # the pod it is a member of
+    join: tuple[tuple[str, int], ...] = ()  # the pod's pins it setns()es into
+    pid_namespace: str | None = None  # the pod's, when shared
+    resolver: str | None = None
+    network: Network | None = None  # a bridge network to attach to
+    host_rtnl: Any = None  # the host's rtnetlink socket, for that attach
+
+
+class _Plan(NamedTuple):
+    """The run as phases (runtime/phases.py): the namespaces step, then the network's, which read the netns
+    the first one made through `netns`."""
+
+    phases: list[Phase]
+    forked: list[launch.Launch]  # the container's first process, once the namespaces step ran
+    netns: network_plan.NetnsHandle
+    attachment: Attachment | None
+
+
 def create(
     spec: ContainerSpec,
     *,
@@ -72,12 +98,40 @@ def create(
     require_root()
     if not dry_run:
         reconcile.reconcile()
-    network = None
-    host_rtnl = None
-    resolver = None
-    pod = None
-    join: tuple[tuple[str, int], ...] = ()
-    pid_namespace = None
+    target = _validate(spec, detached, dry_run)
+    container_id = container_id or model.new_container_id()
+    name = spec.name or names.generate(container_id)
+    hostname = target.pod["hostname"] if target.pod else spec.hostname or container_id
+    view = config.plan(spec, spec.command, container_id, hostname, pod=target.pod, resolver=target.resolver)
+    command = (init_binary(), "--", *view.command) if spec.init else view.command
+    timings.append(Timing("validate", time.perf_counter() - clock))
+    record = _record(spec, view, container_id, name, hostname, target.pod, detached, log_path)
+    cfg = child.ChildConfig(
+        command=command,
+        env=view.env,
+        hostname=hostname,
+        workdir=view.workdir,
+        new_netns=target.pod is None and spec.network != "host",
+        join=target.join,
+        etc_dir=view.etc_dir,
+        image_root=view.image_root,
+        writable_dir=None if view.image_root is not None else os.path.join(config.container_dir(container_id), "host"),
+        security=view.security,
+        user=view.user,
+        stdio=stdio,
+        controlling_tty=controlling_tty,
+        die_with_parent=not detached,
+    )
+    plan = _plan(spec, cfg, target, container_id)
+    if dry_run:
+        describe_phases(plan.phases, narrator, tail=[_exec_step(cfg)])
+        return None
+    started = _execute(plan, record, spec, view, target, timings, narrator)
+    return Created(record, started, target.host_rtnl, timings, _exec_step(cfg))
+
+
+def _validate(spec: ContainerSpec, detached: bool, dry_run: bool) -> _Target:
+    """The pod to join or the network to attach to, checked before anything changes."""
     if spec.pod is not None:
         # A member only joins: the pod's network was attached once, when the pod was made.
         from minirun.runtime import pod as pods
@@ -94,33 +148,38 @@ def create(
             pod = pods.ensure(spec.pod, quiet=detached)
         join = pods.join_paths(pod)
         pid_namespace = pods.pid_namespace(pod)
-        resolver = _resolver_for((pod.get("network") or {}).get("name"), dry_run)
-    elif spec.network not in ("none", "host"):
-        from minirun.net import attach, firewall, rtnl
-        from minirun.net import network as netdefs
+        return _Target(pod, join, pid_namespace, _resolver_for((pod.get("network") or {}).get("name"), dry_run))
+    if spec.network in ("none", "host"):
+        return _Target()
+    from minirun.net import network as netdefs
 
-        network = netdefs.resolve(spec.network)
-        resolver = _resolver_for(network.name, dry_run)
-        firewall.nft_binary()
-        host_rtnl = rtnl.Rtnl()
-        attach.check_subnet_free(host_rtnl, network)
-        if spec.ports:
-            from minirun.net.ports import check_free
+    network = netdefs.resolve(spec.network)
+    resolver = _resolver_for(network.name, dry_run)
+    host_rtnl = network_plan.validate_bridge(network)
+    if spec.ports:
+        from minirun.net.ports import check_free
 
-            check_free(spec.ports, store.published_ports())
-    container_id = container_id or model.new_container_id()
-    name = spec.name or names.generate(container_id)
-    hostname = pod["hostname"] if pod else spec.hostname or container_id
-    view = config.plan(spec, spec.command, container_id, hostname, pod=pod, resolver=resolver)
-    command = (init_binary(), "--", *view.command) if spec.init else view.command
-    env = view.env
-    timings.append(Timing("validate", time.perf_counter() - clock))
-    record: dict[str, Any] = {
+        check_free(spec.ports, store.published_ports())
+    return _Target(resolver=resolver, network=network, host_rtnl=host_rtnl)
+
+
+def _record(
+    spec: ContainerSpec,
+    view: config.Sandbox,
+    container_id: str,
+    name: str,
+    hostname: str,
+    pod: dict[str, Any] | None,
+    detached: bool,
+    log_path: str | None,
+) -> dict[str, Any]:
+    """The container's record as it is first written (status creating)."""
+    return {
         "id": container_id,
         "name": name,
         "hostname": hostname,
         "command": list(view.command),
-        "env": [f"{key}={value}" for key, value in env.items()],
+        "env": [f"{key}={value}" for key, value in view.env.items()],
         "workdir": view.workdir,
         "created": store.now_iso(),
         "status": ContainerStatus.CREATING,
@@ -138,91 +197,65 @@ def create(
         "ports": [list(mapping) for mapping in spec.ports],
         **view.record_fields(),
     }
-    cfg = child.ChildConfig(
-        command=command,
-        env=env,
-        hostname=hostname,
-        workdir=view.workdir,
-        new_netns=pod is None and spec.network != "host",
-        join=join,
-        etc_dir=view.etc_dir,
-        image_root=view.image_root,
-        writable_dir=None if view.image_root is not None else os.path.join(config.container_dir(container_id), "host"),
-        security=view.security,
-        user=view.user,
-        stdio=stdio,
-        controlling_tty=controlling_tty,
-        die_with_parent=not detached,
-    )
+
+
+def _plan(spec: ContainerSpec, cfg: child.ChildConfig, target: _Target, container_id: str) -> _Plan:
+    """The one plan a run executes and a dry run describes: namespaces, then the network's steps (a bridge
+    attach, lo alone for a netns of its own, or none when it shares the host's or its pod's)."""
     forked: list[launch.Launch] = []
+    netns = network_plan.NetnsHandle("/proc/<pid>/ns/net")
 
     def fork() -> object:
-        forked.append(launch.fork_container(cfg, pid_namespace))
-        return forked[0].abort
+        started = launch.fork_container(cfg, target.pid_namespace)
+        forked.append(started)
+        if started.netlink is not None:
+            netns.fill(f"/proc/{started.pid}/ns/net", started.netlink)
 
-    namespaces = Step("namespaces", fork, lambda: _explain_namespaces(cfg, pid_namespace, forked))
-    if dry_run:
-        steps = [namespaces]
-        if network is not None:
-            from minirun.net import attach, ipam, links
+        def undo() -> None:
+            netns.close()
+            started.abort()
 
-            pool = ipam.AddressStore(paths.ipam_dir(network.name))
-            attachment = attach.Attachment(network, links.host_veth_name(container_id), spec.mtu or network.mtu or 1500)
-            ns_label = "/proc/<pid>/ns/net"
-            steps += attach.bridge_steps(attachment, None, None, -1, ns_label, pool, container_id, spec.ports)
-        elif cfg.new_netns:
-            from minirun.net import attach
+        return undo
 
-            steps += attach.loopback_steps(None, "/proc/<pid>/ns/net")
-        describe([*steps, _exec_step(cfg)], narrator)
-        return None
+    namespaces = Step("namespaces", fork, lambda: _explain_namespaces(cfg, target.pid_namespace, forked))
+    network = target.network
+    attachment = network_plan.bridge_attachment(network, container_id, spec.mtu) if network is not None else None
 
+    def network_steps() -> list[Step]:
+        if attachment is not None:
+            published = lambda: store.published_ports(exclude=container_id)  # noqa: E731
+            return network_plan.bridge_steps(attachment, target.host_rtnl, netns, container_id, spec.ports, published)
+        return network_plan.loopback_steps(netns) if cfg.new_netns else []
+
+    return _Plan([lambda: [namespaces], network_steps], forked, netns, attachment)
+
+
+def _execute(
+    plan: _Plan,
+    record: dict[str, Any],
+    spec: ContainerSpec,
+    view: config.Sandbox,
+    target: _Target,
+    timings: list[Timing],
+    narrator: Narrator | None,
+) -> launch.Launch:
+    """Record, then run the plan; the container is running when this returns. Any failure rolls back."""
+    container_id, hostname = record["id"], record["hostname"]
     with contextlib.ExitStack() as undo:
         # The record is written before the name claim and the address, so `gc` never mistakes either for
         # an orphan while this run is still setting up.
         store.save(record)
         undo.callback(jsonstore.remove_file, paths.container_record(container_id))
-        store.claim_name(name, container_id)
-        undo.callback(store.release_name, name, container_id)
+        store.claim_name(record["name"], container_id)
+        undo.callback(store.release_name, record["name"], container_id)
         undo.callback(teardown.remove_container_dir, container_id)
         if view.image is not None and not os.path.isdir(view.image.rootfs):
             # Removed (rebuilt and pruned) after we resolved it; from now on our record keeps it in use.
             raise MinirunError(f"image {spec.image} was removed while the container started", hint="run it again")
-        pod_address = (pod.get("network") or {}).get("address", "").split("/")[0] if pod else None
+        pod_address = (target.pod.get("network") or {}).get("address", "").split("/")[0] if target.pod else None
         config.materialize(view, container_id, hostname, pod_address or None)
-
-        run_plan([namespaces], undo, timings, narrator)
-        started = forked[0]
-
-        steps: list[Step] = []
-        netns_fd = -1
-        if started.netlink is not None:
-            from minirun.net import attach, ipam, links, rtnl
-
-            container_rtnl = rtnl.Rtnl(started.netlink)
-            ns_label = f"/proc/{started.pid}/ns/net"
-            if network is not None:
-                netns_fd = os.open(ns_label, os.O_RDONLY | os.O_CLOEXEC)
-                undo.callback(os.close, netns_fd)
-                pool = ipam.AddressStore(paths.ipam_dir(network.name), ipam.Allocator(network.subnet, network.gateway))
-                attachment = attach.Attachment(
-                    network, links.host_veth_name(container_id), spec.mtu or network.mtu or 1500
-                )
-                steps = attach.bridge_steps(
-                    attachment,
-                    host_rtnl,
-                    container_rtnl,
-                    netns_fd,
-                    ns_label,
-                    pool,
-                    container_id,
-                    spec.ports,
-                    lambda: store.published_ports(exclude=container_id),
-                )
-            else:
-                steps = attach.loopback_steps(container_rtnl, ns_label)
-        run_plan(steps, undo, timings, narrator)
-
+        run_phases(plan.phases, undo, timings, narrator)
+        started = plan.forked[0]
         move_container(
             record,
             ContainerStatus.RUNNING,
@@ -230,15 +263,14 @@ def create(
             pid_started=proc.start_time(started.pid),
             started=store.now_iso(),
         )
-        if network is not None:
-            record["network"] = attachment.as_record()
-            config.set_address(view, hostname, attachment.as_record()["address"].split("/")[0])
+        if plan.attachment is not None:
+            record["network"] = plan.attachment.as_record()
+            config.set_address(view, hostname, plan.attachment.as_record()["address"].split("/")[0])
         store.save(record)
-        if netns_fd >= 0:
-            os.close(netns_fd)
+        plan.netns.close()
         started.close_netns_handles()
         undo.pop_all()  # from here on the container runs; teardown (not rollback) cleans up
-    return Created(record, started, host_rtnl, timings, _exec_step(cfg))
+    return started
 
 
 def _resolver_for(network_name: str | None, dry_run: bool) -> str | None:

@@ -25,9 +25,9 @@ LINK_GRACE_SECONDS = 2.0
 
 def _host_rtnl(host_rtnl):
     if host_rtnl is None:
-        from minirun.net import rtnl
+        from minirun.net import attachment
 
-        host_rtnl = rtnl.Rtnl()
+        host_rtnl = attachment.open_host()
     return host_rtnl
 
 
@@ -63,70 +63,48 @@ def release_resources(
 def release_steps(
     record: dict[str, Any], removed: list[str], *, host_rtnl=None, defer_link_check: bool = False
 ) -> list[Step]:
-    from minirun.net import firewall_tags, ipam, links
-
+    """stop, then plan_detach's address, ports and veth (those the record holds), in that order."""
     container_id = record["id"]
     pid = record.get("pid")
-    steps = [
-        Step(
-            "stop",
-            lambda: kill(record),
-            lambda: (
-                [f"kill -KILL {pid}   # PID 1: the kernel then kills its whole PID namespace"]
-                if pid
-                else ["# never started"]
-            ),
-        )
-    ]
+    stop = Step(
+        "stop",
+        lambda: kill(record),
+        lambda: (
+            [f"kill -KILL {pid}   # PID 1: the kernel then kills its whole PID namespace"]
+            if pid
+            else ["# never started"]
+        ),
+    )
     net = record.get("network")
     address = (net or {}).get("address", "").split("/")[0]
-    if net and address:
-        pool = ipam.AddressStore(paths.ipam_dir(net["name"]))
+    bridged = record.get("network_mode", "bridge") == "bridge"
+    if not (net or bridged or record.get("ports")):
+        return [stop]  # a pod member's or --network none|host: it holds nothing on the network (net/ not loaded)
+    from minirun.net import attachment
+    from minirun.net.network import from_attachment
 
-        def release_address() -> None:
-            if pool.release(address, container_id):
-                removed.append(f"address {address}")
+    detach = attachment.Detach(
+        from_attachment(net or {}),  # None when the record lacks it: ports then go without releasing 127/8
+        container_id,
+        addresses=(address,) if net and address else (),
+        # A rebuilt record read its ports from the rules tagged with its id, or could not: remove whatever is tagged
+        port_owner=container_id if record.get("ports") or (record.get("rebuilt") and net) else None,
+        host_veth=((net or {}).get("host_veth") or attachment.host_veth_name(container_id)) if bridged else None,
+    )
+    store = attachment.AddressStore(paths.ipam_dir((net or {}).get("name", "")))  # used only when net names one
 
-        steps.append(Step("address", release_address, lambda: [f"rm {pool.directory}/{address}   # back in the pool"]))
-    # A rebuilt record read its ports from the rules tagged with its id, or could not: remove whatever is tagged
-    if record.get("ports") or (record.get("rebuilt") and net):
+    def veth_gone(ipr, veth: str) -> bool:
+        if not attachment.has_interface(ipr, veth):
+            return False
+        if defer_link_check:
+            _verify_link_gone_in_background(ipr, veth)
+            return False
+        return remove_lingering_link(ipr, veth)
 
-        def unpublish() -> None:
-            from minirun.net import firewall
-            from minirun.net.network import from_attachment
-
-            if firewall.remove_ports(container_id, from_attachment(net or {})):
-                removed.append("published ports")
-
-        steps.append(
-            Step(
-                "ports",
-                unpublish,
-                lambda: [
-                    f"nft delete rule {firewall_tags.TABLE_REF} <chain> handle <h>   # each rule tagged "
-                    f'"{firewall_tags.port_owner_tag(container_id)}" (nft -a list table {firewall_tags.TABLE_REF})'
-                ],
-            )
-        )
-    if record.get("network_mode", "bridge") == "bridge":
-        veth = (net or {}).get("host_veth") or links.host_veth_name(container_id)
-
-        def veth_gone() -> None:
-            ipr = _host_rtnl(host_rtnl)
-            if links.get_link(ipr, veth) is not None:
-                if defer_link_check:
-                    _verify_link_gone_in_background(ipr, veth)
-                elif remove_lingering_link(ipr, veth):
-                    removed.append(f"link {veth}")
-
-        steps.append(
-            Step(
-                "veth",
-                veth_gone,
-                lambda: [f"# {veth} goes with the container's netns; if it lingers: ip link delete {veth}"],
-            )
-        )
-    return steps
+    # Without port rules to remove the firewall is not asked anything: its nft driver need not even load.
+    firewall = attachment.select_driver("nft" if detach.port_owner else "none")
+    steps = attachment.plan_detach(detach, store, firewall, lambda: _host_rtnl(host_rtnl), removed, veth_gone)
+    return [stop, *(steps[name] for name in attachment.DETACH_ORDER if name in steps)]
 
 
 def forget(record: dict[str, Any]) -> list[str]:
@@ -169,12 +147,12 @@ def teardown(
 
 def remove_lingering_link(ipr, name: str, grace: float = LINK_GRACE_SECONDS) -> bool:
     """Give the kernel `grace` seconds to destroy the veth with its netns, then delete it ourselves."""
-    from minirun.net import links
+    from minirun.net import attachment
 
     deadline = time.monotonic() + grace
-    while links.get_link(ipr, name) is not None and time.monotonic() < deadline:
+    while attachment.has_interface(ipr, name) and time.monotonic() < deadline:
         time.sleep(0.002)
-    return links.delete_link(ipr, name)
+    return attachment.delete_link(ipr, name)
 
 
 def _verify_link_gone_in_background(ipr, name: str) -> None:

@@ -54,7 +54,7 @@ def check_golden(name: str, steps: list[Step]) -> None:
 
 
 def runtime_attach(driver_name: str, mappings: tuple = MAPPINGS) -> list[Step]:
-    """As container.create and pod create plan a bridge attach (net/attach.py bridge_steps)."""
+    """As container.create and pod create plan a bridge attach (runtime/network_plan.py bridge_steps)."""
     net, firewall = default_network(), select_driver(driver_name)
     store = AddressStore("/run/minirun/ipam/minirun")
     ctx = attachment.dry_run_context("/proc/<pid>/ns/net", store, firewall)
@@ -143,12 +143,22 @@ def test_detach_plans_in_each_owners_order():
 
 
 def test_network_removal_plan_is_the_one_network_rm_runs(tmp_path, monkeypatch):
-    """bridge.plan_network_removal is what runtime's `network rm` will run once ported (issue 14 C17): the
-    same step names and, with the nft driver, the same --explain text as runtime/network_admin.removal_steps."""
+    """`network rm` runs bridge.plan_network_removal (issue 14 C17): the step names and, with the nft driver,
+    the --explain text runtime/networks.removal_steps showed before (written out here, byte for byte)."""
     from minirun.runtime import network_admin
 
     monkeypatch.setenv("MINIRUN_STATE_DIR", str(tmp_path))
     network = CNI_NETWORK._replace(name="web", bridge="mr-web")
     ours = bridge.plan_network_removal(network, _no_host, select_driver("nft"))
     assert [s.name for s in ours] == ["rules", "bridge", "records"]
-    assert render(ours) == render(network_admin.removal_steps(network))
+    expected = f"""step 1/3: rules
+    nft delete chain inet minirun masq-web
+    nft delete element inet minirun bridges {{ "mr-web" }}
+    nft delete rule ... # every rule tagged "minirun network=web" or "minirun isolation network=web"
+step 2/3: bridge
+    ip link delete mr-web
+step 3/3: records
+    rm -r {tmp_path}/networks/web.json {tmp_path}/ipam/web
+"""
+    assert render(ours) == expected
+    assert render(network_admin.removal_steps(network)) == expected
