@@ -23,6 +23,7 @@ from minirun.errors import ConfigError, KernelError
 from minirun.net import links, sysctl
 from minirun.net.bridge import HostSide
 from minirun.net.firewall import FirewallDriver, select_driver
+from minirun.net.firewall.tags import port_owner_tag
 from minirun.net.ipam import (
     AddressStore,
     AddressTaken,
@@ -82,6 +83,7 @@ __all__ = [
     "open_netns",
     "plan_attach",
     "plan_detach",
+    "port_owner_tag",
     "routes",
     "select_driver",
     "set_up",
@@ -340,7 +342,7 @@ def loopback_steps(container: Rtnl | None, ns_label: str) -> list[Step]:
 class Detach(NamedTuple):
     """What one attachment holds, as its owner's record tells it."""
 
-    network: Network
+    network: Network | None  # None: the record names no network (ports go without releasing 127/8 routing)
     ipam_owner: str
     addresses: tuple[str, ...] = ()
     ifname: str | None = None  # also release every address IPAM holds for (ipam_owner, ifname or "")

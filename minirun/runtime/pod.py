@@ -19,7 +19,7 @@ import signal
 import socket
 from typing import Any, NamedTuple
 
-from minirun import filelock, jsonstore, paths
+from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError
 from minirun.kernel import nsfork, proc
 from minirun.kernel import syscalls as k
@@ -139,15 +139,15 @@ def _create_locked(
         describe_phases(phases, narrator)
         return None
     with contextlib.ExitStack() as undo:
-        jsonstore.write_atomic(paths.pod_record(name), pod)
-        undo.callback(jsonstore.remove_file, paths.pod_record(name))
+        store.save_pod(pod)
+        undo.callback(store.remove_pod, name)
         run_phases(phases, undo, narrator=narrator)
         helper = holder["pid"]
         model.move_pod(pod, PodStatus.READY, network=attachment.as_record())
         pod.pop("owner")
         if "pid" in share:
             pod["infra"] = {"pid": helper, "started": proc.start_time(helper)}
-        jsonstore.write_atomic(paths.pod_record(name), pod)
+        store.save_pod(pod)
         undo.pop_all()
     netns.close()
     holder["netlink"].close()

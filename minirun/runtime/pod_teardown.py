@@ -16,7 +16,6 @@ from typing import Any
 from minirun import jsonstore, paths
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
-from minirun.net import firewall_tags
 from minirun.plan import Narrator, Step, run_best_effort
 from minirun.runtime import store
 from minirun.runtime.container import teardown
@@ -108,7 +107,7 @@ def _detach_steps(pod: dict[str, Any], removed: list[str]) -> list[Step]:
     network = pod.get("network") or {}
     veth = network.get("host_veth") or attachment.host_veth_name(pod["id"])
     address = (network.get("address") or "").split("/")[0]
-    store = attachment.AddressStore(paths.ipam_dir(network.get("name", "minirun")))
+    pool = attachment.AddressStore(paths.ipam_dir(network.get("name", "minirun")))
     detach = attachment.Detach(
         from_attachment(network),  # None: the ports go without releasing 127/8 routing
         pod["id"],
@@ -122,15 +121,15 @@ def _detach_steps(pod: dict[str, Any], removed: list[str]) -> list[Step]:
             return teardown.remove_lingering_link(ipr, name)
 
     firewall = attachment.select_driver("nft" if detach.port_owner else "none")  # see container/teardown.py
-    steps = attachment.plan_detach(detach, store, firewall, attachment.open_host, removed, veth_gone)
+    steps = attachment.plan_detach(detach, pool, firewall, attachment.open_host, removed, veth_gone)
     # A pod interrupted before its record named an address holds none by record: its address step does
     # nothing and tells nothing (reconcile releases an address no record names).
     steps.setdefault("address", Step("address", lambda: None, list))
-    tag = firewall_tags.port_owner_tag(pod["id"])
+    tag = attachment.port_owner_tag(pod["id"])
     told = {  # what `pod rm --explain` has always said
         "ports": [f'nft delete rule ... # the rules tagged "{tag}"'],
         "veth": [f"# {veth} goes with the last reference to the netns; if it lingers: ip link delete {veth}"],
-        "address": [f"rm {store.directory}/{address}"] if address else [],
+        "address": [f"rm {pool.directory}/{address}"] if address else [],
     }
     return [
         steps[name]._replace(explain=lambda lines=told[name]: lines)
@@ -181,7 +180,7 @@ def _forget_step(pod: dict[str, Any], removed: list[str]) -> Step:
         from minirun.runtime.container import config
 
         config.remove_pod_etc(name)
-        jsonstore.remove_file(paths.pod_record(name))
+        store.remove_pod(name)
         removed.append(f"pod {name}")
 
     return Step("record", forget, lambda: [f"rm -r {paths.pod_record(name)} {paths.pod_data_dir(name)}"])

@@ -4,7 +4,7 @@ and to rebuild a container's published ports): a rule of minirun's is never reco
 
 These strings are what the kernel shows and what scripts and the tests read (`nft list ruleset`;
 tests/golden/*.nft, test_ports.py, test_localnet_guard.py): changing one orphans every rule tagged with the
-old spelling on a running host. (net/firewall_tags.py re-exports this module for callers not yet ported.)
+old spelling on a running host.
 """
 
 from __future__ import annotations

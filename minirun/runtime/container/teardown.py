@@ -91,7 +91,7 @@ def release_steps(
         port_owner=container_id if record.get("ports") or (record.get("rebuilt") and net) else None,
         host_veth=((net or {}).get("host_veth") or attachment.host_veth_name(container_id)) if bridged else None,
     )
-    store = attachment.AddressStore(paths.ipam_dir((net or {}).get("name", "")))  # used only when net names one
+    pool = attachment.AddressStore(paths.ipam_dir((net or {}).get("name", "")))  # used only when net names one
 
     def veth_gone(ipr, veth: str) -> bool:
         if not attachment.has_interface(ipr, veth):
@@ -103,7 +103,7 @@ def release_steps(
 
     # Without port rules to remove the firewall is not asked anything: its nft driver need not even load.
     firewall = attachment.select_driver("nft" if detach.port_owner else "none")
-    steps = attachment.plan_detach(detach, store, firewall, lambda: _host_rtnl(host_rtnl), removed, veth_gone)
+    steps = attachment.plan_detach(detach, pool, firewall, lambda: _host_rtnl(host_rtnl), removed, veth_gone)
     return [stop, *(steps[name] for name in attachment.DETACH_ORDER if name in steps)]
 
 
