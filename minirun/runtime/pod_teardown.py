@@ -92,9 +92,12 @@ def release(pod: dict[str, Any], narrator: Narrator | None = None) -> list[str]:
     """Stop the pod's init, unpin the namespaces (the kernel then deletes the veth with the netns), release
     the address, forget the record. Every step runs even if another failed."""
     removed: list[str] = []
-    detach = _detach_steps(pod, removed)
+    detach = {step.name: step for step in _detach_steps(pod, removed)}
     init = [_stop_init_step(pod, removed)] if pod.get("infra") else []
-    steps = [*init, *detach[:1], _unpin_step(pod), *detach[1:], _forget_step(pod, removed)]
+    ports = [detach.pop("ports")] if "ports" in detach else []
+    # Pins before the veth: unpinning drops the netns's last reference and the kernel deletes the veth with
+    # it; checked the other way round, the veth step waits its whole grace period for a veth still held.
+    steps = [*init, *ports, _unpin_step(pod), *detach.values(), _forget_step(pod, removed)]
     run_best_effort(steps, f"removal of pod {pod['name']} was incomplete", narrator)
     return removed
 

@@ -109,8 +109,21 @@ def test_removals_explain_what_they_undo(state_dir):
     assert f"ipam/minirun/{address}   # back in the pool" in removed.stderr
     assert minirun("pod", "create", "pexp").returncode == 0
     pod_rm = minirun("pod", "rm", "--explain", "pexp")
+    # Pins before the veth (the netns goes with its last pin, the veth with it): in the other order the veth
+    # step waited its whole grace period (2 s) for a veth still held by the pin, on every `pod rm`.
+    assert re.findall(r"^minirun: step \d+: (\S+)", pod_rm.stderr, re.M) == ["pins", "veth", "address", "record"]
     assert "umount /run/netns/minirun-pexp && rm /run/netns/minirun-pexp" in pod_rm.stderr
     assert "ip netns delete minirun-pexp" in pod_rm.stderr
+    assert minirun("pod", "create", "-p", "8081:81", "--share", "net,uts,ipc,pid", "pexp2").returncode == 0
+    pod_rm = minirun("pod", "rm", "--explain", "pexp2")
+    assert re.findall(r"^minirun: step \d+: (\S+)", pod_rm.stderr, re.M) == [
+        "init",
+        "ports",
+        "pins",
+        "veth",
+        "address",
+        "record",
+    ]
     assert minirun("network", "create", "nexp").returncode == 0
     net_rm = minirun("network", "rm", "--explain", "nexp")
     assert "ip link delete mr-nexp" in net_rm.stderr and "nft delete chain inet minirun masq-nexp" in net_rm.stderr
