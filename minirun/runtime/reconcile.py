@@ -21,7 +21,7 @@ from minirun import jsonstore, paths
 from minirun.errors import MinirunError, TeardownError
 from minirun.kernel import proc
 from minirun.plan import Narrator
-from minirun.runtime import model, owners, pod_teardown, store
+from minirun.runtime import model, owners, store
 from minirun.runtime.container import teardown
 from minirun.runtime.model import PodStatus
 
@@ -175,6 +175,9 @@ def reconcile_pods(narrator: Narrator | None = None) -> list[str]:
         # so only this read shows whether it finished (see _still_orphaned).
         fresh = store.load_pod(pod["name"])
         if fresh is not None and fresh.get("id") == pod.get("id") and _interrupted(fresh):
+            # Imported here: only an interrupted pod needs it, and every run passes through reconcile.
+            from minirun.runtime import pod_teardown
+
             removed += [f"{item} (interrupted pod {pod['name']})" for item in pod_teardown.release(fresh, narrator)]
     return removed
 
