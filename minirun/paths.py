@@ -3,8 +3,15 @@ namespaces and links it describes."""
 
 from __future__ import annotations
 
-import hashlib
 import os
+
+try:  # CPython's own SHA-256 (3.12+: _sha2, 3.11: _sha256); hashlib's default loads OpenSSL first (~4 ms)
+    from _sha2 import sha256 as _sha256  # type: ignore[import-not-found]
+except ImportError:
+    try:
+        from _sha256 import sha256 as _sha256  # type: ignore[import-not-found,no-redef]
+    except ImportError:
+        from hashlib import sha256 as _sha256  # type: ignore[assignment]
 
 STATE_DIR_ENV = "MINIRUN_STATE_DIR"
 DEFAULT_STATE_DIR = "/run/minirun"
@@ -33,7 +40,7 @@ def writable_root() -> str:
     one data root (its images) may serve several state roots, and the reconcile of one must never take
     another's files. Nothing here dies at reboot: a directory whose record (on the state root) is gone is
     an orphan, reclaimed by `reconcile.reconcile`."""
-    key = hashlib.sha256(os.path.realpath(state_root()).encode()).hexdigest()[:16]
+    key = _sha256(os.path.realpath(state_root()).encode()).hexdigest()[:16]
     return os.path.join(data_root(), "rw", key)
 
 
