@@ -130,15 +130,29 @@ def _reconcile_containers(
 def _live_records() -> tuple[list[dict[str, Any]], bool]:
     """The live records, read again (a damaged one holds, too), and whether each has a watching owner."""
     live = [r for r in store.all_records() if model.is_live(r)]
-    settled = True
+    settled, unwatched = True, False
     for record in live:
         if record.get("corrupt"):
             settled = False  # damaged since the first read: the next pass sets it aside
         elif store.owner_alive(record):
             owners.adopt(record["owner"])  # an owner from before the registry must be watched from now on
         else:
-            settled = False  # unwatched (its supervisor died): every command looks until it ends
+            settled = False  # unwatched (its supervisor died): every command looks until it is adopted
+            unwatched = unwatched or (bool(record.get("detached")) and model.container_alive(record))
+    if unwatched:
+        _summon_supervisor()
     return live, settled
+
+
+def _summon_supervisor() -> None:
+    """A detached container runs on after its supervisor was killed: start a new one, which adopts it and
+    tears it down when it ends (supervisor/adoption.py). Best effort: until it runs, every command looks."""
+    from minirun.runtime.supervisor import client
+
+    try:
+        client.start_unless_running()
+    except OSError as exc:
+        print(f"minirun: warning: could not start the supervisor to adopt running containers: {exc}", file=sys.stderr)
 
 
 def _release_unheld(

@@ -61,23 +61,39 @@ def test_a_killed_launcher_is_looked_after_by_the_next_run(state_dir: Path):
     assert all(alive(*entry) for entry in entries(state_dir))
 
 
-def test_a_killed_supervisor_keeps_every_command_looking_until_its_containers_end(state_dir: Path):
-    """kill -9 of the supervisor while its container runs: the container runs on, unwatched; when it ends,
-    the next `run` (not a listing) records its exit and releases its address."""
-    assert minirun("run", "-d", "--name", "unwatched", "sleep", "300").returncode == 0
-    (record,) = records(state_dir)
-    os.kill(record["owner"]["pid"], signal.SIGKILL)
-    wait_for(lambda: not alive(record["owner"]["pid"], record["owner"]["started"]), what="the supervisor dead")
+def _owner(state_dir: Path, container_id: str) -> tuple[int, int] | None:
+    record = next((r for r in records(state_dir) if r["id"] == container_id), None)
+    return None if record is None else (record["owner"]["pid"], record["owner"]["started"])
+
+
+def test_a_killed_supervisors_containers_are_adopted_by_the_next_one(state_dir: Path):
+    """Issue 15: kill -9 of the supervisor while its containers run: they run on, and the next command starts
+    a supervisor that adopts them. When they end, it tears them down by itself (no other minirun command
+    runs meanwhile): the exit is recorded as 255 (only the killed parent could have learnt the real code),
+    the address released, a --rm one removed. Then no dead owner is left to make commands look."""
+    assert minirun("run", "-d", "--name", "kept", "sleep", "300").returncode == 0
+    assert minirun("run", "-d", "--rm", "--name", "gone", "sleep", "300").returncode == 0
+    kept, gone = sorted(records(state_dir), key=lambda r: r["name"] != "kept")
+    old = (kept["owner"]["pid"], kept["owner"]["started"])
+    os.kill(old[0], signal.SIGKILL)
+    wait_for(lambda: not alive(*old), what="the supervisor dead")
     assert minirun("run", "--rm", "true").returncode == 0
-    assert [r["status"] for r in records(state_dir)] == ["running"]  # alive: left running, as before
-    os.kill(record["pid"], signal.SIGKILL)
-    wait_for(lambda: not os.path.exists(f"/proc/{record['pid']}"), what="the container gone")
-    assert minirun("run", "--rm", "true").returncode == 0
+    wait_for(lambda: _owner(state_dir, kept["id"]) not in (None, old), what="a new supervisor adopting them")
+    new = _owner(state_dir, kept["id"])
+    assert new is not None and alive(*new) and _owner(state_dir, gone["id"]) == new
+    assert [r["status"] for r in records(state_dir)] == ["running", "running"]
+    os.kill(kept["pid"], signal.SIGKILL)
+    os.kill(gone["pid"], signal.SIGKILL)
+    wait_for(
+        lambda: [(r["name"], r["status"]) for r in records(state_dir)] == [("kept", "exited")],
+        what="the adopted containers torn down by the new supervisor",
+    )
     (after,) = records(state_dir)
-    assert after["status"] == "exited" and after["exit_code"] == 255
-    assert ipam_reservations(state_dir) == []
-    assert re.search(r"unwatched .*Exited \(255\)", minirun("ps", "-a").stdout)
-    assert minirun("rm", "unwatched").returncode == 0
+    assert after["exit_code"] == 255 and ipam_reservations(state_dir) == []
+    wait_for(lambda: kept["network"]["host_veth"] not in host_links(), what="the veth gone")
+    assert re.search(r"kept .*Exited \(255\)", minirun("ps", "-a").stdout)
+    assert all(alive(*entry) for entry in entries(state_dir)), "the killed supervisor's entry is settled"
+    assert minirun("rm", "kept").returncode == 0
 
 
 def test_state_without_a_registry_is_adopted(state_dir: Path):
@@ -163,7 +179,7 @@ def test_an_upgrade_that_finds_an_unwatched_container_keeps_looking(state_dir: P
     """Review of the fast path: state from before the registry whose supervisor was already dead. The first
     command's full pass found the container unwatched but had no dead entry to keep, so later commands took
     the fast path and its exit was never recorded (address and name held forever). An unsettled pass now
-    leaves a "pending" entry."""
+    leaves a "pending" entry, and starts a supervisor that adopts the container (issue 15)."""
     assert minirun("run", "-d", "--name", "u", "sleep", "300").returncode == 0
     (record,) = records(state_dir)
     os.kill(record["owner"]["pid"], signal.SIGKILL)
@@ -172,6 +188,7 @@ def test_an_upgrade_that_finds_an_unwatched_container_keeps_looking(state_dir: P
     assert minirun("run", "--rm", "true").returncode == 0
     os.kill(record["pid"], signal.SIGKILL)
     wait_for(lambda: not os.path.exists(f"/proc/{record['pid']}"), what="the container gone")
+    wait_for(lambda: [r["status"] for r in records(state_dir)] == ["exited"], what="its exit recorded")
     assert minirun("run", "--rm", "--name", "u2", "true").returncode == 0
     (after,) = records(state_dir)
     assert after["status"] == "exited" and ipam_reservations(state_dir) == []

@@ -47,6 +47,16 @@ def _start_supervisor() -> None:
         )
 
 
+def start_unless_running() -> None:
+    """Start a supervisor in the background unless one answers. Reconcile calls it when it finds a container
+    left running by a killed supervisor: the new one adopts it (adoption.py)."""
+    sock = _connect()
+    if sock is None:
+        _start_supervisor()
+    else:
+        sock.close()
+
+
 def _connect_or_start() -> socket.socket:
     sock = _connect()
     if sock is not None:

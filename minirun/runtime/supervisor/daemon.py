@@ -14,9 +14,10 @@ Its socket is its control plane: a `run` request starts a process as root. So it
 is root in its own mount, pid, net and user namespaces (kernel.peer), reads every client without blocking
 (runtime.connections: deadline, size limit), and takes only what the CLI could have sent (runtime.request).
 
-If the supervisor itself is killed, its containers keep running; any later minirun command notices when
-they end (reconcile.reconcile) and tears them down with exit status 255, Docker's "unknown". Their output has
-no reader then: a write to stdout or stderr fails with EPIPE.
+If the supervisor itself is killed, its containers keep running. The next minirun command that finds one
+(reconcile.reconcile) starts a new supervisor, which adopts them (adoption.py): it tears each down when it
+ends, with exit status 255, Docker's "unknown" (only the dead supervisor could have learnt the real one).
+Their output has no reader then: a write to stdout or stderr fails with EPIPE.
 
 PR_SET_CHILD_SUBREAPER: https://man7.org/linux/man-pages/man2/prctl.2.html; Docker's exit codes:
 https://docs.docker.com/engine/containers/run/#exit-status
@@ -44,7 +45,7 @@ from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.runtime import owners, store
 from minirun.runtime.model import ContainerStatus
-from minirun.runtime.supervisor import jobs, protocol
+from minirun.runtime.supervisor import adoption, jobs, protocol
 from minirun.runtime.supervisor.connections import Clients, Log, Request, reply_error
 from minirun.spec import ContainerSpec
 
@@ -111,6 +112,7 @@ class Supervisor:
         self.me = identity()
         self.code = jobs.code_fingerprint()  # a child forked after an upgrade loads the new code
         self.helpers: set[int] = set()  # request workers and teardown children
+        self.adopted: dict[int, str] = {}  # pidfd -> id of a container a killed supervisor left running
         self.selector = selectors.DefaultSelector()
         self.log = Log()
         self.clients = Clients(self.selector, self.log)
@@ -140,6 +142,7 @@ class Supervisor:
         k.set_child_subreaper()
         owners.enter()  # the owner of every detached container: if it dies, the next command looks
         listener = self._listen()
+        self._adopt()
         wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wakeup_w)
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -183,12 +186,14 @@ class Supervisor:
             self.logs.pump(key.data[1])
         elif key.data[0] == "log-handoff":
             self.logs.receive(key.data[1])
+        elif key.data[0] == "adopted":
+            self._adopted_exited(key.fd)
         else:
             self.resolver.serve_one(key.fileobj, key.data[1])
 
     def _idle_since(self, idle_since: float) -> float | None:
         """When the supervisor last had something to do; None once it has been idle long enough to exit."""
-        busy = self.helpers or self.clients.pending or self.logs or self.syncs
+        busy = self.helpers or self.clients.pending or self.logs or self.syncs or self.adopted
         if busy or _has_containers():
             return time.monotonic()
         if time.monotonic() - idle_since <= self.idle_seconds:
@@ -277,7 +282,7 @@ class Supervisor:
         the client starts a fresh one; watching containers, it cannot hand them over, so it refuses to run
         new ones and says why (issue 15: minirun never silently runs a container through old code). A sync
         (DNS for a foreground run) is still answered then: its container runs in the client's own code."""
-        busy = bool(self.helpers) or _has_containers()
+        busy = bool(self.helpers or self.adopted) or _has_containers()
         if busy and op != "run":
             return
         self.log.line(f"the minirun code on disk changed since this supervisor started; refused a {op} request")
@@ -327,6 +332,7 @@ class Supervisor:
             signal.signal(signum, signal.SIG_DFL)
         self.selector.close()
         self.clients.close_all()
+        adoption.close_all(self.adopted)
 
     def _reap(self) -> None:
         while True:
@@ -355,6 +361,24 @@ class Supervisor:
         record.update(exit_code=proc.exit_status(status), finished=store.now_iso())
         # Every byte it wrote is in its log before teardown marks it exited (`logs -f` stops then).
         self.logs.finish(record["id"])
+        self._tear_down(record)
+
+    def _adopt(self) -> None:
+        self.adopted = adoption.adopt_orphans(self.me)
+        for pidfd, container_id in self.adopted.items():
+            self.selector.register(pidfd, selectors.EVENT_READ, ("adopted", container_id))
+        if self.adopted:
+            self.log.line(f"adopted {len(self.adopted)} container(s) a killed supervisor left running")
+
+    def _adopted_exited(self, pidfd: int) -> None:
+        container_id = self.adopted.pop(pidfd)
+        self.selector.unregister(pidfd)
+        os.close(pidfd)
+        record = adoption.ended(container_id, self.me)
+        if record is not None:
+            self._tear_down(record)
+
+    def _tear_down(self, record: dict[str, Any]) -> None:
         # Teardown imports the netlink code (several MB): do it in a child so the supervisor stays small.
         # The child marks the record exited only after the address is released, so `stop` and `rm`, which
         # wait for "exited", never race with it.
