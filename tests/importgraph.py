@@ -72,7 +72,8 @@ NAMESPACE_CALLS = ("unshare", "setns", "send_fds", "recv_fds")
 NAMESPACE_CALL_HOMES = (
     "minirun/kernel/syscalls.py",
     "minirun/kernel/nsfork.py",
-    "minirun/runtime/supervisor/logrelay.py",
+    "minirun/runtime/supervisor/logrelay.py",  # the supervisor's hand-offs: a container's output pipe,
+    "minirun/runtime/supervisor/spare.py",  # and a client's connection to the spare worker
 )
 
 _DYNAMIC_IMPORTS = ("import_module", "__import__")

@@ -46,7 +46,7 @@ from minirun.net.links import (
 )
 from minirun.net.network import Network
 from minirun.net.ports import PortMapping, check_free
-from minirun.net.rtnl import Rtnl
+from minirun.net.rtnl import Rtnl, codecs
 from minirun.plan import Step
 
 # Names an owner (runtime, minirun-cni, doctor's repairs) uses with an attachment, so that it reaches net/ only
@@ -81,6 +81,7 @@ __all__ = [
     "loopback_steps",
     "open_host",
     "open_netns",
+    "preload",
     "plan_attach",
     "plan_detach",
     "port_owner_tag",
@@ -162,6 +163,13 @@ def __getattr__(name: str) -> Any:
     from minirun.net import attachment_check
 
     return getattr(attachment_check, name)
+
+
+def preload() -> None:
+    """Load now what the first attach would load: the netlink codecs and the firewall driver (a spare worker
+    of the supervisor does this before its request comes)."""
+    codecs()
+    select_driver()
 
 
 def open_host() -> Rtnl:

@@ -45,7 +45,7 @@ from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.runtime import owners, store
 from minirun.runtime.model import ContainerStatus
-from minirun.runtime.supervisor import adoption, jobs, protocol
+from minirun.runtime.supervisor import adoption, jobs, protocol, spare
 from minirun.runtime.supervisor.connections import Clients, Log, Request, reply_error
 from minirun.spec import ContainerSpec
 
@@ -85,6 +85,16 @@ def _has_containers() -> bool:
     return True
 
 
+def _children_visible() -> bool:
+    """Whether the kernel lists a process's children (CONFIG_PROC_CHILDREN): without it the supervisor cannot
+    tell a spare from a container, and forks a worker per request instead."""
+    try:
+        spare.children()
+    except OSError:
+        return False
+    return True
+
+
 def _idle_seconds() -> float:
     raw = os.environ.get(IDLE_ENV)
     try:
@@ -113,6 +123,7 @@ class Supervisor:
         self.code = jobs.code_fingerprint()  # a child forked after an upgrade loads the new code
         self.helpers: set[int] = set()  # request workers and teardown children
         self.adopted: dict[int, str] = {}  # pidfd -> id of a container a killed supervisor left running
+        self.spare: spare.Spare | None = None  # a worker with the run path imported, waiting for a request
         self.selector = selectors.DefaultSelector()
         self.log = Log()
         self.clients = Clients(self.selector, self.log)
@@ -143,6 +154,7 @@ class Supervisor:
         owners.enter()  # the owner of every detached container: if it dies, the next command looks
         listener = self._listen()
         self._adopt()
+        self._fork_spare()
         wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wakeup_w)
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -164,6 +176,7 @@ class Supervisor:
             # However it ends (idle, a signal, a failure): if a container of ours is left on record, its entry
             # stays, dead once we exit, so the next command looks after it. Workers still handing one over
             # are waited for first, so the records read here are final.
+            self._retire_spare()
             self._wait_for_helpers(HELPER_PATIENCE)
             if _running_owned_by(self.me):
                 owners.keep()
@@ -194,7 +207,7 @@ class Supervisor:
     def _idle_since(self, idle_since: float) -> float | None:
         """When the supervisor last had something to do; None once it has been idle long enough to exit."""
         busy = self.helpers or self.clients.pending or self.logs or self.syncs or self.adopted
-        if busy or _has_containers():
+        if busy or self._has_containers():
             return time.monotonic()
         if time.monotonic() - idle_since <= self.idle_seconds:
             return idle_since
@@ -259,30 +272,88 @@ class Supervisor:
 
         owners.enter()  # again: at start it may have failed (a full state dir), and this request may create
         log_channel, worker_channel = logrelay.handoff_pair()
+        pid = self._hand_to_spare(conn, payload, worker_channel)
+        if pid is None:
+            pid = self._fork_worker(conn, payload, worker_channel, log_channel)
+        conn.close()
+        worker_channel.close()
+        self.logs.expect(log_channel)
+        self.helpers.add(pid)
+        self._fork_spare()  # for the next request, while this one is served
+
+    def _hand_to_spare(self, conn: socket.socket, payload: dict[str, Any], worker_channel: socket.socket) -> int | None:
+        taken, self.spare = self.spare, None
+        if taken is None or not spare.hand_over(taken, conn, payload, worker_channel):
+            return None
+        return taken.pid
+
+    def _fork_helper(self, body: Callable[[], None], leave_on_error: bool = True) -> int:
+        """Fork a child that runs `body` and exits (1 if it raised): it never returns into the serve loop.
+        Its owner entry goes at the end (os._exit skips atexit), unless `body` raised and not `leave_on_error`:
+        then the entry, dead, makes the next command look at what it left."""
         pid = os.fork()
         if pid == 0:
             code = 0
             try:
                 self._become_helper()
-                log_channel.close()
-                self._jobs().serve_run_request(conn, payload, self.decode_spec, self.me, worker_channel)
-            except BaseException:  # noqa: BLE001 - a worker must never return into the serve loop
+                body()
+            except BaseException:  # noqa: BLE001 - the child's end; its errors went to the client or the log
                 code = 1
             finally:
-                with contextlib.suppress(BaseException):
-                    owners.leave()  # os._exit skips atexit
+                if code == 0 or leave_on_error:
+                    with contextlib.suppress(BaseException):
+                        owners.leave()
                 os._exit(code)
-        conn.close()
-        worker_channel.close()
-        self.logs.expect(log_channel)
-        self.helpers.add(pid)
+        return pid
+
+    def _fork_worker(
+        self, conn: socket.socket, payload: dict[str, Any], worker_channel: socket.socket, log_channel: socket.socket
+    ) -> int:
+        def serve() -> None:
+            log_channel.close()
+            self._jobs().serve_run_request(conn, payload, self.decode_spec, self.me, worker_channel)
+
+        return self._fork_helper(serve)
+
+    def _fork_spare(self) -> None:
+        if self.spare is not None or self.stopping or not _children_visible():
+            return
+        ours, theirs = spare.channel_pair()
+
+        def wait_then_serve() -> None:
+            ours.close()
+            fresh = self._jobs()
+            fresh.warm()
+            handed = spare.wait_for_request(theirs)
+            if handed is not None:
+                fresh.serve_run_request(handed.conn, handed.payload, self.decode_spec, self.me, handed.log_channel)
+
+        pid = self._fork_helper(wait_then_serve)
+        theirs.close()
+        self.spare = spare.Spare(pid, ours)
+
+    def _retire_spare(self) -> None:
+        """Closing its channel ends the spare (it reads end-of-file); it is waited for with the helpers."""
+        if self.spare is not None:
+            self.spare.channel.close()
+            self.helpers.add(self.spare.pid)
+            self.spare = None
+
+    def _has_containers(self) -> bool:
+        """Whether a container of ours still runs: a child that is neither a helper nor the spare."""
+        if self.spare is None:
+            return _has_containers()
+        try:
+            return bool(spare.children() - self.helpers - {self.spare.pid})
+        except OSError:
+            return True
 
     def _refuse_as_outdated(self, conn: socket.socket, op: str) -> None:
         """The code on disk is not the code this supervisor runs (an upgrade). Idle, it says so and exits, and
         the client starts a fresh one; watching containers, it cannot hand them over, so it refuses to run
         new ones and says why (issue 15: minirun never silently runs a container through old code). A sync
         (DNS for a foreground run) is still answered then: its container runs in the client's own code."""
-        busy = bool(self.helpers or self.adopted) or _has_containers()
+        busy = bool(self.helpers or self.adopted) or self._has_containers()
         if busy and op != "run":
             return
         self.log.line(f"the minirun code on disk changed since this supervisor started; refused a {op} request")
@@ -333,6 +404,8 @@ class Supervisor:
         self.selector.close()
         self.clients.close_all()
         adoption.close_all(self.adopted)
+        if self.spare is not None:
+            self.spare.channel.close()  # a worker forked after the spare must not keep it alive
 
     def _reap(self) -> None:
         while True:
@@ -344,6 +417,10 @@ class Supervisor:
                 return
             if pid in self.helpers:
                 self.helpers.discard(pid)
+            elif self.spare is not None and pid == self.spare.pid:
+                self.log.line(f"the spare worker exited early (status {status}); requests fork a worker meanwhile")
+                self.spare.channel.close()
+                self.spare = None
             else:
                 self._container_exited(pid, status)
 
@@ -382,16 +459,11 @@ class Supervisor:
         # Teardown imports the netlink code (several MB): do it in a child so the supervisor stays small.
         # The child marks the record exited only after the address is released, so `stop` and `rm`, which
         # wait for "exited", never race with it.
-        helper = os.fork()
-        if helper == 0:
-            try:
-                self._become_helper()
-                owners.enter()  # killed or failing half-way, it leaves a dead entry: the next command looks
-                self._jobs().teardown(record)
-                owners.leave()  # os._exit skips atexit; a failed step keeps the entry (plan.residue_left)
-            finally:
-                os._exit(0)
-        self.helpers.add(helper)
+        def tear_down() -> None:
+            owners.enter()  # killed or failing half-way, it leaves a dead entry: the next command looks
+            self._jobs().teardown(record)  # a failed step keeps the entry (plan.residue_left)
+
+        self.helpers.add(self._fork_helper(tear_down, leave_on_error=False))
 
 
 def main(decode_spec: SpecDecoder) -> None:

@@ -92,6 +92,15 @@ def serve_run_request(
     conn.close()
 
 
+def warm() -> None:
+    """In a spare worker (supervisor/spare.py): import everything serving a run request needs, before a
+    request comes."""
+    from minirun.net import attachment
+    from minirun.runtime.container import run  # noqa: F401 - imported to be loaded now
+
+    attachment.preload()
+
+
 def run_detached(spec: ContainerSpec, supervisor: dict[str, Any], log_channel: socket.socket) -> str:
     """In a worker: create and start one detached container (see container/run.py); its id."""
     from minirun.runtime.container import run

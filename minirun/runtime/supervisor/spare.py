@@ -1,0 +1,68 @@
+"""The spare worker: a child the supervisor forks ahead of time, which imports the whole `run` path (the
+runtime, the netlink codecs, the firewall driver: ~40 ms here) and then waits for one request. A `run -d`
+is handed to it (the client's connection and the log hand-off channel, over SCM_RIGHTS) and served at once,
+while the supervisor forks the next spare. It serves exactly one request and exits, as a worker forked on
+demand does: a container never shares a process with another's setup.
+
+The supervisor stays small (it never imports the run path itself); the spare is one more process, idle
+in recv(2), that ends when the supervisor closes its end of the channel (idle exit, kill -9 of the
+supervisor: the kernel closes it then).
+
+SCM_RIGHTS: https://man7.org/linux/man-pages/man7/unix.7.html
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from typing import Any, NamedTuple
+
+# A request line is at most connections.REQUEST_LIMIT bytes; its JSON form is no longer.
+MESSAGE_LIMIT = (1 << 20) + 4096
+
+
+class Spare(NamedTuple):
+    pid: int
+    channel: socket.socket  # the supervisor's end
+
+
+class HandedOver(NamedTuple):
+    conn: socket.socket
+    log_channel: socket.socket
+    payload: dict[str, Any]
+
+
+def channel_pair() -> tuple[socket.socket, socket.socket]:
+    """(the supervisor's end, the spare's end)."""
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+
+
+def hand_over(spare: Spare, conn: socket.socket, payload: dict[str, Any], log_channel: socket.socket) -> bool:
+    """Give one request to `spare`; False when it cannot take it (it died), and the caller forks a worker."""
+    try:
+        socket.send_fds(spare.channel, [json.dumps(payload).encode()], [conn.fileno(), log_channel.fileno()])
+    except OSError:
+        return False
+    finally:
+        spare.channel.close()  # one request per spare: it reads the message, then sees the end
+    return True
+
+
+def wait_for_request(channel: socket.socket) -> HandedOver | None:
+    """In the spare: block until the supervisor hands a request over; None when it closed the channel."""
+    message, fds, _, _ = socket.recv_fds(channel, MESSAGE_LIMIT, 2, socket.MSG_CMSG_CLOEXEC)
+    channel.close()
+    if not message or len(fds) != 2:
+        for fd in fds:
+            os.close(fd)
+        return None
+    return HandedOver(socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1]), json.loads(message))
+
+
+def children() -> set[int]:
+    """The supervisor's live children (containers it reaps, workers, the spare), from
+    /proc/self/task/TID/children (proc(5)): the supervisor is single-threaded, so its main task has them
+    all. Raises OSError on a kernel built without CONFIG_PROC_CHILDREN (then there is no spare)."""
+    with open(f"/proc/self/task/{os.getpid()}/children", "rb") as f:
+        return {int(pid) for pid in f.read().split()}
