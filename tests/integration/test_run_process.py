@@ -88,6 +88,39 @@ def test_default_signal_state():
     assert pipe.stderr == ""
 
 
+def test_umask_and_open_file_limit_are_dockers_however_minirun_was_started(state_dir):
+    """Issue 15: a container gets nothing from the caller or the supervisor. Started from a shell with umask
+    077 and 64 open files at most (the supervisor it starts raises its own limit), a foreground and a
+    detached container, and an exec into one, all get umask 0022 and 1024 (soft) / 524288 (hard) open
+    files, Docker's since moby#45534."""
+    import resource
+
+    def constrained() -> None:
+        os.umask(0o077)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, 4096))
+
+    show = "umask; grep 'open files' /proc/self/limits"
+    with open("/proc/self/status") as f:
+        effective = int(next(line for line in f if line.startswith("CapEff:")).split()[1], 16)
+    can_raise = bool(effective & (1 << 24))  # CAP_SYS_RESOURCE: without it the caller's hard limit stays
+    expected = ["0022", "Max", "open", "files", "1024", "524288" if can_raise else "4096", "files"]
+
+    def run(*args: str) -> list[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "minirun", *args], capture_output=True, text=True, preexec_fn=constrained
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    assert run("run", "--rm", "sh", "-c", show) == expected
+    assert run("run", "-d", "--name", "limits", "sleep", "300")
+    assert run("exec", "limits", "sh", "-c", show) == expected
+    detached = run("run", "-d", "sh", "-c", show)[0]
+    assert minirun("wait", detached).stdout.split() == ["0"]
+    assert minirun("logs", detached).stdout.split() == expected
+    assert minirun("rm", "-f", "limits", detached).returncode == 0
+
+
 def test_exit_code_matrix():
     # Host paths the container sees (read-only): the test's own tmp_path is under /tmp, which is private.
     cases = [

@@ -18,6 +18,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import resource
 import select
 import signal
 import socket
@@ -188,6 +189,7 @@ def exec_command(
     With `launcher_pidfd` (a pidfd of the process that forked us) the command dies with that process.
     """
     reset_signals()
+    reset_process_attributes()
     if stdio is not None:
         if controlling_tty:
             os.setsid()
@@ -225,6 +227,30 @@ def _die_with_launcher(pidfd: int) -> None:
     k.set_parent_death_signal(signal.SIGKILL)
     if select.select([pidfd], [], [], 0)[0]:
         os._exit(EXIT_MINIRUN_FAILED)
+
+
+# What a Docker container's process gets, whatever the caller's shell or the supervisor had (the supervisor
+# raises its own open-file limit): umask 022 (runc's default), and at most 1024 open files, up to 524288 on
+# request (setrlimit), as dockerd and containerd set since moby#45534: a higher soft limit makes programs that
+# close every possible descriptor crawl (https://github.com/moby/moby/issues/38814).
+CONTAINER_UMASK = 0o022
+CONTAINER_NOFILE = (1024, 524288)
+
+
+def reset_process_attributes() -> None:
+    """The umask and open-file limit every container process starts with (run, run -d, exec alike). Raising
+    the hard limit takes CAP_SYS_RESOURCE (this process has every capability root has: confinement comes
+    later); where root lacks it (some sandboxes), the hard limit stays the one inherited."""
+    os.umask(CONTAINER_UMASK)
+    soft, hard = CONTAINER_NOFILE
+    with open("/proc/sys/fs/nr_open") as f:  # the kernel's ceiling for any RLIMIT_NOFILE
+        hard = min(hard, int(f.read()))
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard), hard))
+    except ValueError:  # EPERM: not allowed to raise the hard limit
+        inherited = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        hard = inherited if inherited == resource.RLIM_INFINITY else min(hard, inherited)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard), hard))
 
 
 def reset_signals() -> None:
