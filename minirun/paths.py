@@ -94,6 +94,12 @@ def ipam_dir(network: str) -> str:
     return os.path.join(state_root(), "ipam", network)
 
 
+def start_lock() -> str:
+    """Held while a created or exited container is started again (`start`, `restart`): two at once must not
+    both take it from its record."""
+    return os.path.join(state_root(), "start.lock")
+
+
 def ports_lock() -> str:
     return os.path.join(state_root(), "ports.lock")
 

@@ -12,6 +12,10 @@ def main(argv: list[str] | None = None) -> int:
         from minirun.cli.run_command import run_command
 
         return run_command(argv[1:])
+    if argv[:1] == ["create"]:
+        from minirun.cli.run_command import create_command
+
+        return create_command(argv[1:])
     if argv[:1] == ["exec"]:
         from minirun.cli.exec_command import exec_command
 

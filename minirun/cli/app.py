@@ -9,7 +9,7 @@ from minirun.cli.commands import containers, images, networks, pods, system
 from minirun.cli.exec_args import SUMMARY as EXEC_SUMMARY
 from minirun.cli.exec_command import exec_command
 from minirun.cli.run_args import SUMMARY as RUN_SUMMARY
-from minirun.cli.run_command import run_command
+from minirun.cli.run_command import create_command, run_command
 
 app = typer.Typer(
     name="minirun",
@@ -29,6 +29,15 @@ _PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True, "help_
 @app.command("run", help=RUN_SUMMARY + " See 'minirun run --help'.", context_settings=_PASSTHROUGH)
 def run_cmd(ctx: typer.Context) -> None:
     raise typer.Exit(run_command(list(ctx.args)))
+
+
+@app.command(
+    "create",
+    help="Create a container (run's options, without -d) and start it later. See 'minirun run --help'.",
+    context_settings=_PASSTHROUGH,
+)
+def create_cmd(ctx: typer.Context) -> None:
+    raise typer.Exit(create_command(list(ctx.args)))
 
 
 @app.command("exec", help=EXEC_SUMMARY + " See 'minirun exec --help'.", context_settings=_PASSTHROUGH)

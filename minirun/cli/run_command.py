@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from minirun.cli.report import guarded
-from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
+from minirun.errors import EXIT_MINIRUN_FAILED, ConfigError, MinirunError
 
 
 def run_command(args: list[str]) -> int:
@@ -21,6 +21,24 @@ def run_command(args: list[str]) -> int:
         from minirun.runtime.container import run
 
         return run.run_foreground(spec)
+
+    return guarded(args, action, run_args.help_text)
+
+
+def create_command(args: list[str]) -> int:
+    """`minirun create ARGS` (`run`'s options but -d): the container on record, not started; prints its id."""
+    from minirun.cli import run_args
+
+    def action() -> int:
+        spec = run_args.parse(args)
+        if spec.detach or spec.dry_run:
+            raise ConfigError(
+                "create takes no -d, --dry-run or --explain", hint="'minirun start' runs a created container detached"
+            )
+        from minirun.runtime.container import stopped
+
+        print(stopped.create(spec))
+        return 0
 
     return guarded(args, action, run_args.help_text)
 

@@ -26,6 +26,7 @@ from minirun.kernel import proc
 
 
 class ContainerStatus(StrEnum):
+    CREATED = "created"  # `minirun create`: on record, never started or not started again yet
     CREATING = "creating"
     RUNNING = "running"
     EXITED = "exited"
@@ -111,10 +112,12 @@ class PodRecord(TypedDict, total=False):
     infra: Owner  # the pod's PID 1 (tini) with --share pid
 
 
+# `start` (and `restart`) take a created or exited container through creating again, as Docker's do.
 CONTAINER_TRANSITIONS: dict[ContainerStatus, frozenset[ContainerStatus]] = {
+    ContainerStatus.CREATED: frozenset({ContainerStatus.CREATING}),
     ContainerStatus.CREATING: frozenset({ContainerStatus.RUNNING, ContainerStatus.EXITED}),
     ContainerStatus.RUNNING: frozenset({ContainerStatus.EXITED}),
-    ContainerStatus.EXITED: frozenset({ContainerStatus.EXITED}),
+    ContainerStatus.EXITED: frozenset({ContainerStatus.EXITED, ContainerStatus.CREATING}),
 }
 POD_TRANSITIONS: dict[PodStatus, frozenset[PodStatus]] = {
     PodStatus.CREATING: frozenset({PodStatus.READY}),
@@ -135,8 +138,14 @@ def is_exited(record: Mapping[str, Any]) -> bool:
 
 
 def is_live(record: Mapping[str, Any]) -> bool:
-    """Not exited: creating, running, or unknown (a damaged record holds what it may own)."""
-    return record.get("status") != ContainerStatus.EXITED
+    """Creating, running, or unknown (a damaged record holds what it may own): what may hold a process, an
+    address or a veth. Not a created or exited one."""
+    return not is_at_rest(record)
+
+
+def is_at_rest(record: Mapping[str, Any]) -> bool:
+    """Created or exited: no process, address or veth; only its record, name, directory and log."""
+    return record.get("status") in (ContainerStatus.CREATED, ContainerStatus.EXITED)
 
 
 def is_ready(pod: Mapping[str, Any]) -> bool:

@@ -82,7 +82,7 @@ def seconds_since(text: str | None, now: datetime.datetime) -> float:
 def status_text(record: dict[str, Any], now: datetime.datetime | None = None) -> str:
     now = now or datetime.datetime.now(datetime.UTC)
     status = record.get("status")
-    if status == ContainerStatus.CREATING:
+    if status in (ContainerStatus.CREATED, ContainerStatus.CREATING):
         return "Created"
     if status == ContainerStatus.RUNNING and not model.container_alive(record):
         return "Exited (unknown)"  # its PID 1 ended (a zombie too) and its owner has not recorded how yet
@@ -162,7 +162,9 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
         "State": {
             "Status": "running"
             if running
-            else {ContainerStatus.CREATING: "created"}.get(record.get("status"), "exited"),
+            else {ContainerStatus.CREATING: "created", ContainerStatus.CREATED: "created"}.get(
+                record.get("status"), "exited"
+            ),
             "Running": running,
             "Pid": pid or 0,
             "ExitCode": 0 if running else record.get("exit_code", 0),
@@ -324,7 +326,7 @@ def follow_logs(record: dict[str, Any], tail: int | None = None) -> Iterator[byt
 
     def finished() -> bool:
         current = store.load(record["id"])
-        if current is None or model.is_exited(current):
+        if current is None or model.is_at_rest(current):
             return True
         return not model.container_alive(current) and not store.owner_alive(current)
 

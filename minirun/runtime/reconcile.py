@@ -113,7 +113,7 @@ def _reconcile_containers(
                 _rebuild_damaged(record["id"], aside)
             damaged.add(record["id"])
             continue
-        if model.is_exited(record) or store.owner_alive(record):
+        if model.is_at_rest(record) or store.owner_alive(record):
             continue
         store.test_pause()
         orphan = _still_orphaned(record)
@@ -246,7 +246,7 @@ def _still_orphaned(record: dict[str, Any]) -> dict[str, Any] | None:
     (a worker hands a detached container to the supervisor, then exits): so only a read made after the
     owner was seen dead shows the final state. Acting on the first read lost live containers."""
     fresh = store.load(record["id"])
-    if fresh is None or fresh.get("corrupt") or model.is_exited(fresh) or store.owner_alive(fresh):
+    if fresh is None or fresh.get("corrupt") or model.is_at_rest(fresh) or store.owner_alive(fresh):
         return None
     return fresh
 

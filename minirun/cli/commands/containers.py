@@ -1,5 +1,5 @@
-"""Container commands: ps, inspect, logs, port, stop, kill, rm, wait. (`run` and `exec` are cli/run_command.py and
-cli/exec_command.py: their hot path bypasses typer.)"""
+"""Container commands: ps, inspect, logs, port, start, stop, restart, kill, rm, wait. (`run`, `create` and
+`exec` are cli/run_command.py and cli/exec_command.py: their hot path bypasses typer.)"""
 
 from __future__ import annotations
 
@@ -113,6 +113,26 @@ def stop_cmd(
     from minirun.runtime.container import control
 
     _each_container(refs, lambda record: control.stop(record, time_), debug)
+
+
+@app.command("start")
+def start_cmd(refs: list[str] = typer.Argument(..., metavar="CONTAINER..."), debug: bool = DEBUG) -> None:
+    """Start created or exited containers again, detached (same id, name, files and log)."""
+    from minirun.runtime.container import stopped
+
+    _each_container(refs, stopped.start, debug)
+
+
+@app.command("restart")
+def restart_cmd(
+    refs: list[str] = typer.Argument(..., metavar="CONTAINER..."),
+    time_: float = typer.Option(10.0, "-t", "--time", help=STOP_TIME_HELP),
+    debug: bool = DEBUG,
+) -> None:
+    """Stop each container (as `stop`), then start it again."""
+    from minirun.runtime.container import stopped
+
+    _each_container(refs, lambda record: stopped.restart(record, time_), debug)
 
 
 @app.command("kill")

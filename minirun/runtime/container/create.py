@@ -87,8 +87,12 @@ def create(
     container_id: str | None = None,
     narrator: Narrator | None = None,
     dry_run: bool = False,
+    previous: dict[str, Any] | None = None,
 ) -> Created | None:
     """Validate, record, fork and attach. On any failure everything done so far is rolled back.
+
+    With `previous` (the record of a created or exited container, `start`): the same container again, its id,
+    name, directory and log kept; a failure leaves its record as it was.
 
     With dry_run: validate, then describe the very steps a run would take (through `narrator`), with
     placeholders for what only running can tell, and change nothing. Returns None then.
@@ -99,13 +103,17 @@ def create(
     if not dry_run:
         reconcile.reconcile()
     target = _validate(spec, detached, dry_run)
+    if previous is not None:
+        container_id, spec = previous["id"], spec._replace(name=previous["name"])
     container_id = container_id or model.new_container_id()
     name = spec.name or names.generate(container_id)
     hostname = target.pod["hostname"] if target.pod else spec.hostname or container_id
     view = config.plan(spec, spec.command, container_id, hostname, pod=target.pod, resolver=target.resolver)
     command = (init_binary(), "--", *view.command) if spec.init else view.command
     timings.append(Timing("validate", time.perf_counter() - clock))
-    record = _record(spec, view, container_id, name, hostname, target.pod, detached, log_path)
+    record = new_record(spec, view, container_id, name, hostname, target.pod, detached, log_path)
+    if previous is not None:
+        record["created"] = previous.get("created", record["created"])
     cfg = child.ChildConfig(
         command=command,
         env=view.env,
@@ -126,7 +134,7 @@ def create(
     if dry_run:
         describe_phases(plan.phases, narrator, tail=[_exec_step(cfg)])
         return None
-    started = _execute(plan, record, spec, view, target, timings, narrator)
+    started = _execute(plan, record, spec, view, target, timings, narrator, previous)
     return Created(record, started, target.host_rtnl, timings, _exec_step(cfg))
 
 
@@ -163,7 +171,7 @@ def _validate(spec: ContainerSpec, detached: bool, dry_run: bool) -> _Target:
     return _Target(resolver=resolver, network=network, host_rtnl=host_rtnl)
 
 
-def _record(
+def new_record(
     spec: ContainerSpec,
     view: config.Sandbox,
     container_id: str,
@@ -196,6 +204,8 @@ def _record(
         "log_config": logfile.parse_options(spec.log_options).as_record(),
         "ports": [list(mapping) for mapping in spec.ports],
         **view.record_fields(),
+        # What `start` needs to run it again (a foreground run is always removed when it ends).
+        **({"spec": spec._asdict()} if detached else {}),
     }
 
 
@@ -238,6 +248,7 @@ def _execute(
     target: _Target,
     timings: list[Timing],
     narrator: Narrator | None,
+    previous: dict[str, Any] | None = None,
 ) -> launch.Launch:
     """Record, then run the plan; the container is running when this returns. Any failure rolls back."""
     container_id, hostname = record["id"], record["hostname"]
@@ -245,10 +256,13 @@ def _execute(
         # The record is written before the name claim and the address, so `gc` never mistakes either for
         # an orphan while this run is still setting up.
         store.save(record)
-        undo.callback(jsonstore.remove_file, paths.container_record(container_id))
-        store.claim_name(record["name"], container_id)
-        undo.callback(store.release_name, record["name"], container_id)
-        undo.callback(teardown.remove_container_dir, container_id)
+        if previous is None:
+            undo.callback(jsonstore.remove_file, paths.container_record(container_id))
+            store.claim_name(record["name"], container_id)
+            undo.callback(store.release_name, record["name"], container_id)
+            undo.callback(teardown.remove_container_dir, container_id)
+        else:  # started again: its name, directory and log stay; a failure leaves the record as it was
+            undo.callback(store.save, previous)
         if view.image is not None and not os.path.isdir(view.image.rootfs):
             # Removed (rebuilt and pruned) after we resolved it; from now on our record keeps it in use.
             raise MinirunError(f"image {spec.image} was removed while the container started", hint="run it again")

@@ -9,6 +9,7 @@ import os
 import socket
 import sys
 import time
+from typing import Any
 
 from minirun import paths
 from minirun.errors import EXIT_MINIRUN_FAILED, MinirunError
@@ -59,21 +60,32 @@ def run_foreground(spec: ContainerSpec) -> int:
     return status
 
 
-def run_detached(spec: ContainerSpec, supervisor: dict[str, int | None], log_channel: socket.socket) -> str:
+def run_detached(
+    spec: ContainerSpec,
+    supervisor: dict[str, int | None],
+    log_channel: socket.socket,
+    previous: dict[str, Any] | None = None,
+) -> str:
     """In a supervisor worker: create the container with its output going to a pipe the supervisor relays
     into its capped log (see logrelay), let it exec, and make the supervisor its owner. Returns the
     container id; the worker then exits and PID 1 is adopted by the supervisor (a child subreaper), which
-    records the exit code and tears down when the container ends."""
+    records the exit code and tears down when the container ends. With `previous`: that created or exited
+    container started again (`start`), appending to its log."""
     from minirun.runtime.supervisor import logrelay
 
-    container_id = model.new_container_id()
+    container_id = previous["id"] if previous is not None else model.new_container_id()
     log_path = paths.container_log(container_id)
     options = logfile.parse_options(spec.log_options)
     output_r, output_w = os.pipe2(os.O_CLOEXEC)
     null_fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     try:
         created = create(
-            spec, detached=True, stdio=(null_fd, output_w, output_w), log_path=log_path, container_id=container_id
+            spec,
+            detached=True,
+            stdio=(null_fd, output_w, output_w),
+            log_path=log_path,
+            container_id=container_id,
+            previous=previous,
         )
     except BaseException:
         os.close(output_r)
@@ -87,7 +99,11 @@ def run_detached(spec: ContainerSpec, supervisor: dict[str, int | None], log_cha
     except OSError as exc:
         created.launch.abort()
         move_container(
-            record, ContainerStatus.EXITED, exit_code=EXIT_MINIRUN_FAILED, finished=store.now_iso(), auto_remove=True
+            record,
+            ContainerStatus.EXITED,
+            exit_code=EXIT_MINIRUN_FAILED,
+            finished=store.now_iso(),
+            auto_remove=previous is None or previous.get("auto_remove", False),
         )
         teardown.teardown(record, host_rtnl=created.host_rtnl)
         raise MinirunError(f"the supervisor did not take the container's output: {exc.strerror}") from None
@@ -99,7 +115,8 @@ def run_detached(spec: ContainerSpec, supervisor: dict[str, int | None], log_cha
         move_container(
             record, ContainerStatus.EXITED, exit_code=launch.failure_exit_code(failure), finished=store.now_iso()
         )
-        record["auto_remove"] = True  # it never ran: leave nothing (Docker would keep a "Created" container)
+        # It never ran: leave nothing (Docker would keep a "Created" container); started again, it stays exited.
+        record["auto_remove"] = previous.get("auto_remove", False) if previous is not None else True
         teardown.teardown(record, host_rtnl=created.host_rtnl)
         raise MinirunError(launch.describe_failure(failure), code=launch.failure_exit_code(failure))
     record["owner"] = supervisor

@@ -85,6 +85,11 @@ def _has_containers() -> bool:
     return True
 
 
+def _serve(jobs_module: Any, payload: dict[str, Any]) -> Callable[..., None]:
+    """The job that answers `payload` (protocol.CONTAINER_OPS) in a worker."""
+    return jobs_module.serve_start_request if payload["op"] == "start" else jobs_module.serve_run_request
+
+
 def _children_visible() -> bool:
     """Whether the kernel lists a process's children (CONFIG_PROC_CHILDREN): without it the supervisor cannot
     tell a spare from a container, and forks a worker per request instead."""
@@ -258,7 +263,7 @@ class Supervisor:
             return
         if jobs.code_fingerprint() != self.code:  # minirun was upgraded under us: never run its new code here
             self._refuse_as_outdated(conn, payload["op"])
-            if self.stopping or payload["op"] == "run":
+            if self.stopping or payload["op"] in protocol.CONTAINER_OPS:
                 return
         if payload["op"] == "sync":
             # Answered here, not in a worker: the resolver's sockets live in this process. A gateway:53 may
@@ -311,7 +316,7 @@ class Supervisor:
     ) -> int:
         def serve() -> None:
             log_channel.close()
-            self._jobs().serve_run_request(conn, payload, self.decode_spec, self.me, worker_channel)
+            _serve(self._jobs(), payload)(conn, payload, self.decode_spec, self.me, worker_channel)
 
         return self._fork_helper(serve)
 
@@ -326,7 +331,8 @@ class Supervisor:
             fresh.warm()
             handed = spare.wait_for_request(theirs)
             if handed is not None:
-                fresh.serve_run_request(handed.conn, handed.payload, self.decode_spec, self.me, handed.log_channel)
+                serve = _serve(fresh, handed.payload)
+                serve(handed.conn, handed.payload, self.decode_spec, self.me, handed.log_channel)
 
         pid = self._fork_helper(wait_then_serve)
         theirs.close()
@@ -354,7 +360,7 @@ class Supervisor:
         new ones and says why (issue 15: minirun never silently runs a container through old code). A sync
         (DNS for a foreground run) is still answered then: its container runs in the client's own code."""
         busy = bool(self.helpers or self.adopted) or self._has_containers()
-        if busy and op != "run":
+        if busy and op not in protocol.CONTAINER_OPS:
             return
         self.log.line(f"the minirun code on disk changed since this supervisor started; refused a {op} request")
         reply = {"ok": False, "outdated": True, "busy": busy, "pid": os.getpid(), "code": 125}

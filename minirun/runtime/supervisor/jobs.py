@@ -7,10 +7,10 @@ the disk, on top of the modules the supervisor had loaded at start - old and new
 (seen in issue 14: `ImportError: cannot import name 'describe'`, and containers never torn down).
 
 Two rules keep that safe:
-- This module and its names (serve_run_request, run_detached, teardown) are a contract: never renamed, never
-  moved, signatures only ever extended with defaulted parameters. Supervisors started from code older than
-  this module call `minirun.runtime.container.run_detached` (a lazy name of the package),
-  `minirun.runtime.gc.teardown` and `minirun.runtime.launch.exit_status`: those stay importable as
+- This module and its names (serve_run_request, serve_start_request, run_detached, teardown, warm) are a
+  contract: never renamed, never moved, signatures only ever extended with defaulted parameters. Supervisors
+  started from code older than this module call `minirun.runtime.container.run_detached` (a lazy name of the
+  package), `minirun.runtime.gc.teardown` and `minirun.runtime.launch.exit_status`: those stay importable as
   forwarders until issue 15's version exchange lets the CLI replace an outdated idle supervisor.
 - A supervisor whose code on disk changed since it started runs no new container (daemon.py refuses the
   request, and exits when idle so the client starts a fresh one). A child it still forks (the teardown of
@@ -70,7 +70,8 @@ def serve_run_request(
     log_channel: socket.socket,
 ) -> None:
     """In a worker: answer one "run" request (parsed by request.parse_line) with one JSON response."""
-    try:
+
+    def run() -> str:
         try:
             spec = decode_spec(payload["spec"])
         except MinirunError as exc:
@@ -79,7 +80,33 @@ def serve_run_request(
             Log().line(f"refused a request: {exc.msg}")
             raise
         os.environ.update(payload["env"])
-        response = {"ok": True, "id": run_detached(spec, supervisor, log_channel)}
+        return run_detached(spec, supervisor, log_channel)
+
+    _answer(conn, run)
+
+
+def serve_start_request(
+    conn: socket.socket,
+    payload: dict[str, Any],
+    decode_spec: Callable[[Any], ContainerSpec],
+    supervisor: dict[str, Any],
+    log_channel: socket.socket,
+) -> None:
+    """In a worker: answer one "start" request (a created or exited container run again) as serve_run_request
+    answers a "run"."""
+
+    def start() -> str:
+        from minirun.runtime.container import stopped
+
+        os.environ.update(payload["env"])
+        return stopped.start_in_worker(payload["id"], decode_spec, supervisor, log_channel)
+
+    _answer(conn, start)
+
+
+def _answer(conn: socket.socket, serve: Callable[[], str]) -> None:
+    try:
+        response = {"ok": True, "id": serve()}
     except MinirunError as exc:
         response = {"ok": False, "error": exc.msg, "hint": exc.hint, "code": exc.code}
     except Exception as exc:  # noqa: BLE001 - reported to the client, which prints it

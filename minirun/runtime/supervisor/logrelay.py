@@ -32,7 +32,8 @@ def handoff_pair() -> tuple[socket.socket, socket.socket]:
 def hand_off(channel: socket.socket, container_id: str, path: str, options: logfile.LogOptions, read_fd: int) -> None:
     """In the worker: create the (empty) log and give the supervisor the read end of the container's
     output pipe."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
+    # Not O_EXCL: a container started again (`start`, `restart`) appends to its log, as Docker's does.
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600))
     message = json.dumps({"id": container_id, "path": path, "options": list(options)}).encode()
     socket.send_fds(channel, [message], [read_fd])
 

@@ -1,9 +1,11 @@
 """The supervisor's wire protocol: one JSON line per request, one JSON line per reply.
 
-Requests: {"op": "sync", "env": {...}} (start DNS on every user network) and
-{"op": "run", "spec": <ContainerSpec as a dict>, "env": {...}} (`minirun run -d`). The supervisor accepts
-nothing the CLI could not have sent: here the envelope (exact keys, an env of MINIRUN_* strings); the
-spec is checked by the CLI's own parser (cli/run_request.py), which the supervisor is handed at start.
+Requests: {"op": "sync", "env": {...}} (start DNS on every user network),
+{"op": "run", "spec": <ContainerSpec as a dict>, "env": {...}} (`minirun run -d`) and
+{"op": "start", "id": <container id>, "env": {...}} (`minirun start`: run a created or exited one again).
+The supervisor accepts nothing the CLI could not have sent: here the envelope (exact keys, an env of MINIRUN_*
+strings, a container id); the spec is checked by the CLI's own parser (cli/run_request.py), which the
+supervisor is handed at start.
 """
 
 from __future__ import annotations
@@ -19,8 +21,11 @@ from minirun.spec import ContainerSpec
 # The variables that change how a container is set up travel with the request: the supervisor was
 # started by some earlier command, with that command's environment.
 FORWARDED_ENV_PREFIX = "MINIRUN_"
-_KEYS = {"run": {"op", "spec", "env"}, "sync": {"op", "env"}}
+_KEYS = {"run": {"op", "spec", "env"}, "start": {"op", "id", "env"}, "sync": {"op", "env"}}
+# The operations that start a container in a worker (the others are answered by the supervisor itself).
+CONTAINER_OPS = ("run", "start")
 _HINT = "the supervisor takes only what 'minirun run -d' sends; use the minirun CLI"
+_HEX = "0123456789abcdef"
 
 
 def sync_request() -> dict[str, Any]:
@@ -29,6 +34,10 @@ def sync_request() -> dict[str, Any]:
 
 def run_request(spec: ContainerSpec) -> dict[str, Any]:
     return {"op": "run", "spec": spec._asdict(), "env": forwarded_env(os.environ)}
+
+
+def start_request(container_id: str) -> dict[str, Any]:
+    return {"op": "start", "id": container_id, "env": forwarded_env(os.environ)}
 
 
 def forwarded_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -54,6 +63,10 @@ def parse_line(line: bytes) -> dict[str, Any]:
     if set(payload) != _KEYS[op]:
         raise ConfigError(f"{op} request: {key_mismatch(set(payload), _KEYS[op], 'keys')}", hint=_HINT)
     _check_env(payload["env"])
+    if op == "start":
+        container_id = payload["id"]
+        if not (isinstance(container_id, str) and len(container_id) == 12 and set(container_id) <= set(_HEX)):
+            raise ConfigError("start request: id is not a container id (12 hex digits)", hint=_HINT)
     return payload
 
 

@@ -57,12 +57,15 @@ def test_cli_run_help_lists_every_option():
 
 COMMANDS = [
     "run",
+    "create",
     "exec",
     "ps",
     "inspect",
     "logs",
     "port",
     "stop",
+    "start",
+    "restart",
     "kill",
     "rm",
     "wait",

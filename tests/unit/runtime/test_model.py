@@ -13,12 +13,21 @@ from minirun.runtime.model import (
     ContainerStatus,
     PodStatus,
     container_status,
+    is_at_rest,
     is_live,
     move_container,
     move_pod,
 )
 
-ALLOWED = {("creating", "running"), ("creating", "exited"), ("running", "exited"), ("exited", "exited")}
+# `start` takes a created (`create`) or exited container through creating again, as Docker's does.
+ALLOWED = {
+    ("created", "creating"),
+    ("creating", "running"),
+    ("creating", "exited"),
+    ("running", "exited"),
+    ("exited", "exited"),
+    ("exited", "creating"),
+}
 
 
 @pytest.mark.parametrize(("before", "after"), list(itertools.product(ContainerStatus, ContainerStatus)))
@@ -51,6 +60,14 @@ def test_pod_moves():
     for to in PodStatus:
         with pytest.raises(Conflict):
             move_pod(dict(pod), to)  # ready is final: removal deletes the record
+
+
+def test_created_and_exited_hold_nothing_live():
+    """What reconcile, the address and veth owners and the supervisor's adoption leave alone."""
+    for status in ("created", "exited"):
+        assert not is_live({"id": "x", "status": status}) and is_at_rest({"id": "x", "status": status})
+    for status in ("creating", "running"):
+        assert is_live({"id": "x", "status": status}) and not is_at_rest({"id": "x", "status": status})
 
 
 def test_statuses_are_written_as_the_plain_strings_records_always_had():
