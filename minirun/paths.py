@@ -65,6 +65,12 @@ def container_record(container_id: str) -> str:
     return os.path.join(containers_dir(), f"{container_id}.json")
 
 
+def stopped_by_hand_mark(container_id: str) -> str:
+    """Made by `stop` (and `kill` with a fatal signal): its restart policy rests until it is started again.
+    A file beside the record, not a field in it: the record is the supervisor's to write."""
+    return os.path.join(containers_dir(), f".{container_id}.stopped")
+
+
 def damaged_lock() -> str:
     """Held while a damaged container record is rebuilt or its holdings are released (`gc --damaged -f`)."""
     return os.path.join(state_root(), "damaged.lock")

@@ -49,6 +49,7 @@ class ContainerSpec(NamedTuple):
     privileged: bool = False
     security_opts: tuple[str, ...] = ()
     log_options: tuple[str, ...] = ()  # --log-opt KEY=VALUE, as given (minirun.runtime.logfile parses them)
+    restart: str = "no"  # --restart, Docker's policy (minirun.restart_policy)
 
 
 def validate_name(name: str) -> str:

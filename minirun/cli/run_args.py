@@ -33,6 +33,12 @@ OPTIONS = (
     Option(("--pod",), "pod", "POD", "join pod POD's net, uts and ipc namespaces (created on first use)"),
     Option(("--mtu",), "mtu", "BYTES", "MTU of eth0 and its host-side veth (default: 1500)"),
     Option(
+        ("--restart",),
+        "restart",
+        "POLICY",
+        "with -d: no (default), always, unless-stopped, on-failure[:N]: start it again when it ends",
+    ),
+    Option(
         ("-p", "--publish"),
         "publish",
         "[IP:]HOST:CTR[/udp]",
@@ -137,7 +143,9 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
     parse_log_options(log_options)  # validated now: a detached run must not fail in the supervisor
     if values.get("read_only") and not values.get("image"):
         raise ConfigError("--read-only needs --image", hint="it makes the image's root read-only: add --image NAME")
+    restart = _restart_policy(values.get("restart"), bool(values.get("remove")))
     return ContainerSpec(
+        restart=restart,
         command=command,
         image=values.get("image"),
         entrypoint=values.get("entrypoint"),
@@ -169,6 +177,15 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
         verbose=bool(values.get("verbose")),
         ports=ports,
     )
+
+
+def _restart_policy(text: str | None, remove: bool) -> str:
+    from minirun import restart_policy
+
+    policy = restart_policy.validate(text) if text is not None else "no"
+    if policy != "no" and remove:
+        raise ConfigError("--restart and --rm conflict", hint="a container removed when it ends cannot start again")
+    return policy
 
 
 def _parse_mtu(mtu: str | None) -> int | None:

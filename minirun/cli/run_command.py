@@ -18,6 +18,9 @@ def run_command(args: list[str]) -> int:
         if spec.detach and not spec.dry_run:
             print(_run_detached(spec))
             return 0
+        if spec.restart != "no":
+            hint = "a foreground run is removed when it ends: the supervisor restarts detached ones"
+            raise ConfigError("--restart needs -d", hint=hint)
         from minirun.runtime.container import run
 
         return run.run_foreground(spec)

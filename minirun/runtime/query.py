@@ -184,6 +184,7 @@ def inspect(record: dict[str, Any]) -> dict[str, Any]:
         "HostConfig": _host_config(record, network),
         "NetworkSettings": _network_settings(record, network, running, pid),
         "LogPath": record.get("log") or "",
+        "RestartCount": record.get("restart_count", 0),
         "Pod": record.get("pod") or "",
         **_rebuilt(record),
     }
@@ -203,7 +204,13 @@ def _host_config(record: dict[str, Any], network: dict[str, Any]) -> dict[str, A
         "CapabilitiesEffective": (record.get("security") or {}).get("capabilities", []),
         "SecurityOpt": _security_opts(record.get("security") or {}),
         "LogConfig": _log_config(record),
+        "RestartPolicy": _restart_policy(record),
     }
+
+
+def _restart_policy(record: dict[str, Any]) -> dict[str, Any]:
+    name, _, count = str((record.get("spec") or {}).get("restart") or "no").partition(":")
+    return {"Name": name, "MaximumRetryCount": int(count or 0)}
 
 
 def _network_settings(record: dict[str, Any], network: dict[str, Any], running: bool, pid: int) -> dict[str, Any]:

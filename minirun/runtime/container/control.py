@@ -10,6 +10,7 @@ import signal
 import time
 from typing import Any
 
+from minirun import jsonstore, paths
 from minirun.errors import MinirunError
 from minirun.runtime import model, reconcile, store
 from minirun.runtime.container import teardown
@@ -91,9 +92,22 @@ def parse_signal(text: str) -> signal.Signals:
         raise MinirunError(f'invalid signal "{text}"', hint="use a name (TERM, SIGKILL) or a number", code=1) from None
 
 
+# Signals that end a container for good as far as its restart policy goes (Docker's "fatal" ones: SIGKILL and
+# the stop signal); after another one (SIGUSR1, SIGHUP...) the policy still applies.
+_FATAL = (signal.SIGKILL, signal.SIGTERM)
+
+
+def mark_stopped_by_hand(record: dict[str, Any]) -> None:
+    """Its restart policy rests until it is started again (restart_policy.py)."""
+    if (record.get("spec") or {}).get("restart", "no") != "no":
+        jsonstore.create_atomic(paths.stopped_by_hand_mark(record["id"]), "")
+
+
 def kill(record: dict[str, Any], signum: int) -> None:
     if not model.is_running(record):
         raise MinirunError(f"container {record.get('name')} is not running", code=1)
+    if signum in _FATAL:
+        mark_stopped_by_hand(record)
     try:
         os.kill(record["pid"], signum)
     except ProcessLookupError:
@@ -102,7 +116,9 @@ def kill(record: dict[str, Any], signum: int) -> None:
 
 def stop(record: dict[str, Any], timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
     """SIGTERM, the grace period, then SIGKILL (a PID 1 without a TERM handler ends as 137). Idempotent.
-    A negative grace period waits for as long as it takes, as Docker's `stop -t -1`."""
+    A negative grace period waits for as long as it takes, as Docker's `stop -t -1`. A restart policy rests
+    until the container is started again (also when it is waiting to restart now)."""
+    mark_stopped_by_hand(record)
     if not model.is_running(record):
         return
     if timeout < 0:

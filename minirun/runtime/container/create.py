@@ -88,6 +88,7 @@ def create(
     narrator: Narrator | None = None,
     dry_run: bool = False,
     previous: dict[str, Any] | None = None,
+    restart_count: int = 0,
 ) -> Created | None:
     """Validate, record, fork and attach. On any failure everything done so far is rolled back.
 
@@ -113,7 +114,7 @@ def create(
     timings.append(Timing("validate", time.perf_counter() - clock))
     record = new_record(spec, view, container_id, name, hostname, target.pod, detached, log_path)
     if previous is not None:
-        record["created"] = previous.get("created", record["created"])
+        record.update(created=previous.get("created", record["created"]), restart_count=restart_count)
     cfg = child.ChildConfig(
         command=command,
         env=view.env,

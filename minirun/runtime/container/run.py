@@ -65,6 +65,7 @@ def run_detached(
     supervisor: dict[str, int | None],
     log_channel: socket.socket,
     previous: dict[str, Any] | None = None,
+    restart_count: int = 0,
 ) -> str:
     """In a supervisor worker: create the container with its output going to a pipe the supervisor relays
     into its capped log (see logrelay), let it exec, and make the supervisor its owner. Returns the
@@ -86,6 +87,7 @@ def run_detached(
             log_path=log_path,
             container_id=container_id,
             previous=previous,
+            restart_count=restart_count,
         )
     except BaseException:
         os.close(output_r)

@@ -11,11 +11,12 @@ Docker: https://docs.docker.com/reference/cli/docker/container/create/ and .../c
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable
 from typing import Any
 
-from minirun import filelock, paths
+from minirun import filelock, jsonstore, paths
 from minirun.errors import Conflict, MinirunError, NotFound
 from minirun.runtime import model, names, reconcile, store
 from minirun.runtime.container import config
@@ -62,6 +63,7 @@ def start(record: dict[str, Any]) -> None:
     """`minirun start`: run a created or exited container again, through the supervisor. Starting a running
     one is not an error (Docker's)."""
     require_root()
+    jsonstore.remove_file(paths.stopped_by_hand_mark(record["id"]))  # its restart policy applies again
     if model.is_running(record):
         return
     from minirun.runtime.supervisor import client, protocol
@@ -89,15 +91,21 @@ def start_in_worker(
     decode_spec: Callable[[Any], ContainerSpec],
     supervisor: dict[str, Any],
     log_channel: socket.socket,
-) -> str:
-    """In a supervisor worker: the "start" request of `container_id`; its id."""
+    by_policy: bool = False,
+) -> str | None:
+    """In a supervisor worker: the "start" request of `container_id`, or (`by_policy`) the supervisor's own
+    restart of it under its restart policy; its id, None when that restart no longer applies."""
     with filelock.exclusive(paths.start_lock()):
         record = store.load(container_id)
+        if record is None and by_policy:
+            return None  # removed while it waited for its restart
         if record is None:
             raise NotFound(f"no such container: {container_id}")
         if record.get("corrupt"):
             raise MinirunError(f"the record of container {container_id} is damaged", hint="see 'minirun gc --damaged'")
         label = record.get("name") or container_id
+        if by_policy and (os.path.exists(paths.stopped_by_hand_mark(container_id)) or not model.is_exited(record)):
+            return None  # stopped by hand, or started by hand, while it waited for its restart
         if model.is_running(record):
             return container_id
         if not model.is_at_rest(record):
@@ -111,4 +119,5 @@ def start_in_worker(
         spec = decode_spec(record["spec"])
         from minirun.runtime.container import run
 
-        return run.run_detached(spec, supervisor, log_channel, previous=record)
+        restarts = record.get("restart_count", 0) + 1 if by_policy else 0  # Docker's RestartCount
+        return run.run_detached(spec, supervisor, log_channel, previous=record, restart_count=restarts)

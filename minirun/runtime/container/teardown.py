@@ -113,6 +113,7 @@ def forget(record: dict[str, Any]) -> list[str]:
     if record.get("log"):
         jsonstore.remove_file(record["log"])
     remove_container_dir(record["id"])
+    jsonstore.remove_file(paths.stopped_by_hand_mark(record["id"]))
     store.remove(record)
     if record.get("image"):
         from minirun.runtime import image_admin

@@ -45,7 +45,7 @@ from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.runtime import owners, store
 from minirun.runtime.model import ContainerStatus
-from minirun.runtime.supervisor import adoption, jobs, protocol, spare
+from minirun.runtime.supervisor import adoption, jobs, protocol, restarts, spare
 from minirun.runtime.supervisor.connections import Clients, Log, Request, reply_error
 from minirun.spec import ContainerSpec
 
@@ -87,7 +87,9 @@ def _has_containers() -> bool:
 
 def _serve(jobs_module: Any, payload: dict[str, Any]) -> Callable[..., None]:
     """The job that answers `payload` (protocol.CONTAINER_OPS) in a worker."""
-    return jobs_module.serve_start_request if payload["op"] == "start" else jobs_module.serve_run_request
+    return {"start": jobs_module.serve_start_request, "restart": jobs_module.serve_restart}.get(
+        payload["op"], jobs_module.serve_run_request
+    )
 
 
 def _children_visible() -> bool:
@@ -129,6 +131,8 @@ class Supervisor:
         self.helpers: set[int] = set()  # request workers and teardown children
         self.adopted: dict[int, str] = {}  # pidfd -> id of a container a killed supervisor left running
         self.spare: spare.Spare | None = None  # a worker with the run path imported, waiting for a request
+        self.teardowns: dict[int, str] = {}  # teardown helper pid -> the container it tears down
+        self.restarts = restarts.Restarts()  # containers waiting to start again (--restart)
         self.selector = selectors.DefaultSelector()
         self.log = Log()
         self.clients = Clients(self.selector, self.log)
@@ -171,11 +175,13 @@ class Supervisor:
             while not self.stopping and idle_since is not None:
                 self._sync_resolver()
                 timeout = self.clients.timeout(0.5 if not self.syncs else SYNC_RETRY)
-                for key, _ in self.selector.select(timeout=timeout):
+                restart_in = self.restarts.seconds_to_next()
+                for key, _ in self.selector.select(timeout=timeout if restart_in is None else min(timeout, restart_in)):
                     self._on_event(key, listener, wakeup_r)
                 self.clients.expire()
                 self._answer_syncs()
                 self._reap()
+                self._restart_due()
                 idle_since = self._idle_since(idle_since)
         finally:
             # However it ends (idle, a signal, a failure): if a container of ours is left on record, its entry
@@ -211,7 +217,7 @@ class Supervisor:
 
     def _idle_since(self, idle_since: float) -> float | None:
         """When the supervisor last had something to do; None once it has been idle long enough to exit."""
-        busy = self.helpers or self.clients.pending or self.logs or self.syncs or self.adopted
+        busy = self.helpers or self.clients.pending or self.logs or self.syncs or self.adopted or self.restarts
         if busy or self._has_containers():
             return time.monotonic()
         if time.monotonic() - idle_since <= self.idle_seconds:
@@ -273,9 +279,13 @@ class Supervisor:
             self.syncs.append((conn, time.monotonic() + SYNC_PATIENCE))
             self._answer_syncs()
             return
+        owners.enter()  # again: at start it may have failed (a full state dir), and this request may create
+        self._serve_in_worker(conn, payload)
+
+    def _serve_in_worker(self, conn: socket.socket, payload: dict[str, Any]) -> None:
+        """A worker (the spare if one waits) serves `payload`; it answers on `conn`."""
         from minirun.runtime.supervisor import logrelay
 
-        owners.enter()  # again: at start it may have failed (a full state dir), and this request may create
         log_channel, worker_channel = logrelay.handoff_pair()
         pid = self._hand_to_spare(conn, payload, worker_channel)
         if pid is None:
@@ -285,6 +295,15 @@ class Supervisor:
         self.logs.expect(log_channel)
         self.helpers.add(pid)
         self._fork_spare()  # for the next request, while this one is served
+
+    def _restart_due(self) -> None:
+        """Start again the containers whose restart policy's wait is over (supervisor/restarts.py)."""
+        for container_id in self.restarts.take_due():
+            if jobs.code_fingerprint() != self.code:
+                self._retire_spare()  # loaded before the upgrade: a forked worker loads the new code whole
+            nobody, placeholder = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            nobody.close()  # no client waits for this one: the worker logs a failure instead
+            self._serve_in_worker(placeholder, {"op": "restart", "id": container_id, "env": {}})
 
     def _hand_to_spare(self, conn: socket.socket, payload: dict[str, Any], worker_channel: socket.socket) -> int | None:
         taken, self.spare = self.spare, None
@@ -423,6 +442,8 @@ class Supervisor:
                 return
             if pid in self.helpers:
                 self.helpers.discard(pid)
+                if (ended := self.teardowns.pop(pid, None)) is not None and not self.stopping:
+                    self.restarts.consider(ended)
             elif self.spare is not None and pid == self.spare.pid:
                 self.log.line(f"the spare worker exited early (status {status}); requests fork a worker meanwhile")
                 self.spare.channel.close()
@@ -469,7 +490,9 @@ class Supervisor:
             owners.enter()  # killed or failing half-way, it leaves a dead entry: the next command looks
             self._jobs().teardown(record)  # a failed step keeps the entry (plan.residue_left)
 
-        self.helpers.add(self._fork_helper(tear_down, leave_on_error=False))
+        helper = self._fork_helper(tear_down, leave_on_error=False)
+        self.helpers.add(helper)
+        self.teardowns[helper] = record["id"]  # when it is done, the restart policy decides
 
 
 def main(decode_spec: SpecDecoder) -> None:

@@ -7,11 +7,11 @@ the disk, on top of the modules the supervisor had loaded at start - old and new
 (seen in issue 14: `ImportError: cannot import name 'describe'`, and containers never torn down).
 
 Two rules keep that safe:
-- This module and its names (serve_run_request, serve_start_request, run_detached, teardown, warm) are a
-  contract: never renamed, never moved, signatures only ever extended with defaulted parameters. Supervisors
-  started from code older than this module call `minirun.runtime.container.run_detached` (a lazy name of the
-  package), `minirun.runtime.gc.teardown` and `minirun.runtime.launch.exit_status`: those stay importable as
-  forwarders until issue 15's version exchange lets the CLI replace an outdated idle supervisor.
+- This module and its names (serve_run_request, serve_start_request, serve_restart, run_detached, teardown,
+  warm) are a contract: never renamed, never moved, signatures only ever extended with defaulted parameters.
+  Supervisors started from code older than this module call `minirun.runtime.container.run_detached` (a lazy
+  name of the package), `minirun.runtime.gc.teardown` and `minirun.runtime.launch.exit_status`: those stay
+  importable as forwarders until issue 15's version exchange lets the CLI replace an outdated idle supervisor.
 - A supervisor whose code on disk changed since it started runs no new container (daemon.py refuses the
   request, and exits when idle so the client starts a fresh one). A child it still forks (the teardown of
   its own containers, or a worker in the moment of the upgrade) forgets every loaded minirun module before
@@ -102,6 +102,25 @@ def serve_start_request(
         return stopped.start_in_worker(payload["id"], decode_spec, supervisor, log_channel)
 
     _answer(conn, start)
+
+
+def serve_restart(
+    conn: socket.socket,
+    payload: dict[str, Any],
+    decode_spec: Callable[[Any], ContainerSpec],
+    supervisor: dict[str, Any],
+    log_channel: socket.socket,
+) -> None:
+    """In a worker: the supervisor's own restart of a container under its restart policy (nobody waits for
+    an answer: `conn` is a placeholder; a failure goes to the supervisor's log)."""
+    from minirun.runtime.container import stopped
+    from minirun.runtime.supervisor.connections import Log
+
+    conn.close()
+    try:
+        stopped.start_in_worker(payload["id"], decode_spec, supervisor, log_channel, by_policy=True)
+    except MinirunError as exc:
+        Log().line(f"container {payload['id']} was not restarted: {exc.msg}")
 
 
 def _answer(conn: socket.socket, serve: Callable[[], str]) -> None:

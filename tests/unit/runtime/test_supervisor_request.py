@@ -63,7 +63,7 @@ SAMPLES = [
     ],
     ["-d", "--pod", "p1", "sleep", "1"],
     ["-d", "--log-opt", "max-size=1m", "--log-opt", "max-file=2", "sleep", "1"],
-    ["-d", "--network", "net-a", "sleep", "1"],
+    ["-d", "--network", "net-a", "--restart", "on-failure:3", "sleep", "1"],
     ["-d", "--image", "busybox", "--read-only", "--entrypoint", "", "--network", "none"],
 ]
 NEVER_SENT = {"dry_run", "explain", "tty"}  # the CLI keeps these runs to itself, or refuses them with -d
