@@ -117,14 +117,23 @@ def main() -> None:
     )
     subprocess.run([MINIRUN, "pod", "rm", "bench"], check=True, stdout=subprocess.DEVNULL)
     results["minirun run -d sleep (start only)"] = measure([MINIRUN, "run", "-d", "--rm", "sleep", "0.5"], args.runs)
+    detached = [
+        subprocess.run([MINIRUN, "run", "-d", "--name", f"idle{i}", "sleep", "600"], check=True, capture_output=True)
+        for i in range(10)
+    ]
+    results["minirun ps (10 containers)"] = measure([MINIRUN, "ps"], args.runs)
+    results["minirun inspect (10 containers)"] = measure([MINIRUN, "inspect", "idle3"], args.runs)
+    results["minirun logs (10 containers)"] = measure([MINIRUN, "logs", "idle3"], args.runs)
+    subprocess.run([MINIRUN, "rm", "-f", *(f"idle{i}" for i in range(len(detached)))], check=True, capture_output=True)
     results["minirun --help"] = measure([MINIRUN, "--help"], args.runs)
     results["minirun run --help"] = measure([MINIRUN, "run", "--help"], args.runs)
 
     base = statistics.median(results["minirun run --rm true"])
-    print(f"{'command':<40} {'median':>9} {'min':>9}  ratio to minirun run")
+    seed = statistics.median(results["seed script (ip + nft, bash)"])
+    print(f"{'command':<40} {'median':>9} {'min':>9}  {'/ run':>6} {'/ seed':>6}")
     for name, times in results.items():
         median = statistics.median(times)
-        print(f"{name:<40} {median:7.1f}ms {min(times):7.1f}ms  {median / base:5.2f}x")
+        print(f"{name:<40} {median:7.1f}ms {min(times):7.1f}ms  {median / base:5.2f}x {median / seed:5.2f}x")
     print(f"in-process setup (fork to exec, median): {in_process_setup(args.runs):.2f} ms")
     print(f"({args.runs} runs each after a warm-up, {os.cpu_count()} cores)")
 

@@ -20,6 +20,16 @@ def children(pid: int) -> set[int]:
         return set()
 
 
+def open_files(pid: int) -> set[str]:
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            found.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+    return found
+
+
 def spares(supervisor: int, state_dir: Path) -> set[int]:
     """The supervisor's children that are no container's PID 1 (with no request in flight: the spare)."""
     return children(supervisor) - {r["pid"] for r in records(state_dir)}
@@ -37,6 +47,9 @@ def test_a_run_request_is_served_by_the_spare_forked_before_it(state_dir: Path):
     (before,) = spares(supervisor, state_dir)
     with open(f"/proc/{before}/cmdline", "rb") as f:
         assert b"minirun.cli.supervise" in f.read(), "the spare is a fork of the supervisor"
+    # The lock is the supervisor's alone: a spare outliving a killed supervisor must not hold up the next one.
+    lock = str(state_dir / "supervisor.lock")
+    assert lock in open_files(supervisor) and lock not in open_files(before)
     second = start(state_dir, "second")
     assert second["owner"]["pid"] == supervisor
     # The spare that waited served the request and exited; a new one waits for the next.

@@ -130,6 +130,7 @@ class Supervisor:
         self.code = jobs.code_fingerprint()  # a child forked after an upgrade loads the new code
         self.helpers: set[int] = set()  # request workers and teardown children
         self.adopted: dict[int, str] = {}  # pidfd -> id of a container a killed supervisor left running
+        self.lock_fd: int | None = None  # supervisor.lock, held while serving
         self.spare: spare.Spare | None = None  # a worker with the run path imported, waiting for a request
         self.teardowns: dict[int, str] = {}  # teardown helper pid -> the container it tears down
         self.restarts = restarts.Restarts()  # containers waiting to start again (--restart)
@@ -159,6 +160,7 @@ class Supervisor:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return  # another supervisor serves this state root
+        self.lock_fd = lock
         k.set_child_subreaper()
         owners.enter()  # the owner of every detached container: if it dies, the next command looks
         listener = self._listen()
@@ -429,6 +431,11 @@ class Supervisor:
         self.selector.close()
         self.clients.close_all()
         adoption.close_all(self.adopted)
+        if self.lock_fd is not None:
+            # The lock is the supervisor's alone: a helper still running after a kill -9 of the supervisor
+            # (a spare warming up, a worker) must not keep the next supervisor from starting.
+            os.close(self.lock_fd)
+            self.lock_fd = None
         if self.spare is not None:
             self.spare.channel.close()  # a worker forked after the spare must not keep it alive
 
