@@ -65,6 +65,17 @@ def test_create_then_start_restart_and_start_again_keep_the_same_container(state
     assert minirun("rm", "-f", "keep").returncode == 0
 
 
+def test_start_attach_prints_this_runs_output_and_exits_with_its_code(state_dir: Path):
+    assert minirun("create", "--name", "once", "sh", "-c", "echo out; echo err >&2; exit 7").returncode == 0
+    for _ in range(2):  # the second time, only the second run's output: not the log's history
+        attached = minirun("start", "-a", "once")
+        assert attached.returncode == 7 and attached.stdout == "out\nerr\n", attached.stderr
+    assert minirun("logs", "once").stdout == "out\nerr\n" * 2
+    two = minirun("start", "-a", "once", "other")
+    assert two.returncode == 1 and "start -a takes one container" in two.stderr
+    assert minirun("rm", "once").returncode == 0
+
+
 def test_parallel_starts_run_one_container(state_dir: Path):
     assert minirun("create", "--name", "once", "sleep", "300").returncode == 0
 

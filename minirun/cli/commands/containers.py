@@ -116,11 +116,38 @@ def stop_cmd(
 
 
 @app.command("start")
-def start_cmd(refs: list[str] = typer.Argument(..., metavar="CONTAINER..."), debug: bool = DEBUG) -> None:
+def start_cmd(
+    refs: list[str] = typer.Argument(..., metavar="CONTAINER..."),
+    attach: bool = typer.Option(False, "-a", "--attach", help="print its output until it ends; exit with its code"),
+    debug: bool = DEBUG,
+) -> None:
     """Start created or exited containers again, detached (same id, name, files and log)."""
     from minirun.runtime.container import stopped
 
-    _each_container(refs, stopped.start, debug)
+    if not attach:
+        _each_container(refs, stopped.start, debug)
+        return
+    if len(refs) != 1:
+        managed(lambda: _one_to_attach(), debug)
+    from minirun.runtime import query
+    from minirun.runtime.container import control
+
+    record = managed(lambda: query.find(refs[0]), debug)
+    out = sys.stdout.buffer
+    # From the end of its log as it is now: what this run writes, not what earlier runs did (Docker's -a).
+    output = query.follow_logs(record, tail=0)
+    out.write(next(output))
+    managed(lambda: stopped.start(record), debug)
+    for chunk in output:
+        out.write(chunk)
+        out.flush()
+    raise typer.Exit(managed(lambda: control.wait(record), debug))
+
+
+def _one_to_attach() -> None:
+    from minirun.errors import ConfigError
+
+    raise ConfigError("start -a takes one container", hint="start the others without -a")
 
 
 @app.command("restart")
