@@ -60,6 +60,21 @@ def test_a_run_request_is_served_by_the_spare_forked_before_it(state_dir: Path):
     assert minirun("rm", "-f", "first", "second").returncode == 0
 
 
+def test_the_teardown_of_an_ended_container_is_served_by_the_spare(state_dir: Path):
+    """The spare has the teardown path imported too: a container's end is handled by it, not by a child that
+    imports everything first."""
+    record = start(state_dir, "short")
+    supervisor = record["owner"]["pid"]
+    wait_for(lambda: len(spares(supervisor, state_dir)) == 1, what="one spare worker waiting")
+    (before,) = spares(supervisor, state_dir)
+    os.kill(record["pid"], signal.SIGKILL)
+    wait_for(lambda: records(state_dir)[0]["status"] == "exited", what="its exit recorded and torn down")
+    assert records(state_dir)[0]["exit_code"] == 137
+    wait_for(lambda: not os.path.exists(f"/proc/{before}"), what="the spare gone after the teardown")
+    wait_for(lambda: len(spares(supervisor, state_dir)) == 1, what="the next spare forked")
+    assert minirun("rm", "short").returncode == 0
+
+
 def test_the_spare_ends_with_its_supervisor(state_dir: Path):
     """Killed (kill -9) or idle, the supervisor leaves no spare behind: the spare reads end-of-file."""
     record = start(state_dir, "held")

@@ -85,6 +85,16 @@ def _has_containers() -> bool:
     return True
 
 
+def _tear_down_job(jobs_module: Any, record: dict[str, Any]) -> None:
+    """In a helper (the spare, or a child forked for it): release everything of an ended container."""
+    owners.enter()  # killed half-way, it leaves a dead entry: the next command looks at what it left
+    try:
+        jobs_module.teardown(record)
+    except BaseException:
+        owners.keep()  # failed: the entry, dead once this exits, makes the next command look (as a failed step)
+        raise
+
+
 def _serve(jobs_module: Any, payload: dict[str, Any]) -> Callable[..., None]:
     """The job that answers `payload` (protocol.CONTAINER_OPS) in a worker."""
     return {"start": jobs_module.serve_start_request, "restart": jobs_module.serve_restart}.get(
@@ -289,7 +299,7 @@ class Supervisor:
         from minirun.runtime.supervisor import logrelay
 
         log_channel, worker_channel = logrelay.handoff_pair()
-        pid = self._hand_to_spare(conn, payload, worker_channel)
+        pid = self._hand_to_spare(payload, [conn.fileno(), worker_channel.fileno()])
         if pid is None:
             pid = self._fork_worker(conn, payload, worker_channel, log_channel)
         conn.close()
@@ -301,22 +311,23 @@ class Supervisor:
     def _restart_due(self) -> None:
         """Start again the containers whose restart policy's wait is over (supervisor/restarts.py)."""
         for container_id in self.restarts.take_due():
-            if jobs.code_fingerprint() != self.code:
-                self._retire_spare()  # loaded before the upgrade: a forked worker loads the new code whole
             nobody, placeholder = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             nobody.close()  # no client waits for this one: the worker logs a failure instead
             self._serve_in_worker(placeholder, {"op": "restart", "id": container_id, "env": {}})
 
-    def _hand_to_spare(self, conn: socket.socket, payload: dict[str, Any], worker_channel: socket.socket) -> int | None:
+    def _hand_to_spare(self, payload: dict[str, Any], fds: list[int]) -> int | None:
+        """The spare's pid once it took the job; None when there is none (or it died): fork a worker then."""
+        if self.spare is not None and jobs.code_fingerprint() != self.code:
+            self._retire_spare()  # loaded before an upgrade: a worker forked now loads the new code whole
         taken, self.spare = self.spare, None
-        if taken is None or not spare.hand_over(taken, conn, payload, worker_channel):
+        if taken is None or not spare.hand_over(taken, payload, fds):
             return None
         return taken.pid
 
-    def _fork_helper(self, body: Callable[[], None], leave_on_error: bool = True) -> int:
+    def _fork_helper(self, body: Callable[[], None]) -> int:
         """Fork a child that runs `body` and exits (1 if it raised): it never returns into the serve loop.
-        Its owner entry goes at the end (os._exit skips atexit), unless `body` raised and not `leave_on_error`:
-        then the entry, dead, makes the next command look at what it left."""
+        Its owner entry goes at the end (os._exit skips atexit); a body that must leave it (a failed
+        teardown) calls owners.keep()."""
         pid = os.fork()
         if pid == 0:
             code = 0
@@ -326,9 +337,8 @@ class Supervisor:
             except BaseException:  # noqa: BLE001 - the child's end; its errors went to the client or the log
                 code = 1
             finally:
-                if code == 0 or leave_on_error:
-                    with contextlib.suppress(BaseException):
-                        owners.leave()
+                with contextlib.suppress(BaseException):
+                    owners.leave()
                 os._exit(code)
         return pid
 
@@ -351,9 +361,13 @@ class Supervisor:
             fresh = self._jobs()
             fresh.warm()
             handed = spare.wait_for_request(theirs)
-            if handed is not None:
-                serve = _serve(fresh, handed.payload)
-                serve(handed.conn, handed.payload, self.decode_spec, self.me, handed.log_channel)
+            if handed is None:
+                return
+            if handed.payload["op"] == "teardown":
+                _tear_down_job(fresh, handed.payload["record"])
+                return
+            conn, log_channel = (socket.socket(fileno=fd) for fd in handed.fds)
+            _serve(fresh, handed.payload)(conn, handed.payload, self.decode_spec, self.me, log_channel)
 
         pid = self._fork_helper(wait_then_serve)
         theirs.close()
@@ -493,13 +507,12 @@ class Supervisor:
         # Teardown imports the netlink code (several MB): do it in a child so the supervisor stays small.
         # The child marks the record exited only after the address is released, so `stop` and `rm`, which
         # wait for "exited", never race with it.
-        def tear_down() -> None:
-            owners.enter()  # killed or failing half-way, it leaves a dead entry: the next command looks
-            self._jobs().teardown(record)  # a failed step keeps the entry (plan.residue_left)
-
-        helper = self._fork_helper(tear_down, leave_on_error=False)
+        helper = self._hand_to_spare({"op": "teardown", "record": record}, [])
+        if helper is None:
+            helper = self._fork_helper(lambda: _tear_down_job(self._jobs(), record))
         self.helpers.add(helper)
         self.teardowns[helper] = record["id"]  # when it is done, the restart policy decides
+        self._fork_spare()
 
 
 def main(decode_spec: SpecDecoder) -> None:

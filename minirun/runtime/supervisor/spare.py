@@ -1,8 +1,9 @@
 """The spare worker: a child the supervisor forks ahead of time, which imports the whole `run` path (the
-runtime, the netlink codecs, the firewall driver: ~40 ms here) and then waits for one request. A `run -d`
-is handed to it (the client's connection and the log hand-off channel, over SCM_RIGHTS) and served at once,
-while the supervisor forks the next spare. It serves exactly one request and exits, as a worker forked on
-demand does: a container never shares a process with another's setup.
+runtime, the netlink codecs, the firewall driver: ~40 ms here) and then waits for one job. A `run -d`,
+`start` or policy restart is handed to it (the client's connection and the log hand-off channel, over
+SCM_RIGHTS), as is the teardown of a container that ended (its record), and served at once, while the
+supervisor forks the next spare. It serves exactly one job and exits, as a worker forked on demand does: a
+container never shares a process with another's setup.
 
 The supervisor stays small (it never imports the run path itself); the spare is one more process, idle
 in recv(2), that ends when the supervisor closes its end of the channel (idle exit, kill -9 of the
@@ -28,9 +29,8 @@ class Spare(NamedTuple):
 
 
 class HandedOver(NamedTuple):
-    conn: socket.socket
-    log_channel: socket.socket
     payload: dict[str, Any]
+    fds: list[int]  # for a request: the client's connection, then the log hand-off channel
 
 
 def channel_pair() -> tuple[socket.socket, socket.socket]:
@@ -38,10 +38,10 @@ def channel_pair() -> tuple[socket.socket, socket.socket]:
     return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
 
 
-def hand_over(spare: Spare, conn: socket.socket, payload: dict[str, Any], log_channel: socket.socket) -> bool:
-    """Give one request to `spare`; False when it cannot take it (it died), and the caller forks a worker."""
+def hand_over(spare: Spare, payload: dict[str, Any], fds: list[int]) -> bool:
+    """Give one job to `spare`; False when it cannot take it (it died), and the caller forks a worker."""
     try:
-        socket.send_fds(spare.channel, [json.dumps(payload).encode()], [conn.fileno(), log_channel.fileno()])
+        socket.send_fds(spare.channel, [json.dumps(payload).encode()], fds)
     except OSError:
         return False
     finally:
@@ -50,14 +50,14 @@ def hand_over(spare: Spare, conn: socket.socket, payload: dict[str, Any], log_ch
 
 
 def wait_for_request(channel: socket.socket) -> HandedOver | None:
-    """In the spare: block until the supervisor hands a request over; None when it closed the channel."""
+    """In the spare: block until the supervisor hands a job over; None when it closed the channel."""
     message, fds, _, _ = socket.recv_fds(channel, MESSAGE_LIMIT, 2, socket.MSG_CMSG_CLOEXEC)
     channel.close()
-    if not message or len(fds) != 2:
+    if not message:
         for fd in fds:
             os.close(fd)
         return None
-    return HandedOver(socket.socket(fileno=fds[0]), socket.socket(fileno=fds[1]), json.loads(message))
+    return HandedOver(json.loads(message), fds)
 
 
 def children() -> set[int]:
