@@ -3,8 +3,6 @@ the supervisor, a foreground one runs here."""
 
 from __future__ import annotations
 
-import os
-
 from minirun.cli.report import guarded
 from minirun.errors import EXIT_MINIRUN_FAILED, ConfigError, MinirunError
 
@@ -70,6 +68,6 @@ def _run_detached(spec) -> str:
 
 
 def _pod_exists(name: str) -> bool:
-    from minirun import paths
+    from minirun.runtime import store
 
-    return os.path.exists(paths.pod_record(name))
+    return store.pod_exists(name)

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from minirun import filelock, jsonstore, paths
+from minirun import filelock, paths
 from minirun.errors import ConfigError
 from minirun.net import links, sysctl
-from minirun.net.network import Network, record_path
+from minirun.net.network import Network, record_path, remove_record
 from minirun.net.rtnl import Rtnl
 from minirun.plan import Step
 
@@ -139,7 +139,7 @@ def plan_network_removal(network: Network, host: Callable[[], Rtnl], firewall: F
             links.delete_link(ipr, network.bridge)
 
     def forget() -> None:
-        jsonstore.remove_file(record_path(network.name))
+        remove_record(network.name)
         tree.remove_tree(paths.ipam_dir(network.name)).check()
 
     return [
@@ -154,6 +154,23 @@ def remove_network_rules(network: Network, firewall: FirewallDriver) -> None:
     so that a concurrent first attach does not interleave with it."""
     with filelock.exclusive(paths.firewall_lock()):
         firewall.remove_network(network)
+
+
+def delete_unowned_veths(host: Rtnl, bridge: str, owner_ids: Callable[[], set[str]]) -> list[str]:
+    """Delete the veths on `bridge` whose owner (links.host_veth_name of a container or pod id) is not among
+    `owner_ids()`; what went, one line each. The owners are asked only after the ports are listed: a
+    container writes its record before it makes its veth, so a veth listed here whose owner is in no record
+    read afterwards really is an orphan (the other order cut the veth of a container created in between)."""
+    master = links.get_link(host, bridge)
+    if master is None:
+        return []
+    ports = [link for link in links.list_links(host) if link.master == master.index and link.kind == "veth"]
+    owned = {links.host_veth_name(owner) for owner in owner_ids()}
+    return [
+        f"link {link.name} (on {bridge}, no container)"
+        for link in ports
+        if link.name not in owned and links.delete_link(host, link.name)
+    ]
 
 
 def ensure_forwarding() -> bool:

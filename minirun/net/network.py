@@ -83,6 +83,15 @@ def record_path(name: str) -> str:
     return os.path.join(paths.state_root(), "networks", f"{name}.json")
 
 
+def save_record(record: dict) -> None:
+    """Write a network's record (whole, atomically): network records are written here and nowhere else."""
+    jsonstore.write_atomic(record_path(record["name"]), record)
+
+
+def remove_record(name: str) -> None:
+    jsonstore.remove_file(record_path(name))
+
+
 def from_record(record: dict) -> Network:
     subnet = ipaddress.IPv4Network(record["subnet"])
     return Network(

@@ -15,13 +15,12 @@ from minirun.net.network import Network
 from minirun.net.survey import BridgeSurvey, HostSurvey
 from minirun.runtime import store
 from minirun.runtime.doctor_finding import Finding, ok
-from minirun.runtime.model import is_live
 
 
 def leak_findings(host: Rtnl, firewall: FirewallDriver, survey: HostSurvey, bridge: BridgeSurvey) -> list[Finding]:
     findings = []
-    owners = {r["id"] for r in store.all_records() if is_live(r)} | {p["id"] for p in store.all_pods()}
-    owners |= set(store.damaged_records())
+    # Pods as read (all_pods), not pod_ids(), which sets a damaged one aside: doctor only looks.
+    owners = store.holder_ids(pods={p["id"] for p in store.all_pods()})
     damaged_pods = _damaged_pod_names()
     if damaged_pods:
         findings.append(_damaged_pods_finding(damaged_pods, bridge.network))

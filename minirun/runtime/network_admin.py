@@ -8,7 +8,7 @@ import ipaddress
 import os
 from typing import Any
 
-from minirun import filelock, jsonstore, paths
+from minirun import filelock, paths
 from minirun.errors import ConfigError, MinirunError, NotFound
 from minirun.net import network as netdefs
 from minirun.plan import Narrator, Step, describe, run_best_effort, run_plan
@@ -71,8 +71,8 @@ def create(
             return None
         record = {**netdefs.to_record(network), "id": os.urandom(6).hex(), "created": store.now_iso()}
         with contextlib.ExitStack() as undo:
-            jsonstore.write_atomic(netdefs.record_path(name), record)
-            undo.callback(jsonstore.remove_file, netdefs.record_path(name))
+            netdefs.save_record(record)
+            undo.callback(netdefs.remove_record, name)
             # The bridge and rules are shared, so their steps leave no undo of their own; roll them back here.
             undo.callback(_remove_kernel_objects, network, firewall)
             run_plan(steps, undo, narrator=narrator)

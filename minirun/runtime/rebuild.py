@@ -32,11 +32,10 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import json
 import os
 from typing import Any, NamedTuple
 
-from minirun import filelock, jsonstore, paths
+from minirun import filelock, paths
 from minirun.errors import MinirunError
 from minirun.kernel import proc
 from minirun.net import network as netdefs
@@ -93,7 +92,7 @@ def attempt(container_id: str) -> Outcome:
 
 
 def _rebuild(container_id: str) -> dict[str, Any]:
-    if os.path.lexists(paths.container_record(container_id)):
+    if store.has_record(container_id):
         raise Refused("it has a record again")
     damaged = store.damaged_records().get(container_id)
     if not damaged:
@@ -177,7 +176,7 @@ def _check_pid(pid: int, others: list[dict], all_pods: list[dict]) -> int:
 
 def _write(record: dict[str, Any], pid: int, started: int) -> None:
     container_id = record["id"]
-    if not jsonstore.create_atomic(paths.container_record(container_id), json.dumps(record, indent=1, sort_keys=True)):
+    if not store.create(record):
         raise Refused("a record appeared meanwhile")
     # Ended while we wrote: its supervisor may have reaped it before there was a record to find. With no live
     # owner in the record, the next command's reconcile tears it down, as when the supervisor dies.

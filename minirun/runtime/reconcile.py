@@ -75,7 +75,7 @@ def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
         if teardown.remove_container_dir(orphan):
             removed.append(f"directory of container {orphan}")
     live, watched = _live_records()
-    holders = {r["id"] for r in live} | pods | damaged
+    holders = store.holder_ids(live, pods) | damaged  # damaged: also those set aside by this very pass
     released, all_released = _release_unheld(reservations, claims, holders, known)
     return removed + released, settled and done and watched and all_released
 
@@ -267,25 +267,12 @@ def _reconcile_orphan(record: dict[str, Any], narrator: Narrator | None = None) 
 def remove_orphan_links(bridge: str) -> list[str]:
     """Delete host veths on `bridge` that belong to no live container or pod (e.g. a killed verifier's)."""
     from minirun.net import attachment
+    from minirun.net import bridge as bridges
 
-    removed: list[str] = []
     if store.damaged_pods_exist():
-        return removed  # one of them may be a damaged pod's (see store.damaged_pods_exist)
+        return []  # one of them may be a damaged pod's (see store.damaged_pods_exist)
     with attachment.open_host() as ipr:
-        master = attachment.get_link(ipr, bridge)
-        if master is None:
-            return removed
-        # Links first, owners after: a container writes its record before it makes its veth, so a veth
-        # listed here whose owner is in no record read afterwards really is an orphan (the other order
-        # cut the veth of a container created in between).
-        ports = [link for link in attachment.list_links(ipr) if link.master == master.index and link.kind == "veth"]
-        holders = {r["id"] for r in store.all_records() if model.is_live(r)} | store.pod_ids()
-        holders |= set(store.damaged_records())
-        live = {attachment.host_veth_name(holder) for holder in holders}
-        for link in ports:
-            if link.name not in live and attachment.delete_link(ipr, link.name):
-                removed.append(f"link {link.name} (on {bridge}, no container)")
-    return removed
+        return bridges.delete_unowned_veths(ipr, bridge, store.holder_ids)
 
 
 def _release_orphans(network: str, addresses: dict[str, Reservation], holders: set[str]) -> list[str]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import json
 import os
 import sys
 import time
@@ -64,6 +65,35 @@ def release_name(name: str, container_id: str) -> None:
 
 def save(record: ContainerRecord) -> None:
     write_atomic(paths.container_record(record["id"]), record)
+
+
+def create(record: ContainerRecord) -> bool:
+    """Write the record only if the container has none yet (a rebuilt one); False when one appeared."""
+    return create_atomic(paths.container_record(record["id"]), json.dumps(record, indent=1, sort_keys=True))
+
+
+def has_record(container_id: str) -> bool:
+    """Whether a record file is there, readable or not."""
+    return os.path.lexists(paths.container_record(container_id))
+
+
+def remove_record(container_id: str) -> None:
+    """The record alone (a run rolling back before its name was claimed); `remove` also releases the name."""
+    remove_file(paths.container_record(container_id))
+
+
+def pod_exists(name: str) -> bool:
+    return os.path.exists(paths.pod_record(name))
+
+
+def holder_ids(live_records: list[ContainerRecord] | None = None, pods: set[str] | None = None) -> set[str]:
+    """Every id that may hold an address, a veth or port rules: live containers (`live_records`, else all on
+    record now), pods (`pods`, else those on record now) and damaged container records, which are never
+    evidence that what they may hold is free."""
+    records = all_records() if live_records is None else live_records
+    return (
+        {r["id"] for r in records if model.is_live(r)} | (pod_ids() if pods is None else pods) | set(damaged_records())
+    )
 
 
 def load(container_id: str) -> ContainerRecord | None:
@@ -238,8 +268,6 @@ def _subdirs(directory: str) -> set[str]:
 
 def pod_ids() -> set[str]:
     """Ids of the pods on record (a pod's address and veth belong to the pod, not to a container)."""
-    import json
-
     ids = set()
     for name in jsonstore.record_names(paths.pods_dir()):
         path = paths.pod_record(name)

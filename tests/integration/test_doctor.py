@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from minirun.net import ipam
 from tests.integration.conftest import delete_link, host_links, minirun, process_name, wait_for, wait_running
+
+
+def holder_of(state_dir: Path, address: str) -> str | None:
+    """Who holds `address` on the default network, read through IPAM (its file format is IPAM's alone)."""
+    held = ipam.all_reservations(str(state_dir / "ipam")).get("minirun", {}).get(address)
+    return held.owner if held is not None else None
 
 
 @pytest.fixture
@@ -149,7 +156,6 @@ def test_fix_keeps_what_a_damaged_container_record_holds(state_dir: Path, clean_
     (record,) = wait_running(state_dir)
     address = record["network"]["address"].split("/")[0]
     veth = record["network"]["host_veth"]
-    reservation = state_dir / "ipam" / "minirun" / address
     try:
         wait_for(lambda: process_name(record["pid"]) == "sleep", what="PID 1 out of its veth's netns")
         (state_dir / "containers" / f"{record['id']}.json").write_text("{")
@@ -157,7 +163,7 @@ def test_fix_keeps_what_a_damaged_container_record_holds(state_dir: Path, clean_
         assert "not rebuilt" in listing.stderr, listing.stderr  # set aside, held
         fixed = minirun("doctor", "--fix")
         assert veth not in fixed.stdout and f"{address} " not in fixed.stdout, fixed.stdout
-        assert veth in host_links() and reservation.read_text().split("\n")[0] == record["id"]
+        assert veth in host_links() and holder_of(state_dir, address) == record["id"]
     finally:
         minirun("gc", "--damaged", "-f")
         os.kill(record["pid"], signal.SIGKILL)  # no record manages it any more
@@ -173,14 +179,13 @@ def test_fix_keeps_what_a_damaged_pod_record_holds(state_dir: Path, clean_slate,
     pod = json.loads((state_dir / "pods" / "held.json").read_text())
     address = pod["network"]["address"].split("/")[0]
     veth = pod["network"]["host_veth"]
-    reservation = state_dir / "ipam" / "minirun" / address
     try:
         (state_dir / "pods" / "held.json").write_text("{")
         if set_aside:
             assert "is damaged" in minirun("pod", "ls").stderr
         fixed = minirun("doctor", "--fix")
         assert veth not in fixed.stdout and f"{address} " not in fixed.stdout, fixed.stdout
-        assert veth in host_links() and reservation.read_text().split("\n")[0] == pod["id"]
+        assert veth in host_links() and holder_of(state_dir, address) == pod["id"]
         assert fixed.returncode == 1
         assert "the record of pod held is damaged: veths and address records on minirun0 are not checked" in (
             fixed.stdout

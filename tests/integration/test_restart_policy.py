@@ -20,7 +20,9 @@ def the_record(state_dir: Path, name: str) -> dict:
 
 
 def starts(name: str) -> list[float]:
-    return [float(line) for line in minirun("logs", name).stdout.split()]
+    """The start times its runs printed; a line still being written (no newline yet) is not one."""
+    output = minirun("logs", name).stdout
+    return [float(line) for line in output[: output.rfind("\n") + 1].split()]
 
 
 def supervisor_gone(state_dir: Path) -> bool:

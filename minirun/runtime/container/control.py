@@ -10,7 +10,7 @@ import signal
 import time
 from typing import Any
 
-from minirun import jsonstore, paths
+from minirun import filelock, jsonstore, paths
 from minirun.errors import MinirunError
 from minirun.runtime import model, reconcile, store
 from minirun.runtime.container import teardown
@@ -97,17 +97,21 @@ def parse_signal(text: str) -> signal.Signals:
 _FATAL = (signal.SIGKILL, signal.SIGTERM)
 
 
-def mark_stopped_by_hand(record: dict[str, Any]) -> None:
-    """Its restart policy rests until it is started again (restart_policy.py)."""
-    if (record.get("spec") or {}).get("restart", "no") != "no":
-        jsonstore.create_atomic(paths.stopped_by_hand_mark(record["id"]), "")
+def mark_stopped_by_hand(record: dict[str, Any]) -> dict[str, Any]:
+    """Its restart policy rests until it is started again (restart_policy.py); the record as it is once no
+    start or policy restart of it is under way (they hold the start lock and check the mark under it)."""
+    if (record.get("spec") or {}).get("restart", "no") == "no":
+        return record
+    jsonstore.create_atomic(paths.stopped_by_hand_mark(record["id"]), "")
+    with filelock.exclusive(paths.start_lock()):
+        return store.load(record["id"]) or record
 
 
 def kill(record: dict[str, Any], signum: int) -> None:
+    if signum in _FATAL:
+        record = mark_stopped_by_hand(record)
     if not model.is_running(record):
         raise MinirunError(f"container {record.get('name')} is not running", code=1)
-    if signum in _FATAL:
-        mark_stopped_by_hand(record)
     try:
         os.kill(record["pid"], signum)
     except ProcessLookupError:
@@ -118,7 +122,7 @@ def stop(record: dict[str, Any], timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
     """SIGTERM, the grace period, then SIGKILL (a PID 1 without a TERM handler ends as 137). Idempotent.
     A negative grace period waits for as long as it takes, as Docker's `stop -t -1`. A restart policy rests
     until the container is started again (also when it is waiting to restart now)."""
-    mark_stopped_by_hand(record)
+    record = mark_stopped_by_hand(record)
     if not model.is_running(record):
         return
     if timeout < 0:
@@ -132,6 +136,7 @@ def stop(record: dict[str, Any], timeout: float = DEFAULT_STOP_TIMEOUT) -> None:
 
 
 def remove(record: dict[str, Any], force: bool, narrator=None) -> None:
+    record = mark_stopped_by_hand(record)  # no policy restart between its end and its removal
     if model.is_running(record):
         if not force:
             raise MinirunError(

@@ -13,7 +13,6 @@ import shlex
 import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from minirun import jsonstore, paths
 from minirun.errors import MinirunError
 from minirun.kernel import proc
 from minirun.kernel import syscalls as k
@@ -258,7 +257,7 @@ def _execute(
         # an orphan while this run is still setting up.
         store.save(record)
         if previous is None:
-            undo.callback(jsonstore.remove_file, paths.container_record(container_id))
+            undo.callback(store.remove_record, container_id)
             store.claim_name(record["name"], container_id)
             undo.callback(store.release_name, record["name"], container_id)
             undo.callback(teardown.remove_container_dir, container_id)

@@ -96,34 +96,32 @@ def run_detached(
         os.close(output_w)
         os.close(null_fd)
     record = created.record
+    # A container that never ran leaves nothing (Docker would keep a "Created" one); started again, it stays.
+    auto_remove = previous.get("auto_remove", False) if previous is not None else True
     try:  # before it may exec: its very first byte goes through the relay
         logrelay.hand_off(log_channel, container_id, log_path, options, output_r)
     except OSError as exc:
         created.launch.abort()
-        move_container(
-            record,
-            ContainerStatus.EXITED,
-            exit_code=EXIT_MINIRUN_FAILED,
-            finished=store.now_iso(),
-            auto_remove=previous is None or previous.get("auto_remove", False),
-        )
-        teardown.teardown(record, host_rtnl=created.host_rtnl)
+        _never_ran(created, EXIT_MINIRUN_FAILED, auto_remove)
         raise MinirunError(f"the supervisor did not take the container's output: {exc.strerror}") from None
     finally:
         os.close(output_r)
     failure = created.launch.release()
     if failure:
         os.waitpid(created.launch.pid, 0)
-        move_container(
-            record, ContainerStatus.EXITED, exit_code=launch.failure_exit_code(failure), finished=store.now_iso()
-        )
-        # It never ran: leave nothing (Docker would keep a "Created" container); started again, it stays exited.
-        record["auto_remove"] = previous.get("auto_remove", False) if previous is not None else True
-        teardown.teardown(record, host_rtnl=created.host_rtnl)
+        _never_ran(created, launch.failure_exit_code(failure), auto_remove)
         raise MinirunError(launch.describe_failure(failure), code=launch.failure_exit_code(failure))
     record["owner"] = supervisor
     store.save(record)
     return record["id"]
+
+
+def _never_ran(created, exit_code: int, auto_remove: bool) -> None:
+    """The container failed before its command ran: recorded as exited with `exit_code`, then torn down."""
+    record = created.record
+    move_container(record, ContainerStatus.EXITED, exit_code=exit_code, finished=store.now_iso())
+    record["auto_remove"] = auto_remove
+    teardown.teardown(record, host_rtnl=created.host_rtnl)
 
 
 def _print_exec_timings(timings: list[Timing], clock: float) -> None:

@@ -113,8 +113,9 @@ def forget(record: dict[str, Any]) -> list[str]:
     if record.get("log"):
         jsonstore.remove_file(record["log"])
     remove_container_dir(record["id"])
-    jsonstore.remove_file(paths.stopped_by_hand_mark(record["id"]))
     store.remove(record)
+    # After the record: a policy restart due meanwhile finds no record (rather than a record without its mark).
+    jsonstore.remove_file(paths.stopped_by_hand_mark(record["id"]))
     if record.get("image"):
         from minirun.runtime import image_admin
 
@@ -139,7 +140,7 @@ def teardown(
                     record.get("log") or "",
                 ]
                 narrator.step(Step("records", lambda: None, lambda: [f"rm -f {' '.join(f for f in files if f)}"]))
-        elif os.path.exists(paths.container_record(record["id"])):  # not removed meanwhile by `rm -f`
+        elif store.has_record(record["id"]):  # not removed meanwhile by `rm -f`
             model.move_container(record, model.ContainerStatus.EXITED)
             record.setdefault("exit_code", model.EXIT_STATUS_LOST)
             store.save(record)

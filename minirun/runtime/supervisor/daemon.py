@@ -45,8 +45,9 @@ from minirun.kernel import proc
 from minirun.kernel import syscalls as k
 from minirun.runtime import owners, store
 from minirun.runtime.model import ContainerStatus
-from minirun.runtime.supervisor import adoption, jobs, protocol, restarts, spare
+from minirun.runtime.supervisor import adoption, jobs, protocol, restarts
 from minirun.runtime.supervisor.connections import Clients, Log, Request, reply_error
+from minirun.runtime.supervisor.workers import Workers
 from minirun.spec import ContainerSpec
 
 # The CLI's check of a `run -d` spec (cli/run_request.py), handed over by the entry point (cli/supervise.py).
@@ -73,45 +74,6 @@ def resolver_in_use() -> bool:
     return in_use()
 
 
-def _has_containers() -> bool:
-    """Whether a container of ours still runs, without reading a record: every detached container's PID 1
-    is our child (we are their subreaper; the worker that forked it has exited), and so is every helper,
-    which the caller counts apart. waitid(WNOHANG | WNOWAIT) raises ECHILD when we have no child at all and
-    reaps nothing (wait(2))."""
-    try:
-        os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-    except ChildProcessError:
-        return False
-    return True
-
-
-def _tear_down_job(jobs_module: Any, record: dict[str, Any]) -> None:
-    """In a helper (the spare, or a child forked for it): release everything of an ended container."""
-    owners.enter()  # killed half-way, it leaves a dead entry: the next command looks at what it left
-    try:
-        jobs_module.teardown(record)
-    except BaseException:
-        owners.keep()  # failed: the entry, dead once this exits, makes the next command look (as a failed step)
-        raise
-
-
-def _serve(jobs_module: Any, payload: dict[str, Any]) -> Callable[..., None]:
-    """The job that answers `payload` (protocol.CONTAINER_OPS) in a worker."""
-    return {"start": jobs_module.serve_start_request, "restart": jobs_module.serve_restart}.get(
-        payload["op"], jobs_module.serve_run_request
-    )
-
-
-def _children_visible() -> bool:
-    """Whether the kernel lists a process's children (CONFIG_PROC_CHILDREN): without it the supervisor cannot
-    tell a spare from a container, and forks a worker per request instead."""
-    try:
-        spare.children()
-    except OSError:
-        return False
-    return True
-
-
 def _idle_seconds() -> float:
     raw = os.environ.get(IDLE_ENV)
     try:
@@ -135,14 +97,10 @@ def _running_owned_by(me: dict[str, Any]) -> bool:
 
 class Supervisor:
     def __init__(self, decode_spec: SpecDecoder) -> None:
-        self.decode_spec = decode_spec
         self.me = identity()
-        self.code = jobs.code_fingerprint()  # a child forked after an upgrade loads the new code
-        self.helpers: set[int] = set()  # request workers and teardown children
+        self.workers = Workers(decode_spec, self.me, self._become_helper, lambda: self.stopping)
         self.adopted: dict[int, str] = {}  # pidfd -> id of a container a killed supervisor left running
         self.lock_fd: int | None = None  # supervisor.lock, held while serving
-        self.spare: spare.Spare | None = None  # a worker with the run path imported, waiting for a request
-        self.teardowns: dict[int, str] = {}  # teardown helper pid -> the container it tears down
         self.restarts = restarts.Restarts()  # containers waiting to start again (--restart)
         self.selector = selectors.DefaultSelector()
         self.log = Log()
@@ -175,7 +133,7 @@ class Supervisor:
         owners.enter()  # the owner of every detached container: if it dies, the next command looks
         listener = self._listen()
         self._adopt()
-        self._fork_spare()
+        self.workers.fork_spare()
         wakeup_r, wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(wakeup_w)
         for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGINT):
@@ -199,7 +157,7 @@ class Supervisor:
             # However it ends (idle, a signal, a failure): if a container of ours is left on record, its entry
             # stays, dead once we exit, so the next command looks after it. Workers still handing one over
             # are waited for first, so the records read here are final.
-            self._retire_spare()
+            self.workers.retire_spare()
             self._wait_for_helpers(HELPER_PATIENCE)
             if _running_owned_by(self.me):
                 owners.keep()
@@ -229,8 +187,8 @@ class Supervisor:
 
     def _idle_since(self, idle_since: float) -> float | None:
         """When the supervisor last had something to do; None once it has been idle long enough to exit."""
-        busy = self.helpers or self.clients.pending or self.logs or self.syncs or self.adopted or self.restarts
-        if busy or self._has_containers():
+        busy = self.workers.helpers or self.clients.pending or self.logs or self.syncs or self.adopted or self.restarts
+        if busy or self.workers.has_containers():
             return time.monotonic()
         if time.monotonic() - idle_since <= self.idle_seconds:
             return idle_since
@@ -258,13 +216,14 @@ class Supervisor:
 
     def _wait_for_helpers(self, patience: float) -> None:
         deadline = time.monotonic() + patience
-        while self.helpers and time.monotonic() < deadline:
-            for pid in list(self.helpers):
+        helpers = self.workers.helpers
+        while helpers and time.monotonic() < deadline:
+            for pid in list(helpers):
                 with contextlib.suppress(ChildProcessError):
                     if os.waitpid(pid, os.WNOHANG)[0] == 0:
                         continue
-                self.helpers.discard(pid)
-            if self.helpers:
+                helpers.discard(pid)
+            if helpers:
                 time.sleep(SYNC_RETRY)  # a worker finishes within milliseconds; bounded by `patience`
 
     def _sync_resolver(self) -> None:
@@ -279,7 +238,7 @@ class Supervisor:
             self.log.line(f"refused a request: {exc.msg}")
             reply_error(conn, exc.msg, exc.hint)
             return
-        if jobs.code_fingerprint() != self.code:  # minirun was upgraded under us: never run its new code here
+        if jobs.code_fingerprint() != self.workers.code:  # minirun was upgraded under us: never run its new code here
             self._refuse_as_outdated(conn, payload["op"])
             if self.stopping or payload["op"] in protocol.CONTAINER_OPS:
                 return
@@ -299,14 +258,14 @@ class Supervisor:
         from minirun.runtime.supervisor import logrelay
 
         log_channel, worker_channel = logrelay.handoff_pair()
-        pid = self._hand_to_spare(payload, [conn.fileno(), worker_channel.fileno()])
+        pid = self.workers.hand_to_spare(payload, [conn.fileno(), worker_channel.fileno()])
         if pid is None:
-            pid = self._fork_worker(conn, payload, worker_channel, log_channel)
+            pid = self.workers.fork_worker(conn, payload, worker_channel, log_channel)
         conn.close()
         worker_channel.close()
         self.logs.expect(log_channel)
-        self.helpers.add(pid)
-        self._fork_spare()  # for the next request, while this one is served
+        self.workers.helpers.add(pid)
+        self.workers.fork_spare()  # for the next request, while this one is served
 
     def _restart_due(self) -> None:
         """Start again the containers whose restart policy's wait is over (supervisor/restarts.py)."""
@@ -315,86 +274,12 @@ class Supervisor:
             nobody.close()  # no client waits for this one: the worker logs a failure instead
             self._serve_in_worker(placeholder, {"op": "restart", "id": container_id, "env": {}})
 
-    def _hand_to_spare(self, payload: dict[str, Any], fds: list[int]) -> int | None:
-        """The spare's pid once it took the job; None when there is none (or it died): fork a worker then."""
-        if self.spare is not None and jobs.code_fingerprint() != self.code:
-            self._retire_spare()  # loaded before an upgrade: a worker forked now loads the new code whole
-        taken, self.spare = self.spare, None
-        if taken is None or not spare.hand_over(taken, payload, fds):
-            return None
-        return taken.pid
-
-    def _fork_helper(self, body: Callable[[], None]) -> int:
-        """Fork a child that runs `body` and exits (1 if it raised): it never returns into the serve loop.
-        Its owner entry goes at the end (os._exit skips atexit); a body that must leave it (a failed
-        teardown) calls owners.keep()."""
-        pid = os.fork()
-        if pid == 0:
-            code = 0
-            try:
-                self._become_helper()
-                body()
-            except BaseException:  # noqa: BLE001 - the child's end; its errors went to the client or the log
-                code = 1
-            finally:
-                with contextlib.suppress(BaseException):
-                    owners.leave()
-                os._exit(code)
-        return pid
-
-    def _fork_worker(
-        self, conn: socket.socket, payload: dict[str, Any], worker_channel: socket.socket, log_channel: socket.socket
-    ) -> int:
-        def serve() -> None:
-            log_channel.close()
-            _serve(self._jobs(), payload)(conn, payload, self.decode_spec, self.me, worker_channel)
-
-        return self._fork_helper(serve)
-
-    def _fork_spare(self) -> None:
-        if self.spare is not None or self.stopping or not _children_visible():
-            return
-        ours, theirs = spare.channel_pair()
-
-        def wait_then_serve() -> None:
-            ours.close()
-            fresh = self._jobs()
-            fresh.warm()
-            handed = spare.wait_for_request(theirs)
-            if handed is None:
-                return
-            if handed.payload["op"] == "teardown":
-                _tear_down_job(fresh, handed.payload["record"])
-                return
-            conn, log_channel = (socket.socket(fileno=fd) for fd in handed.fds)
-            _serve(fresh, handed.payload)(conn, handed.payload, self.decode_spec, self.me, log_channel)
-
-        pid = self._fork_helper(wait_then_serve)
-        theirs.close()
-        self.spare = spare.Spare(pid, ours)
-
-    def _retire_spare(self) -> None:
-        """Closing its channel ends the spare (it reads end-of-file); it is waited for with the helpers."""
-        if self.spare is not None:
-            self.spare.channel.close()
-            self.helpers.add(self.spare.pid)
-            self.spare = None
-
-    def _has_containers(self) -> bool:
-        """Whether a container of ours still runs: a child that is neither a helper nor the spare."""
-        if self.spare is None:
-            return _has_containers()
-        try:
-            return bool(spare.children() - self.helpers - {self.spare.pid})
-        except OSError:
-            return True
-
     def _refuse_as_outdated(self, conn: socket.socket, op: str) -> None:
         """The code on disk is not the code this supervisor runs (an upgrade). Idle, it says so and exits, and
         the client starts a fresh one; watching containers, it cannot hand them over, so it refuses to run
         new ones and says why (issue 15: minirun never silently runs a container through old code). A sync
         (DNS for a foreground run) is still answered then: its container runs in the client's own code."""
-        busy = bool(self.helpers or self.adopted) or self._has_containers()
+        busy = bool(self.workers.helpers or self.adopted) or self.workers.has_containers()
         if busy and op not in protocol.CONTAINER_OPS:
             return
         self.log.line(f"the minirun code on disk changed since this supervisor started; refused a {op} request")
@@ -429,13 +314,6 @@ class Supervisor:
             conn.close()
         self.syncs = waiting
 
-    def _jobs(self) -> Any:
-        """In a forked child: the jobs module, loaded afresh when the code on disk changed (supervisor/jobs.py)."""
-        jobs.fresh_code(self.code)
-        from minirun.runtime.supervisor import jobs as fresh_jobs
-
-        return fresh_jobs
-
     def _become_helper(self) -> None:
         for conn, _ in self.syncs:  # the supervisor answers those, not a helper
             conn.close()
@@ -450,8 +328,8 @@ class Supervisor:
             # (a spare warming up, a worker) must not keep the next supervisor from starting.
             os.close(self.lock_fd)
             self.lock_fd = None
-        if self.spare is not None:
-            self.spare.channel.close()  # a worker forked after the spare must not keep it alive
+        if self.workers.spare is not None:
+            self.workers.spare.channel.close()  # a worker forked after the spare must not keep it alive
 
     def _reap(self) -> None:
         while True:
@@ -461,14 +339,12 @@ class Supervisor:
                 return
             if pid == 0:
                 return
-            if pid in self.helpers:
-                self.helpers.discard(pid)
-                if (ended := self.teardowns.pop(pid, None)) is not None and not self.stopping:
+            if pid in self.workers.helpers:
+                self.workers.helpers.discard(pid)
+                if (ended := self.workers.teardowns.pop(pid, None)) is not None and not self.stopping:
                     self.restarts.consider(ended)
-            elif self.spare is not None and pid == self.spare.pid:
-                self.log.line(f"the spare worker exited early (status {status}); requests fork a worker meanwhile")
-                self.spare.channel.close()
-                self.spare = None
+            elif self.workers.spare_exited(pid):
+                self.log.line(f"the spare worker exited early (status {status}); jobs fork a worker meanwhile")
             else:
                 self._container_exited(pid, status)
 
@@ -486,7 +362,7 @@ class Supervisor:
         record.update(exit_code=proc.exit_status(status), finished=store.now_iso())
         # Every byte it wrote is in its log before teardown marks it exited (`logs -f` stops then).
         self.logs.finish(record["id"])
-        self._tear_down(record)
+        self.workers.tear_down(record)
 
     def _adopt(self) -> None:
         self.adopted = adoption.adopt_orphans(self.me)
@@ -501,18 +377,7 @@ class Supervisor:
         os.close(pidfd)
         record = adoption.ended(container_id, self.me)
         if record is not None:
-            self._tear_down(record)
-
-    def _tear_down(self, record: dict[str, Any]) -> None:
-        # Teardown imports the netlink code (several MB): do it in a child so the supervisor stays small.
-        # The child marks the record exited only after the address is released, so `stop` and `rm`, which
-        # wait for "exited", never race with it.
-        helper = self._hand_to_spare({"op": "teardown", "record": record}, [])
-        if helper is None:
-            helper = self._fork_helper(lambda: _tear_down_job(self._jobs(), record))
-        self.helpers.add(helper)
-        self.teardowns[helper] = record["id"]  # when it is done, the restart policy decides
-        self._fork_spare()
+            self.workers.tear_down(record)
 
 
 def main(decode_spec: SpecDecoder) -> None:
