@@ -118,6 +118,10 @@ def pods_dir() -> str:
     return os.path.join(state_root(), "pods")
 
 
+def networks_dir() -> str:
+    return os.path.join(state_root(), "networks")
+
+
 def pod_record(name: str) -> str:
     return os.path.join(pods_dir(), f"{name}.json")
 

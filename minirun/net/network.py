@@ -80,7 +80,7 @@ def bridge_name(name: str) -> str:
 
 
 def record_path(name: str) -> str:
-    return os.path.join(paths.state_root(), "networks", f"{name}.json")
+    return os.path.join(paths.networks_dir(), f"{name}.json")
 
 
 def save_record(record: dict) -> None:
@@ -156,7 +156,7 @@ def has_resolver(network: Network) -> bool:
 
 def user_networks() -> list[Network]:
     found = []
-    for name in jsonstore.record_names(os.path.join(paths.state_root(), "networks")):
+    for name in jsonstore.record_names(paths.networks_dir()):
         try:
             network = load(name)
         except DamagedRecord as exc:  # every other network still works; this one is named, not guessed

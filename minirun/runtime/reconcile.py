@@ -62,7 +62,9 @@ def _reconcile_everything(narrator: Narrator | None) -> tuple[list[str], bool]:
     store.test_pause()
     removed += [
         f"temp file {name}"
-        for d in (paths.containers_dir(), paths.names_dir())
+        # Every directory of records written whole through a temp file (jsonstore): a kill -9 mid-write
+        # leaves its temp file behind (the kill campaign found one in pods/).
+        for d in (paths.containers_dir(), paths.names_dir(), paths.pods_dir(), paths.networks_dir())
         for name in jsonstore.sweep_temp_files(d)
     ]
     if pod_directories:
