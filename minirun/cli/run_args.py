@@ -180,9 +180,11 @@ def _to_spec(values: dict, command: tuple[str, ...], host_env: dict[str, str]) -
 
 
 def _restart_policy(text: str | None, remove: bool) -> str:
-    from minirun import restart_policy
+    if text is None:
+        return "no"
+    from minirun import restart_policy  # only when given: off the hot path of every run
 
-    policy = restart_policy.validate(text) if text is not None else "no"
+    policy = restart_policy.validate(text)
     if policy != "no" and remove:
         raise ConfigError("--restart and --rm conflict", hint="a container removed when it ends cannot start again")
     return policy

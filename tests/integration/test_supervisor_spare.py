@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 from tests.integration.conftest import minirun, records, wait_for
+from tests.integration.test_storage import open_files
 from tests.reliability.test_owner_registry import alive
 
 
@@ -18,16 +19,6 @@ def children(pid: int) -> set[int]:
             return {int(p) for p in f.read().split()}
     except FileNotFoundError:
         return set()
-
-
-def open_files(pid: int) -> set[str]:
-    found = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            found.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
-        except OSError:
-            continue
-    return found
 
 
 def spares(supervisor: int, state_dir: Path) -> set[int]:
